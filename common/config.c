@@ -1,0 +1,216 @@
+/* nbdkit-quorum
+ * Copyright (C) 2026 the nbdkit-quorum authors.
+ * SPDX-License-Identifier: BSD-3-Clause
+ */
+
+/* Parameters of the quorum, shared by the filter and the plugin. */
+
+#include <config.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nbdkit-filter.h>
+
+#include "internal.h"
+
+unsigned quorum_threshold;            /* 0 until set: strict majority */
+enum read_pattern quorum_read_pattern = READ_PATTERN_QUORUM;
+bool quorum_blkverify;
+bool quorum_rewrite_corrupted;
+bool quorum_syslog = true;
+
+struct child *quorum_children;
+size_t quorum_nr_children;
+bool quorum_has_local;
+
+NBDKIT_DLL_PUBLIC int quorum_debug_votes;
+
+/* child= values in order, until .config_complete builds children[]. */
+static char **child_uris;
+static size_t nr_child_uris;
+static bool threshold_set;
+
+static int
+parse_bool (const char *key, const char *value, bool *ret)
+{
+  int r = nbdkit_parse_bool (value);
+
+  if (r == -1) {
+    nbdkit_error ("%s=%s: expected a boolean (true/false, on/off, 1/0)",
+                  key, value);
+    return -1;
+  }
+  *ret = r;
+  return 0;
+}
+
+int
+quorum_config (const char *key, const char *value)
+{
+  if (strcmp (key, "child") == 0) {
+    char **p;
+
+    if (value[0] == '\0') {
+      nbdkit_error ("child=: empty URI; give an NBD URI such as "
+                    "nbd+unix:///?socket=/path/to/socket");
+      return -1;
+    }
+    if (nr_child_uris >= VOTE_MAX_CHILDREN) {
+      nbdkit_error ("child=%s: too many children (at most %d)",
+                    value, VOTE_MAX_CHILDREN);
+      return -1;
+    }
+    p = realloc (child_uris, (nr_child_uris + 1) * sizeof *p);
+    if (p == NULL) {
+      nbdkit_error ("realloc: %m");
+      return -1;
+    }
+    child_uris = p;
+    child_uris[nr_child_uris] = strdup (value);
+    if (child_uris[nr_child_uris] == NULL) {
+      nbdkit_error ("strdup: %m");
+      return -1;
+    }
+    nr_child_uris++;
+    return 1;
+  }
+  if (strcmp (key, "vote-threshold") == 0) {
+    if (nbdkit_parse_unsigned ("vote-threshold", value,
+                               &quorum_threshold) == -1)
+      return -1;
+    threshold_set = true;
+    return 1;
+  }
+  if (strcmp (key, "read-pattern") == 0) {
+    if (strcmp (value, "quorum") == 0)
+      quorum_read_pattern = READ_PATTERN_QUORUM;
+    else if (strcmp (value, "fifo") == 0)
+      quorum_read_pattern = READ_PATTERN_FIFO;
+    else {
+      nbdkit_error ("read-pattern=%s: expected quorum or fifo", value);
+      return -1;
+    }
+    return 1;
+  }
+  if (strcmp (key, "blkverify") == 0)
+    return parse_bool (key, value, &quorum_blkverify) == -1 ? -1 : 1;
+  if (strcmp (key, "rewrite-corrupted") == 0)
+    return parse_bool (key, value, &quorum_rewrite_corrupted) == -1 ? -1 : 1;
+  if (strcmp (key, "syslog") == 0)
+    return parse_bool (key, value, &quorum_syslog) == -1 ? -1 : 1;
+
+  return 0;
+}
+
+int
+quorum_config_complete (bool has_local)
+{
+  size_t i, n;
+
+  quorum_has_local = has_local;
+  n = nr_child_uris + (has_local ? 1 : 0);
+
+  if (nr_child_uris == 0) {
+    if (has_local)
+      nbdkit_error ("child=: no children besides the plugin; add at least "
+                    "one child=URI (a quorum of one is not a quorum)");
+    else
+      nbdkit_error ("child=: no children; give child=URI once for each "
+                    "NBD server, at least two");
+    return -1;
+  }
+
+  if (n > VOTE_MAX_CHILDREN) {
+    nbdkit_error ("child=: too many children: %zu, at most %d counting "
+                  "the plugin", n, VOTE_MAX_CHILDREN);
+    return -1;
+  }
+
+  if (!threshold_set)
+    quorum_threshold = n / 2 + 1;
+  if (quorum_threshold < 1 || quorum_threshold > n) {
+    nbdkit_error ("vote-threshold=%u: must be between 1 and the number "
+                  "of children (%zu)", quorum_threshold, n);
+    return -1;
+  }
+
+  if (quorum_blkverify) {
+    if (n != 2 || quorum_threshold != 2) {
+      nbdkit_error ("blkverify=true: needs exactly 2 children and "
+                    "vote-threshold=2 (have %zu children, threshold %u)",
+                    n, quorum_threshold);
+      return -1;
+    }
+    if (quorum_rewrite_corrupted) {
+      nbdkit_error ("rewrite-corrupted=true: cannot be used with "
+                    "blkverify=true, which stops at the first mismatch");
+      return -1;
+    }
+  }
+  if (quorum_rewrite_corrupted &&
+      quorum_read_pattern == READ_PATTERN_FIFO) {
+    nbdkit_error ("rewrite-corrupted=true: needs read-pattern=quorum; "
+                  "read-pattern=fifo reads one child and has nothing to "
+                  "compare");
+    return -1;
+  }
+  if (quorum_blkverify && quorum_read_pattern == READ_PATTERN_FIFO) {
+    nbdkit_error ("blkverify=true: needs read-pattern=quorum");
+    return -1;
+  }
+
+  quorum_children = calloc (n, sizeof *quorum_children);
+  if (quorum_children == NULL) {
+    nbdkit_error ("calloc: %m");
+    return -1;
+  }
+  quorum_nr_children = n;
+  for (i = 0; i < n; ++i) {
+    struct child *c = &quorum_children[i];
+
+    c->index = i;
+    c->wake[0] = c->wake[1] = -1;
+    if (has_local && i == 0) {
+      c->name = strdup ("plugin");
+    }
+    else {
+      c->uri = child_uris[i - (has_local ? 1 : 0)];
+      c->name = uri_redact (c->uri);
+    }
+    if (c->name == NULL) {
+      nbdkit_error ("strdup: %m");
+      return -1;
+    }
+  }
+  free (child_uris);          /* the strings now belong to children[] */
+  child_uris = NULL;
+  nr_child_uris = 0;
+
+  nbdkit_debug ("quorum: %zu children, vote-threshold=%u, "
+                "read-pattern=%s%s%s",
+                n, quorum_threshold,
+                quorum_read_pattern == READ_PATTERN_FIFO ? "fifo" : "quorum",
+                quorum_blkverify ? ", blkverify" : "",
+                quorum_rewrite_corrupted ? ", rewrite-corrupted" : "");
+  return 0;
+}
+
+void
+quorum_unload (void)
+{
+  size_t i;
+
+  for (i = 0; i < nr_child_uris; ++i)
+    free (child_uris[i]);
+  free (child_uris);
+  for (i = 0; i < quorum_nr_children; ++i) {
+    free (quorum_children[i].uri);
+    free (quorum_children[i].name);
+  }
+  free (quorum_children);
+  quorum_children = NULL;
+  quorum_nr_children = 0;
+}

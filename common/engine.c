@@ -1,0 +1,814 @@
+/* nbdkit-quorum
+ * Copyright (C) 2026 the nbdkit-quorum authors.
+ * SPDX-License-Identifier: BSD-3-Clause
+ */
+
+/* The fan-out: every operation goes to its children at the same time.
+ * Remote children get asynchronous libnbd commands; the local child
+ * (the filter's plugin) runs on the request's thread meanwhile; then
+ * the request waits for the remote replies and the results are voted.
+ *
+ * A fan-out is reference counted: one reference for the waiting
+ * request and one for every command libnbd still owns.  libnbd calls a
+ * command's free callback exactly once, even when queueing it fails,
+ * so the last of those frees the fan-out and its buffers: a reply that
+ * arrives after the request gave up can never write into freed memory.
+ */
+
+#include <config.h>
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libnbd.h>
+#include <nbdkit-filter.h>
+
+#include "cleanup.h"
+#include "internal.h"
+
+struct fanout;
+
+/* One child's part of a fan-out. */
+struct slot {
+  struct fanout *f;
+  size_t index;                 /* child */
+  bool used;                    /* child takes part in this operation */
+  int err;                      /* its errno, 0 if it succeeded */
+  void *buf;                    /* read: where its reply lands */
+  bool pooled;                  /* buf came from the buffer pool */
+  struct quorum_extent_list extents;
+};
+
+struct fanout {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  size_t pending;               /* remote commands not yet freed */
+  size_t refs;                  /* the request + pending */
+  size_t buflen;
+  struct slot slots[];          /* one per child */
+};
+
+int
+quorum_extent_append (struct quorum_extent_list *list,
+                      uint64_t offset, uint64_t length, uint32_t type)
+{
+  if (list->len == list->cap) {
+    size_t cap = list->cap ? list->cap * 2 : 16;
+    struct quorum_extent *p = realloc (list->ptr, cap * sizeof *p);
+
+    if (p == NULL)
+      return -1;
+    list->ptr = p;
+    list->cap = cap;
+  }
+  list->ptr[list->len++] = (struct quorum_extent) {
+    .offset = offset, .length = length, .type = type
+  };
+  return 0;
+}
+
+static struct fanout *
+fanout_new (size_t buflen)
+{
+  struct fanout *f;
+  size_t i;
+
+  f = calloc (1, sizeof *f + quorum_nr_children * sizeof f->slots[0]);
+  if (f == NULL)
+    return NULL;
+  pthread_mutex_init (&f->lock, NULL);
+  pthread_cond_init (&f->cond, NULL);
+  f->refs = 1;
+  f->buflen = buflen;
+  for (i = 0; i < quorum_nr_children; ++i) {
+    f->slots[i].f = f;
+    f->slots[i].index = i;
+  }
+  return f;
+}
+
+static void
+fanout_free (struct fanout *f)
+{
+  size_t i;
+
+  for (i = 0; i < quorum_nr_children; ++i) {
+    if (f->slots[i].pooled)
+      bufpool_put (f->slots[i].buf, f->buflen);
+    free (f->slots[i].extents.ptr);
+  }
+  pthread_cond_destroy (&f->cond);
+  pthread_mutex_destroy (&f->lock);
+  free (f);
+}
+
+/* Drop one reference; the last frees. */
+static void
+fanout_put (struct fanout *f)
+{
+  bool last;
+
+  pthread_mutex_lock (&f->lock);
+  last = --f->refs == 0;
+  pthread_mutex_unlock (&f->lock);
+  if (last)
+    fanout_free (f);
+}
+
+static void
+fanout_wait (struct fanout *f)
+{
+  SCOPED_LOCK (&f->lock);
+  while (f->pending > 0)
+    pthread_cond_wait (&f->cond, &f->lock);
+}
+
+/* libnbd: the command finished (in the child's I/O thread). */
+static int
+slot_complete (void *vp, int *error)
+{
+  struct slot *s = vp;
+
+  s->err = *error;
+  return 1;                     /* retire the command */
+}
+
+/* libnbd: the command is gone, whether it ran or could not be queued. */
+static void
+slot_free (void *vp)
+{
+  struct slot *s = vp;
+  struct fanout *f = s->f;
+  bool last;
+
+  pthread_mutex_lock (&f->lock);
+  if (--f->pending == 0)
+    pthread_cond_broadcast (&f->cond);
+  last = --f->refs == 0;
+  pthread_mutex_unlock (&f->lock);
+  if (last)
+    fanout_free (f);
+}
+
+/* libnbd: block status for a remote child, appended to its slot. */
+static int
+slot_extent (void *vp, const char *metacontext, uint64_t offset,
+             uint32_t *entries, size_t nr_entries, int *error)
+{
+  struct slot *s = vp;
+  size_t i;
+
+  if (strcmp (metacontext, LIBNBD_CONTEXT_BASE_ALLOCATION) != 0)
+    return 0;
+  for (i = 0; i + 1 < nr_entries; i += 2) {
+    if (quorum_extent_append (&s->extents, offset, entries[i],
+                              entries[i + 1]) == -1) {
+      *error = ENOMEM;
+      return -1;
+    }
+    offset += entries[i];
+  }
+  return 0;
+}
+
+static uint32_t
+libnbd_flags (uint32_t flags)
+{
+  uint32_t r = 0;
+
+  if (flags & NBDKIT_FLAG_FUA)
+    r |= LIBNBD_CMD_FLAG_FUA;
+  if (flags & NBDKIT_FLAG_REQ_ONE)
+    r |= LIBNBD_CMD_FLAG_REQ_ONE;
+  if (flags & NBDKIT_FLAG_FAST_ZERO)
+    r |= LIBNBD_CMD_FLAG_FAST_ZERO;
+  return r;
+}
+
+/* Queue one remote child's command. */
+static void
+slot_issue (struct slot *s, enum op_type type, const void *wbuf,
+            uint32_t count, uint64_t offset, uint32_t flags)
+{
+  struct fanout *f = s->f;
+  struct child *c = &quorum_children[s->index];
+  nbd_completion_callback cb = {
+    .callback = slot_complete, .user_data = s, .free = slot_free,
+  };
+  uint32_t lflags = libnbd_flags (flags);
+  int64_t r = -1;
+
+  /* Count it before libnbd can free it, which may happen inside the
+   * call when queueing fails.
+   */
+  pthread_mutex_lock (&f->lock);
+  f->pending++;
+  f->refs++;
+  pthread_mutex_unlock (&f->lock);
+
+  switch (type) {
+  case OP_READ:
+    r = nbd_aio_pread (c->nbd, s->buf, count, offset, cb, 0);
+    break;
+  case OP_WRITE:
+    r = nbd_aio_pwrite (c->nbd, wbuf, count, offset, cb,
+                        lflags & LIBNBD_CMD_FLAG_FUA);
+    break;
+  case OP_ZERO:
+    if (!(flags & NBDKIT_FLAG_MAY_TRIM))
+      lflags |= LIBNBD_CMD_FLAG_NO_HOLE;
+    r = nbd_aio_zero (c->nbd, count, offset, cb,
+                      lflags & (LIBNBD_CMD_FLAG_FUA | LIBNBD_CMD_FLAG_NO_HOLE |
+                                LIBNBD_CMD_FLAG_FAST_ZERO));
+    break;
+  case OP_TRIM:
+    r = nbd_aio_trim (c->nbd, count, offset, cb,
+                      lflags & LIBNBD_CMD_FLAG_FUA);
+    break;
+  case OP_FLUSH:
+    r = nbd_aio_flush (c->nbd, cb, 0);
+    break;
+  case OP_CACHE:
+    r = nbd_aio_cache (c->nbd, count, offset, cb, 0);
+    break;
+  case OP_EXTENTS:
+    r = nbd_aio_block_status (c->nbd, count, offset,
+                              (nbd_extent_callback) {
+                                .callback = slot_extent, .user_data = s,
+                              },
+                              cb, lflags & LIBNBD_CMD_FLAG_REQ_ONE);
+    break;
+  }
+
+  if (r == -1) {
+    s->err = nbd_get_errno ();
+    if (s->err == 0)
+      s->err = EIO;
+    nbdkit_debug ("quorum: child %zu (%s): %s: %s", c->index, c->name,
+                  op_name (type), nbd_get_error ());
+  }
+  else
+    child_kick (c);
+}
+
+/* Run the local child's part on this thread. */
+static void
+slot_run_local (struct quorum_conn *conn, struct slot *s,
+                enum op_type type, const void *wbuf, uint32_t count,
+                uint64_t offset, uint32_t flags)
+{
+  const struct quorum_local_ops *ops = conn->local;
+  void *ctx = conn->local_ctx;
+  int err = 0, r = -1;
+
+  switch (type) {
+  case OP_READ:
+    r = ops->pread (ctx, s->buf, count, offset, 0, &err);
+    break;
+  case OP_WRITE:
+    r = ops->pwrite (ctx, wbuf, count, offset, flags & NBDKIT_FLAG_FUA,
+                     &err);
+    break;
+  case OP_ZERO:
+    r = ops->zero (ctx, count, offset, flags, &err);
+    break;
+  case OP_TRIM:
+    r = ops->trim (ctx, count, offset, flags & NBDKIT_FLAG_FUA, &err);
+    break;
+  case OP_FLUSH:
+    r = ops->flush (ctx, 0, &err);
+    break;
+  case OP_CACHE:
+    r = ops->cache (ctx, count, offset, 0, &err);
+    break;
+  case OP_EXTENTS:
+    r = ops->extents (ctx, count, offset, flags & NBDKIT_FLAG_REQ_ONE,
+                      &s->extents, &err);
+    break;
+  }
+  if (r == -1)
+    s->err = err ? err : EIO;
+}
+
+/* Send one operation to the children in mask and wait for all of them.
+ * For a read, child "direct" reads into rbuf and the others into
+ * pooled buffers.  Returns the fan-out (the caller puts it), or NULL
+ * with *err set.
+ */
+static struct fanout *
+fanout_run (struct quorum_conn *conn, enum op_type type, uint32_t mask,
+            void *rbuf, size_t direct, const void *wbuf,
+            uint32_t count, uint64_t offset, uint32_t flags, int *err)
+{
+  struct fanout *f;
+  struct slot *local = NULL;
+  size_t i;
+
+  f = fanout_new (type == OP_READ ? count : 0);
+  if (f == NULL) {
+    *err = errno;
+    nbdkit_error ("quorum: calloc: %m");
+    return NULL;
+  }
+
+  for (i = 0; i < quorum_nr_children; ++i) {
+    struct slot *s = &f->slots[i];
+
+    if (!(mask & (UINT32_C (1) << i)))
+      continue;
+    s->used = true;
+    if (type == OP_READ) {
+      if (i == direct)
+        s->buf = rbuf;
+      else {
+        s->buf = bufpool_get (count);
+        if (s->buf == NULL) {
+          s->err = ENOMEM;
+          continue;
+        }
+        s->pooled = true;
+      }
+    }
+    if (quorum_children[i].nbd == NULL) {
+      assert (quorum_has_local && i == 0);
+      local = s;                /* after the remote ones are on their way */
+    }
+    else
+      slot_issue (s, type, wbuf, count, offset, flags);
+  }
+
+  if (local)
+    slot_run_local (conn, local, type, wbuf, count, offset, flags);
+
+  fanout_wait (f);
+  return f;
+}
+
+static uint32_t
+all_children (void)
+{
+  return quorum_nr_children == 32 ?
+    UINT32_MAX : (UINT32_C (1) << quorum_nr_children) - 1;
+}
+
+/* Vote on the results of a write, zero, trim, flush or cache. */
+static int
+write_vote (struct fanout *f, enum op_type type, uint32_t count,
+            uint64_t offset, uint32_t flags, int *err)
+{
+  int errs[VOTE_MAX_CHILDREN];
+  size_t i, ok = 0;
+
+  for (i = 0; i < quorum_nr_children; ++i) {
+    errs[i] = f->slots[i].err;
+    if (errs[i] == 0)
+      ok++;
+  }
+
+  /* A fast zero that any child cannot do fast is refused as a whole:
+   * the client then writes zeroes the slow way, everywhere.
+   */
+  if (type == OP_ZERO && (flags & NBDKIT_FLAG_FAST_ZERO)) {
+    for (i = 0; i < quorum_nr_children; ++i) {
+      if (errs[i] == ENOTSUP || errs[i] == EOPNOTSUPP) {
+        *err = ENOTSUP;
+        return -1;
+      }
+    }
+  }
+
+  for (i = 0; i < quorum_nr_children; ++i)
+    if (errs[i])
+      report_bad (type, i, offset, count, errs[i]);
+
+  if (ok >= quorum_threshold)
+    return 0;
+
+  *err = vote_errno (errs, quorum_nr_children);
+  report_failure_errors (type, offset, count, *err, ok);
+  nbdkit_error ("quorum: %s %" PRIu32 "@%" PRIu64 ": %zu of %zu children "
+                "succeeded, vote-threshold is %u: %s",
+                op_name (type), count, offset, ok, quorum_nr_children,
+                quorum_threshold, strerror (*err));
+  return -1;
+}
+
+/* Write-type operations: all children, then vote. */
+static int
+write_op (struct quorum_conn *conn, enum op_type type, const void *buf,
+          uint32_t count, uint64_t offset, uint32_t flags, int *err)
+{
+  struct fanout *f;
+  int r;
+
+  f = fanout_run (conn, type, all_children (), NULL, 0, buf,
+                  count, offset, flags, err);
+  if (f == NULL)
+    return -1;
+  r = write_vote (f, type, count, offset, flags, err);
+  fanout_put (f);
+  return r;
+}
+
+int
+quorum_pwrite (struct quorum_conn *conn, const void *buf, uint32_t count,
+               uint64_t offset, uint32_t flags, int *err)
+{
+  return write_op (conn, OP_WRITE, buf, count, offset, flags, err);
+}
+
+int
+quorum_zero (struct quorum_conn *conn, uint32_t count, uint64_t offset,
+             uint32_t flags, int *err)
+{
+  return write_op (conn, OP_ZERO, NULL, count, offset, flags, err);
+}
+
+int
+quorum_trim (struct quorum_conn *conn, uint32_t count, uint64_t offset,
+             uint32_t flags, int *err)
+{
+  return write_op (conn, OP_TRIM, NULL, count, offset, flags, err);
+}
+
+int
+quorum_flush (struct quorum_conn *conn, uint32_t flags, int *err)
+{
+  return write_op (conn, OP_FLUSH, NULL, 0, 0, 0, err);
+}
+
+int
+quorum_cache (struct quorum_conn *conn, uint32_t count, uint64_t offset,
+              uint32_t flags, int *err)
+{
+  return write_op (conn, OP_CACHE, NULL, count, offset, 0, err);
+}
+
+/* rewrite-corrupted: write the winning data over the children in mask,
+ * in parallel.  A failed repair is reported and does not fail the read,
+ * which already has its answer.
+ */
+static void
+repair (struct quorum_conn *conn, uint32_t mask, const void *buf,
+        uint32_t count, uint64_t offset)
+{
+  struct fanout *f;
+  size_t i;
+  int err;
+
+  f = fanout_run (conn, OP_WRITE, mask, NULL, 0, buf, count, offset, 0,
+                  &err);
+  if (f == NULL)
+    return;
+  for (i = 0; i < quorum_nr_children; ++i) {
+    if (!f->slots[i].used)
+      continue;
+    if (f->slots[i].err)
+      report_bad (OP_WRITE, i, offset, count, f->slots[i].err);
+    else
+      report_repair (i, offset, count);
+  }
+  fanout_put (f);
+}
+
+/* Vote on a quorum read whose replies are in f; the answer goes to buf. */
+static int
+read_vote (struct quorum_conn *conn, struct fanout *f, void *buf,
+           uint32_t count, uint64_t offset, int *err)
+{
+  const void *bufs[VOTE_MAX_CHILDREN];
+  int errs[VOTE_MAX_CHILDREN];
+  struct vote_result v;
+  uint32_t outvoted = 0;
+  size_t i, n = quorum_nr_children;
+
+  for (i = 0; i < n; ++i) {
+    errs[i] = f->slots[i].err;
+    bufs[i] = errs[i] ? NULL : f->slots[i].buf;
+    if (errs[i])
+      report_bad (OP_READ, i, offset, count, errs[i]);
+  }
+
+  vote_tally (bufs, n, 0, count, &v);
+
+  if (v.nr_ok < quorum_threshold) {
+    *err = vote_errno (errs, n);
+    report_failure_errors (OP_READ, offset, count, *err, v.nr_ok);
+    nbdkit_error ("quorum: read %" PRIu32 "@%" PRIu64 ": %zu of %zu "
+                  "children returned data, vote-threshold is %u: %s",
+                  count, offset, v.nr_ok, n, quorum_threshold,
+                  strerror (*err));
+    return -1;
+  }
+
+  if (quorum_blkverify && v.nr_versions > 1) {
+    size_t d = vote_first_difference (bufs[0], bufs[1], count);
+
+    report_failure_blkverify (offset, count, offset + d);
+    nbdkit_error ("quorum: blkverify: children differ at byte %" PRIu64
+                  " (read %" PRIu32 "@%" PRIu64 "): shutting down",
+                  offset + d, count, offset);
+    nbdkit_shutdown ();
+    *err = EIO;
+    return -1;
+  }
+
+  if (v.votes < quorum_threshold) {
+    report_failure_votes (OP_READ, offset, count, v.votes);
+    nbdkit_error ("quorum: read %" PRIu32 "@%" PRIu64 ": no version has "
+                  "vote-threshold=%u votes (%zu versions, best has %zu)",
+                  count, offset, quorum_threshold, v.nr_versions, v.votes);
+    *err = EIO;
+    return -1;
+  }
+
+  if (quorum_debug_votes && (v.nr_versions > 1 || v.nr_ok < n))
+    nbdkit_debug ("quorum: read %" PRIu32 "@%" PRIu64 ": %zu versions, "
+                  "child %zu wins with %zu of %zu votes",
+                  count, offset, v.nr_versions, v.winner, v.votes, n);
+
+  if (bufs[v.winner] != buf)
+    memcpy (buf, bufs[v.winner], count);
+
+  for (i = 0; i < n; ++i) {
+    if (v.version[i] != VOTE_NO_VERSION && v.version[i] != v.winner) {
+      report_bad (OP_READ, i, offset, count, 0);
+      outvoted |= UINT32_C (1) << i;
+    }
+  }
+  if (outvoted && quorum_rewrite_corrupted)
+    repair (conn, outvoted, buf, count, offset);
+  return 0;
+}
+
+/* read-pattern=fifo: one child at a time, in order, until one works. */
+static int
+pread_fifo (struct quorum_conn *conn, void *buf, uint32_t count,
+            uint64_t offset, int *err)
+{
+  int errs[VOTE_MAX_CHILDREN];
+  size_t i;
+
+  for (i = 0; i < quorum_nr_children; ++i) {
+    struct fanout *f;
+
+    f = fanout_run (conn, OP_READ, UINT32_C (1) << i, buf, i, NULL,
+                    count, offset, 0, err);
+    if (f == NULL)
+      return -1;
+    errs[i] = f->slots[i].err;
+    fanout_put (f);
+    if (errs[i] == 0)
+      return 0;
+    report_bad (OP_READ, i, offset, count, errs[i]);
+  }
+
+  *err = vote_errno (errs, quorum_nr_children);
+  report_failure_errors (OP_READ, offset, count, *err, 0);
+  nbdkit_error ("quorum: read %" PRIu32 "@%" PRIu64 ": every child "
+                "failed: %s", count, offset, strerror (*err));
+  return -1;
+}
+
+int
+quorum_pread (struct quorum_conn *conn, void *buf, uint32_t count,
+              uint64_t offset, uint32_t flags, int *err)
+{
+  struct fanout *f;
+  int r;
+
+  if (quorum_read_pattern == READ_PATTERN_FIFO)
+    return pread_fifo (conn, buf, count, offset, err);
+
+  /* Child 0 reads straight into the caller's buffer. */
+  f = fanout_run (conn, OP_READ, all_children (), buf, 0, NULL,
+                  count, offset, 0, err);
+  if (f == NULL)
+    return -1;
+  r = read_vote (conn, f, buf, count, offset, err);
+  fanout_put (f);
+  return r;
+}
+
+/* Where a child's extents stop covering [offset, end). */
+static uint64_t
+extents_end (const struct quorum_extent_list *list, uint64_t offset,
+             uint64_t end)
+{
+  uint64_t pos = offset;
+  size_t i;
+
+  for (i = 0; i < list->len && pos < end; ++i)
+    pos += list->ptr[i].length;
+  return pos < end ? pos : end;
+}
+
+int
+quorum_extents (struct quorum_conn *conn, uint32_t count, uint64_t offset,
+                uint32_t flags, struct nbdkit_extents *extents, int *err)
+{
+  struct fanout *f;
+  size_t i, n = quorum_nr_children, ok = 0;
+  size_t pos_i[VOTE_MAX_CHILDREN] = { 0 };
+  uint64_t start_i[VOTE_MAX_CHILDREN];
+  uint64_t end = offset + count, pos;
+  int errs[VOTE_MAX_CHILDREN];
+  int r = -1;
+
+  f = fanout_run (conn, OP_EXTENTS, all_children (), NULL, 0, NULL,
+                  count, offset, flags, err);
+  if (f == NULL)
+    return -1;
+
+  for (i = 0; i < n; ++i) {
+    errs[i] = f->slots[i].err;
+    if (errs[i])
+      report_bad (OP_EXTENTS, i, offset, count, errs[i]);
+    else
+      ok++;
+  }
+  if (ok < quorum_threshold) {
+    *err = vote_errno (errs, n);
+    report_failure_errors (OP_EXTENTS, offset, count, *err, ok);
+    nbdkit_error ("quorum: extents %" PRIu32 "@%" PRIu64 ": %zu of %zu "
+                  "children answered, vote-threshold is %u: %s",
+                  count, offset, ok, n, quorum_threshold, strerror (*err));
+    goto out;
+  }
+
+  /* A child that did not answer may have data anywhere. */
+  if (ok < n) {
+    r = nbdkit_add_extent (extents, offset, count, 0);
+    if (r == -1)
+      *err = errno;
+    goto out;
+  }
+
+  /* Children describe the range contiguously from offset, each as far
+   * as it likes: merge over what all of them covered.
+   */
+  for (i = 0; i < n; ++i) {
+    uint64_t e = extents_end (&f->slots[i].extents, offset, end);
+    if (e < end)
+      end = e;
+    start_i[i] = offset;
+  }
+  if (end <= offset) {
+    r = nbdkit_add_extent (extents, offset, count, 0);
+    if (r == -1)
+      *err = errno;
+    goto out;
+  }
+
+  for (pos = offset; pos < end; ) {
+    uint32_t type = NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO;
+    uint64_t next = end;
+
+    for (i = 0; i < n; ++i) {
+      const struct quorum_extent_list *list = &f->slots[i].extents;
+      uint64_t e_end;
+
+      /* Advance child i to its extent holding pos. */
+      while (start_i[i] + list->ptr[pos_i[i]].length <= pos) {
+        start_i[i] += list->ptr[pos_i[i]].length;
+        pos_i[i]++;
+      }
+      type &= list->ptr[pos_i[i]].type;
+      e_end = start_i[i] + list->ptr[pos_i[i]].length;
+      if (e_end < next)
+        next = e_end;
+    }
+    if (nbdkit_add_extent (extents, pos, next - pos, type) == -1) {
+      *err = errno;
+      goto out;
+    }
+    pos = next;
+  }
+  r = 0;
+
+ out:
+  fanout_put (f);
+  return r;
+}
+
+int
+quorum_get_ready (const char *ident)
+{
+  report_open (ident);
+  return 0;
+}
+
+int
+quorum_after_fork (void)
+{
+  return child_connect_all ();
+}
+
+void
+quorum_cleanup (void)
+{
+  child_disconnect_all ();
+  bufpool_drain ();
+}
+
+/* Combine what one child can do into what the quorum can do. */
+static void
+caps_merge (struct quorum_caps *q, const struct quorum_caps *c)
+{
+  q->can_write &= c->can_write;
+  q->can_flush &= c->can_flush;
+  q->can_trim &= c->can_trim;
+  q->can_zero &= c->can_zero;
+  q->can_fast_zero &= c->can_fast_zero;
+  q->can_fua &= c->can_fua;
+  q->can_extents &= c->can_extents;
+  q->can_cache &= c->can_cache;
+  q->is_rotational |= c->is_rotational;
+  if (c->block_min > q->block_min)
+    q->block_min = c->block_min;
+  if (c->block_pref > q->block_pref)
+    q->block_pref = c->block_pref;
+  if (c->block_max && (q->block_max == 0 || c->block_max < q->block_max))
+    q->block_max = c->block_max;
+}
+
+static void
+refuse_sizes (const struct quorum_caps *local_caps)
+{
+  char *msg = NULL;
+  size_t len = 0, i;
+  FILE *fp = open_memstream (&msg, &len);
+
+  if (fp) {
+    for (i = 0; i < quorum_nr_children; ++i)
+      fprintf (fp, "%s child %zu (%s): %" PRIi64, i ? "," : "", i,
+               quorum_children[i].name,
+               i == 0 && local_caps ? local_caps->size
+               : quorum_children[i].caps.size);
+    fclose (fp);
+  }
+  nbdkit_error ("quorum: children have different sizes, refusing the "
+                "connection:%s", msg ? msg : " (out of memory)");
+  free (msg);
+}
+
+int
+quorum_conn_init (struct quorum_conn *conn,
+                  const struct quorum_local_ops *local, void *local_ctx,
+                  const struct quorum_caps *local_caps, bool readonly)
+{
+  struct quorum_caps q = {
+    .can_write = true, .can_flush = true, .can_trim = true,
+    .can_zero = true, .can_fast_zero = true, .can_fua = true,
+    .can_extents = true, .can_cache = true,
+  };
+  size_t i;
+
+  conn->local = local;
+  conn->local_ctx = local_ctx;
+  conn->readonly = readonly;
+
+  for (i = 0; i < quorum_nr_children; ++i) {
+    const struct quorum_caps *c =
+      quorum_children[i].nbd ? &quorum_children[i].caps : local_caps;
+
+    assert (c);
+    if (i == 0)
+      q.size = c->size;
+    else if (c->size != q.size) {
+      refuse_sizes (local_caps);
+      return -1;
+    }
+    caps_merge (&q, c);
+  }
+
+  /* The remote children are one connection each, shared by every
+   * client connection, so a flush on any client connection covers
+   * writes from all of them there; only the local child needs to say
+   * so for itself.
+   */
+  q.can_multi_conn = local_caps ? local_caps->can_multi_conn : true;
+
+  if (readonly)
+    q.can_write = false;
+  if (!q.can_write)
+    q.can_trim = q.can_zero = q.can_fast_zero = q.can_fua = false;
+  if (!q.can_zero)
+    q.can_fast_zero = false;
+  if (q.block_max && q.block_pref > q.block_max)
+    q.block_pref = q.block_max;
+
+  if (quorum_rewrite_corrupted && !q.can_write) {
+    nbdkit_error ("rewrite-corrupted=true: the export is read-only%s, so "
+                  "outvoted children cannot be rewritten: drop -r or "
+                  "rewrite-corrupted", readonly ? "" : " (a child is)");
+    return -1;
+  }
+
+  conn->caps = q;
+  return 0;
+}

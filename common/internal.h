@@ -1,0 +1,85 @@
+/* nbdkit-quorum
+ * Copyright (C) 2026 the nbdkit-quorum authors.
+ * SPDX-License-Identifier: BSD-3-Clause
+ */
+
+/* State shared by the engine's modules; not for the front ends. */
+
+#ifndef QUORUM_INTERNAL_H
+#define QUORUM_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <libnbd.h>
+
+#include "quorum.h"
+#include "vote.h"
+
+enum read_pattern { READ_PATTERN_QUORUM, READ_PATTERN_FIFO };
+
+/* Operation types, as named in reports. */
+enum op_type {
+  OP_READ, OP_WRITE, OP_ZERO, OP_TRIM, OP_FLUSH, OP_CACHE, OP_EXTENTS,
+};
+
+/* Settings, fixed after .config_complete. */
+extern unsigned quorum_threshold;
+extern enum read_pattern quorum_read_pattern;
+extern bool quorum_blkverify;
+extern bool quorum_rewrite_corrupted;
+extern bool quorum_syslog;
+
+/* All children: in the filter children[0] is the local plugin and has
+ * no libnbd handle.
+ */
+struct child {
+  size_t index;                 /* in children[] and in reports */
+  char *uri;                    /* as given; NULL for the local child */
+  char *name;                   /* for messages: secrets removed */
+  struct nbd_handle *nbd;       /* NULL for the local child */
+  pthread_t thread;             /* reads replies, completes commands */
+  bool thread_running;
+  int wake[2];                  /* kicks the I/O thread */
+  struct quorum_caps caps;
+};
+extern struct child *quorum_children;
+extern size_t quorum_nr_children;
+extern bool quorum_has_local;
+
+/* Debug flag: -D quorum.votes=1 */
+extern int quorum_debug_votes;
+
+/* child.c */
+extern int child_connect_all (void);
+extern void child_disconnect_all (void);
+/* Tell c's I/O thread that a command was queued. */
+extern void child_kick (struct child *c);
+
+/* uri.c: URI with the password and secret-bearing query values
+ * replaced by "***"; never NULL except on ENOMEM.
+ */
+extern char *uri_redact (const char *uri);
+
+/* report.c */
+extern void report_open (const char *ident);
+extern const char *op_name (enum op_type type);
+extern void report_bad (enum op_type type, size_t child, uint64_t offset,
+                        uint64_t length, int err);
+extern void report_failure_votes (enum op_type type, uint64_t offset,
+                                  uint64_t length, size_t votes);
+extern void report_failure_errors (enum op_type type, uint64_t offset,
+                                   uint64_t length, int err,
+                                   size_t successes);
+extern void report_failure_blkverify (uint64_t offset, uint64_t length,
+                                      uint64_t first_difference);
+extern void report_repair (size_t child, uint64_t offset, uint64_t length);
+
+/* bufpool.c: request-sized scratch buffers, reused.  */
+extern void *bufpool_get (size_t len);
+extern void bufpool_put (void *buf, size_t len);
+extern void bufpool_drain (void);
+
+#endif /* QUORUM_INTERNAL_H */

@@ -1,0 +1,160 @@
+/* nbdkit-quorum
+ * Copyright (C) 2026 the nbdkit-quorum authors.
+ * SPDX-License-Identifier: BSD-3-Clause
+ */
+
+/* The quorum engine: what the filter and the plugin front ends call.
+ *
+ * The engine owns every parameter, the remote children (libnbd
+ * handles, connected once and shared by all client connections), the
+ * fan-out of each operation, the vote and the reports.  In the filter
+ * the plugin below is child 0, a "local" child that the engine calls
+ * synchronously on the request's own thread through struct
+ * quorum_local_ops while the remote children's commands are in
+ * flight.
+ */
+
+#ifndef QUORUM_H
+#define QUORUM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct nbdkit_extents;
+
+/* One extent reported by a child, as in the NBD protocol. */
+struct quorum_extent {
+  uint64_t offset;
+  uint64_t length;
+  uint32_t type;                /* NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO */
+};
+
+/* A growable list of extents. */
+struct quorum_extent_list {
+  struct quorum_extent *ptr;
+  size_t len;
+  size_t cap;
+};
+
+/* Append an extent; -1 (errno set) if out of memory. */
+extern int quorum_extent_append (struct quorum_extent_list *list,
+                                 uint64_t offset, uint64_t length,
+                                 uint32_t type);
+
+/* What one child, or the quorum as a whole, can do. */
+struct quorum_caps {
+  int64_t size;
+  bool can_write;
+  bool can_flush;
+  bool can_trim;
+  bool can_zero;                /* natively */
+  bool can_fast_zero;
+  bool can_fua;                 /* natively */
+  bool can_extents;
+  bool can_multi_conn;
+  bool can_cache;               /* natively */
+  bool is_rotational;
+  uint32_t block_min;           /* 0 = no constraint */
+  uint32_t block_pref;
+  uint32_t block_max;
+};
+
+/* The filter's plugin: same calling conventions as nbdkit's next_ops,
+ * flags are NBDKIT_FLAG_*, errors are returned as -1 with *err set.
+ */
+struct quorum_local_ops {
+  int (*pread) (void *ctx, void *buf, uint32_t count, uint64_t offset,
+                uint32_t flags, int *err);
+  int (*pwrite) (void *ctx, const void *buf, uint32_t count,
+                 uint64_t offset, uint32_t flags, int *err);
+  int (*zero) (void *ctx, uint32_t count, uint64_t offset, uint32_t flags,
+               int *err);
+  int (*trim) (void *ctx, uint32_t count, uint64_t offset, uint32_t flags,
+               int *err);
+  int (*flush) (void *ctx, uint32_t flags, int *err);
+  int (*cache) (void *ctx, uint32_t count, uint64_t offset, uint32_t flags,
+                int *err);
+  /* Extents from offset for up to count bytes, appended to *list. */
+  int (*extents) (void *ctx, uint32_t count, uint64_t offset,
+                  uint32_t flags, struct quorum_extent_list *list,
+                  int *err);
+};
+
+/* Per client connection. */
+struct quorum_conn {
+  const struct quorum_local_ops *local; /* NULL in the plugin */
+  void *local_ctx;                      /* the filter's nbdkit_next */
+  bool readonly;
+  struct quorum_caps caps;              /* combined over all children */
+};
+
+/* Parameters.  quorum_config returns 1 if the key is the quorum's, 0 if
+ * it is not (the filter passes it on), -1 on a bad value.
+ */
+extern int quorum_config (const char *key, const char *value);
+
+/* Check the parameters once all are known.  has_local: the filter,
+ * whose plugin is child 0.
+ */
+extern int quorum_config_complete (bool has_local);
+
+/* Open syslog under ident. */
+extern int quorum_get_ready (const char *ident);
+
+/* Connect the remote children and start their I/O threads.  Runs in
+ * .after_fork, the first hook whose threads survive daemonizing.
+ */
+extern int quorum_after_fork (void);
+
+/* Disconnect the remote children. */
+extern void quorum_cleanup (void);
+
+/* Free what the parameters allocated. */
+extern void quorum_unload (void);
+
+/* Set up a client connection: local_caps describes child 0 in the
+ * filter (NULL in the plugin).  Refuses children of different sizes
+ * and rewrite-corrupted on a read-only export.
+ */
+extern int quorum_conn_init (struct quorum_conn *conn,
+                             const struct quorum_local_ops *local,
+                             void *local_ctx,
+                             const struct quorum_caps *local_caps,
+                             bool readonly);
+
+/* The data path.  Flags are NBDKIT_FLAG_*.  Return 0, or -1 with *err
+ * set to a positive errno.
+ */
+extern int quorum_pread (struct quorum_conn *conn, void *buf,
+                         uint32_t count, uint64_t offset, uint32_t flags,
+                         int *err);
+extern int quorum_pwrite (struct quorum_conn *conn, const void *buf,
+                          uint32_t count, uint64_t offset, uint32_t flags,
+                          int *err);
+extern int quorum_zero (struct quorum_conn *conn, uint32_t count,
+                        uint64_t offset, uint32_t flags, int *err);
+extern int quorum_trim (struct quorum_conn *conn, uint32_t count,
+                        uint64_t offset, uint32_t flags, int *err);
+extern int quorum_flush (struct quorum_conn *conn, uint32_t flags,
+                         int *err);
+extern int quorum_cache (struct quorum_conn *conn, uint32_t count,
+                         uint64_t offset, uint32_t flags, int *err);
+extern int quorum_extents (struct quorum_conn *conn, uint32_t count,
+                           uint64_t offset, uint32_t flags,
+                           struct nbdkit_extents *extents, int *err);
+
+/* The help text shared by both front ends. */
+#define QUORUM_CONFIG_HELP_CHILD \
+  "child=URI                 NBD URI of a child (repeat for each child)\n"
+#define QUORUM_CONFIG_HELP \
+  "vote-threshold=N          Votes a version needs (default: majority)\n" \
+  "read-pattern=quorum|fifo  Read all and vote, or first that works\n" \
+  "                          (default: quorum)\n" \
+  "blkverify=BOOL            Two children must agree byte for byte;\n" \
+  "                          stop the server on mismatch (default: false)\n" \
+  "rewrite-corrupted=BOOL    Write the winning version back to outvoted\n" \
+  "                          children (default: false)\n" \
+  "syslog=BOOL               Send reports to syslog(3) (default: true)"
+
+#endif /* QUORUM_H */

@@ -1,0 +1,427 @@
+/* nbdkit-quorum
+ * Copyright (C) 2026 the nbdkit-quorum authors.
+ * SPDX-License-Identifier: BSD-3-Clause
+ */
+
+/* nbdkit-quorum-filter: the plugin below is child 0 of a quorum whose
+ * other children are NBD servers named by child= parameters.  A thin
+ * shell over the engine in common/.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <stdlib.h>
+
+#include <nbdkit-filter.h>
+
+#include "quorum.h"
+
+struct quorum_handle {
+  struct quorum_conn conn;
+};
+
+/* The plugin below, as the engine's local child. */
+static int
+local_pread (void *ctx, void *buf, uint32_t count, uint64_t offset,
+             uint32_t flags, int *err)
+{
+  nbdkit_next *next = ctx;
+  return next->pread (next, buf, count, offset, flags, err);
+}
+
+static int
+local_pwrite (void *ctx, const void *buf, uint32_t count, uint64_t offset,
+              uint32_t flags, int *err)
+{
+  nbdkit_next *next = ctx;
+  return next->pwrite (next, buf, count, offset, flags, err);
+}
+
+static int
+local_zero (void *ctx, uint32_t count, uint64_t offset, uint32_t flags,
+            int *err)
+{
+  nbdkit_next *next = ctx;
+  return next->zero (next, count, offset, flags, err);
+}
+
+static int
+local_trim (void *ctx, uint32_t count, uint64_t offset, uint32_t flags,
+            int *err)
+{
+  nbdkit_next *next = ctx;
+  return next->trim (next, count, offset, flags, err);
+}
+
+static int
+local_flush (void *ctx, uint32_t flags, int *err)
+{
+  nbdkit_next *next = ctx;
+  return next->flush (next, flags, err);
+}
+
+static int
+local_cache (void *ctx, uint32_t count, uint64_t offset, uint32_t flags,
+             int *err)
+{
+  nbdkit_next *next = ctx;
+  return next->cache (next, count, offset, flags, err);
+}
+
+static int
+local_extents (void *ctx, uint32_t count, uint64_t offset, uint32_t flags,
+               struct quorum_extent_list *list, int *err)
+{
+  nbdkit_next *next = ctx;
+  struct nbdkit_extents *exts;
+  size_t i;
+  int64_t size = next->get_size (next);
+
+  if (size == -1) {
+    *err = EIO;
+    return -1;
+  }
+  exts = nbdkit_extents_new (offset, size);
+  if (exts == NULL) {
+    *err = errno;
+    return -1;
+  }
+  if (next->extents (next, count, offset, flags, exts, err) == -1) {
+    nbdkit_extents_free (exts);
+    return -1;
+  }
+  for (i = 0; i < nbdkit_extents_count (exts); ++i) {
+    struct nbdkit_extent e = nbdkit_get_extent (exts, i);
+
+    if (quorum_extent_append (list, e.offset, e.length, e.type) == -1) {
+      *err = errno;
+      nbdkit_extents_free (exts);
+      return -1;
+    }
+  }
+  nbdkit_extents_free (exts);
+  return 0;
+}
+
+static const struct quorum_local_ops local_ops = {
+  .pread = local_pread,
+  .pwrite = local_pwrite,
+  .zero = local_zero,
+  .trim = local_trim,
+  .flush = local_flush,
+  .cache = local_cache,
+  .extents = local_extents,
+};
+
+static void
+quorum_filter_unload (void)
+{
+  quorum_unload ();
+}
+
+/* Our keys are the quorum's; everything else is the plugin's. */
+static int
+quorum_filter_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
+                      const char *key, const char *value)
+{
+  int r = quorum_config (key, value);
+
+  if (r == -1)
+    return -1;
+  if (r == 1)
+    return 0;
+  return next (nxdata, key, value);
+}
+
+static int
+quorum_filter_config_complete (nbdkit_next_config_complete *next,
+                               nbdkit_backend *nxdata)
+{
+  if (quorum_config_complete (true) == -1)
+    return -1;
+  return next (nxdata);
+}
+
+static int
+quorum_filter_get_ready (int thread_model)
+{
+  return quorum_get_ready ("nbdkit-quorum-filter");
+}
+
+static int
+quorum_filter_after_fork (nbdkit_backend *backend)
+{
+  return quorum_after_fork ();
+}
+
+static void
+quorum_filter_cleanup (nbdkit_backend *backend)
+{
+  quorum_cleanup ();
+}
+
+static void *
+quorum_filter_open (nbdkit_next_open *next, nbdkit_context *context,
+                    int readonly, const char *exportname, int is_tls)
+{
+  struct quorum_handle *h;
+
+  if (next (context, readonly, exportname) == -1)
+    return NULL;
+  h = calloc (1, sizeof *h);
+  if (h == NULL) {
+    nbdkit_error ("calloc: %m");
+    return NULL;
+  }
+  return h;
+}
+
+static void
+quorum_filter_close (void *handle)
+{
+  free (handle);
+}
+
+/* What the plugin can do, for the engine to combine with the others. */
+static int
+quorum_filter_prepare (nbdkit_next *next, void *handle, int readonly)
+{
+  struct quorum_handle *h = handle;
+  struct quorum_caps c = { 0 };
+  int r;
+
+  c.size = next->get_size (next);
+  if (c.size == -1)
+    return -1;
+  if ((r = next->can_write (next)) == -1)
+    return -1;
+  c.can_write = r;
+  if ((r = next->can_flush (next)) == -1)
+    return -1;
+  c.can_flush = r;
+  if ((r = next->can_trim (next)) == -1)
+    return -1;
+  c.can_trim = r;
+  /* The plugin below may be emulating zero or FUA: either way its
+   * zero and FUA work, so it can take them from us.
+   */
+  if ((r = next->can_zero (next)) == -1)
+    return -1;
+  c.can_zero = r != NBDKIT_ZERO_NONE;
+  if ((r = next->can_fast_zero (next)) == -1)
+    return -1;
+  c.can_fast_zero = r;
+  if ((r = next->can_fua (next)) == -1)
+    return -1;
+  c.can_fua = r != NBDKIT_FUA_NONE;
+  if ((r = next->can_extents (next)) == -1)
+    return -1;
+  c.can_extents = r;
+  if ((r = next->can_multi_conn (next)) == -1)
+    return -1;
+  c.can_multi_conn = r;
+  if ((r = next->can_cache (next)) == -1)
+    return -1;
+  c.can_cache = r != NBDKIT_CACHE_NONE;
+  if ((r = next->is_rotational (next)) == -1)
+    return -1;
+  c.is_rotational = r;
+  if (next->block_size (next, &c.block_min, &c.block_pref,
+                        &c.block_max) == -1)
+    return -1;
+
+  return quorum_conn_init (&h->conn, &local_ops, next, &c, readonly);
+}
+
+static int64_t
+quorum_filter_get_size (nbdkit_next *next, void *handle)
+{
+  struct quorum_handle *h = handle;
+  return h->conn.caps.size;
+}
+
+static int
+quorum_filter_block_size (nbdkit_next *next, void *handle,
+                          uint32_t *minimum, uint32_t *preferred,
+                          uint32_t *maximum)
+{
+  struct quorum_handle *h = handle;
+
+  *minimum = h->conn.caps.block_min;
+  *preferred = h->conn.caps.block_pref;
+  *maximum = h->conn.caps.block_max;
+  return 0;
+}
+
+static int
+quorum_filter_can_write (nbdkit_next *next, void *handle)
+{
+  struct quorum_handle *h = handle;
+  return h->conn.caps.can_write;
+}
+
+static int
+quorum_filter_can_flush (nbdkit_next *next, void *handle)
+{
+  struct quorum_handle *h = handle;
+  return h->conn.caps.can_flush;
+}
+
+static int
+quorum_filter_is_rotational (nbdkit_next *next, void *handle)
+{
+  struct quorum_handle *h = handle;
+  return h->conn.caps.is_rotational;
+}
+
+static int
+quorum_filter_can_trim (nbdkit_next *next, void *handle)
+{
+  struct quorum_handle *h = handle;
+  return h->conn.caps.can_trim;
+}
+
+static int
+quorum_filter_can_zero (nbdkit_next *next, void *handle)
+{
+  struct quorum_handle *h = handle;
+
+  if (!h->conn.caps.can_write)
+    return NBDKIT_ZERO_NONE;
+  return h->conn.caps.can_zero ? NBDKIT_ZERO_NATIVE : NBDKIT_ZERO_EMULATE;
+}
+
+static int
+quorum_filter_can_fast_zero (nbdkit_next *next, void *handle)
+{
+  struct quorum_handle *h = handle;
+  return h->conn.caps.can_fast_zero;
+}
+
+static int
+quorum_filter_can_extents (nbdkit_next *next, void *handle)
+{
+  struct quorum_handle *h = handle;
+  return h->conn.caps.can_extents;
+}
+
+static int
+quorum_filter_can_fua (nbdkit_next *next, void *handle)
+{
+  struct quorum_handle *h = handle;
+
+  if (h->conn.caps.can_fua)
+    return NBDKIT_FUA_NATIVE;
+  return h->conn.caps.can_flush ? NBDKIT_FUA_EMULATE : NBDKIT_FUA_NONE;
+}
+
+static int
+quorum_filter_can_multi_conn (nbdkit_next *next, void *handle)
+{
+  struct quorum_handle *h = handle;
+  return h->conn.caps.can_multi_conn;
+}
+
+static int
+quorum_filter_can_cache (nbdkit_next *next, void *handle)
+{
+  struct quorum_handle *h = handle;
+  return h->conn.caps.can_cache ? NBDKIT_CACHE_NATIVE : NBDKIT_CACHE_NONE;
+}
+
+static int
+quorum_filter_pread (nbdkit_next *next, void *handle, void *buf,
+                     uint32_t count, uint64_t offset, uint32_t flags,
+                     int *err)
+{
+  struct quorum_handle *h = handle;
+  return quorum_pread (&h->conn, buf, count, offset, flags, err);
+}
+
+static int
+quorum_filter_pwrite (nbdkit_next *next, void *handle, const void *buf,
+                      uint32_t count, uint64_t offset, uint32_t flags,
+                      int *err)
+{
+  struct quorum_handle *h = handle;
+  return quorum_pwrite (&h->conn, buf, count, offset, flags, err);
+}
+
+static int
+quorum_filter_flush (nbdkit_next *next, void *handle, uint32_t flags,
+                     int *err)
+{
+  struct quorum_handle *h = handle;
+  return quorum_flush (&h->conn, flags, err);
+}
+
+static int
+quorum_filter_trim (nbdkit_next *next, void *handle, uint32_t count,
+                    uint64_t offset, uint32_t flags, int *err)
+{
+  struct quorum_handle *h = handle;
+  return quorum_trim (&h->conn, count, offset, flags, err);
+}
+
+static int
+quorum_filter_zero (nbdkit_next *next, void *handle, uint32_t count,
+                    uint64_t offset, uint32_t flags, int *err)
+{
+  struct quorum_handle *h = handle;
+  return quorum_zero (&h->conn, count, offset, flags, err);
+}
+
+static int
+quorum_filter_extents (nbdkit_next *next, void *handle, uint32_t count,
+                       uint64_t offset, uint32_t flags,
+                       struct nbdkit_extents *extents, int *err)
+{
+  struct quorum_handle *h = handle;
+  return quorum_extents (&h->conn, count, offset, flags, extents, err);
+}
+
+static int
+quorum_filter_cache (nbdkit_next *next, void *handle, uint32_t count,
+                     uint64_t offset, uint32_t flags, int *err)
+{
+  struct quorum_handle *h = handle;
+  return quorum_cache (&h->conn, count, offset, flags, err);
+}
+
+static struct nbdkit_filter filter = {
+  .name               = "quorum",
+  .longname           = "nbdkit quorum filter",
+  .description        = "vote over the plugin and other NBD servers",
+  .unload             = quorum_filter_unload,
+  .config             = quorum_filter_config,
+  .config_complete    = quorum_filter_config_complete,
+  .config_help        = QUORUM_CONFIG_HELP_CHILD QUORUM_CONFIG_HELP,
+  .get_ready          = quorum_filter_get_ready,
+  .after_fork         = quorum_filter_after_fork,
+  .cleanup            = quorum_filter_cleanup,
+  .open               = quorum_filter_open,
+  .close              = quorum_filter_close,
+  .prepare            = quorum_filter_prepare,
+  .get_size           = quorum_filter_get_size,
+  .block_size         = quorum_filter_block_size,
+  .can_write          = quorum_filter_can_write,
+  .can_flush          = quorum_filter_can_flush,
+  .is_rotational      = quorum_filter_is_rotational,
+  .can_trim           = quorum_filter_can_trim,
+  .can_zero           = quorum_filter_can_zero,
+  .can_fast_zero      = quorum_filter_can_fast_zero,
+  .can_extents        = quorum_filter_can_extents,
+  .can_fua            = quorum_filter_can_fua,
+  .can_multi_conn     = quorum_filter_can_multi_conn,
+  .can_cache          = quorum_filter_can_cache,
+  .pread              = quorum_filter_pread,
+  .pwrite             = quorum_filter_pwrite,
+  .flush              = quorum_filter_flush,
+  .trim               = quorum_filter_trim,
+  .zero               = quorum_filter_zero,
+  .extents            = quorum_filter_extents,
+  .cache              = quorum_filter_cache,
+};
+
+NBDKIT_REGISTER_FILTER (filter)
