@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/socket.h>
 
 #include <libnbd.h>
 #include <nbdkit-filter.h>
@@ -93,6 +94,20 @@ child_kick (struct child *c)
   }
 }
 
+void
+child_abort (struct child *c, const char *why)
+{
+  int fd = nbd_aio_get_fd (c->nbd);
+
+  nbdkit_error ("quorum: child %zu (%s): %s: disconnecting", c->index,
+                c->name, why);
+  /* shutdown(2), not close(2): the descriptor stays libnbd's, and the
+   * I/O thread sees end of file, so libnbd retires every command.
+   */
+  if (fd >= 0)
+    shutdown (fd, SHUT_RDWR);
+}
+
 static void
 child_get_caps (struct child *c)
 {
@@ -122,8 +137,6 @@ child_get_caps (struct child *c)
 static int
 child_connect (struct child *c)
 {
-  int err;
-
   c->nbd = nbd_create ();
   if (c->nbd == NULL)
     goto err_nbd;
@@ -140,6 +153,22 @@ child_connect (struct child *c)
   nbdkit_debug ("quorum: child %zu (%s): size %" PRIi64 "%s",
                 c->index, c->name, c->caps.size,
                 c->caps.can_write ? "" : ", read-only");
+  return 0;
+
+ err_nbd:
+  /* libnbd's message names the cause (refused, no such socket, TLS). */
+  nbdkit_error ("child=%s: cannot connect to child %zu: %s",
+                c->name, c->index, nbd_get_error () ?: "out of memory");
+  nbd_close (c->nbd);
+  c->nbd = NULL;
+  return -1;
+}
+
+/* Threads do not survive nbdkit's fork, so they start afterwards. */
+static int
+child_start_thread (struct child *c)
+{
+  int err;
 
   if (pipe2 (c->wake, O_CLOEXEC) == -1) {
     nbdkit_error ("pipe2: %m");
@@ -159,20 +188,24 @@ child_connect (struct child *c)
   c->thread_running = true;
   return 0;
 
- err_nbd:
-  /* libnbd's message names the cause (refused, no such socket, TLS). */
-  nbdkit_error ("child=%s: cannot connect to child %zu: %s",
-                c->name, c->index, nbd_get_error () ?: "out of memory");
-  goto err;
  err_thread:
   close (c->wake[0]);
   close (c->wake[1]);
   c->wake[0] = c->wake[1] = -1;
  err_pipe:
- err:
-  nbd_close (c->nbd);
-  c->nbd = NULL;
   return -1;
+}
+
+int
+child_start_all (void)
+{
+  size_t i;
+
+  for (i = 0; i < quorum_nr_children; ++i)
+    if (quorum_children[i].nbd &&
+        child_start_thread (&quorum_children[i]) == -1)
+      return -1;
+  return 0;
 }
 
 int

@@ -21,6 +21,7 @@ enum read_pattern quorum_read_pattern = READ_PATTERN_QUORUM;
 bool quorum_blkverify;
 bool quorum_rewrite_corrupted;
 bool quorum_syslog = true;
+unsigned quorum_child_timeout = 30;
 
 struct child *quorum_children;
 size_t quorum_nr_children;
@@ -84,6 +85,9 @@ quorum_config (const char *key, const char *value)
     threshold_set = true;
     return 1;
   }
+  if (strcmp (key, "child-timeout") == 0)
+    return nbdkit_parse_unsigned ("child-timeout", value,
+                                  &quorum_child_timeout) == -1 ? -1 : 1;
   if (strcmp (key, "read-pattern") == 0) {
     if (strcmp (value, "quorum") == 0)
       quorum_read_pattern = READ_PATTERN_QUORUM;

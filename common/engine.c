@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <libnbd.h>
 #include <nbdkit-filter.h>
@@ -37,6 +38,8 @@ struct slot {
   struct fanout *f;
   size_t index;                 /* child */
   bool used;                    /* child takes part in this operation */
+  bool pending;                 /* remote command owned by libnbd */
+  bool timed_out;               /* child-timeout passed first */
   int err;                      /* its errno, 0 if it succeeded */
   void *buf;                    /* read: where its reply lands */
   bool pooled;                  /* buf came from the buffer pool */
@@ -75,13 +78,18 @@ static struct fanout *
 fanout_new (size_t buflen)
 {
   struct fanout *f;
+  pthread_condattr_t attr;
   size_t i;
 
   f = calloc (1, sizeof *f + quorum_nr_children * sizeof f->slots[0]);
   if (f == NULL)
     return NULL;
   pthread_mutex_init (&f->lock, NULL);
-  pthread_cond_init (&f->cond, NULL);
+  /* Deadlines must not move with the wall clock. */
+  pthread_condattr_init (&attr);
+  pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
+  pthread_cond_init (&f->cond, &attr);
+  pthread_condattr_destroy (&attr);
   f->refs = 1;
   f->buflen = buflen;
   for (i = 0; i < quorum_nr_children; ++i) {
@@ -119,12 +127,55 @@ fanout_put (struct fanout *f)
     fanout_free (f);
 }
 
+/* Wait for every remote command of f.  A child that has not answered
+ * by the deadline (child-timeout after start) loses its vote: its
+ * connection is cut, which makes libnbd retire its commands at once,
+ * and only then do we return, so no buffer a command uses is ever
+ * released under it.
+ */
 static void
-fanout_wait (struct fanout *f)
+fanout_wait (struct fanout *f, const struct timespec *start)
 {
-  SCOPED_LOCK (&f->lock);
-  while (f->pending > 0)
-    pthread_cond_wait (&f->cond, &f->lock);
+  struct timespec deadline = *start;
+  bool late[VOTE_MAX_CHILDREN] = { false };
+  size_t i, nr_late = 0;
+
+  deadline.tv_sec += quorum_child_timeout;
+
+  pthread_mutex_lock (&f->lock);
+  while (f->pending > 0) {
+    if (quorum_child_timeout == 0 || nr_late > 0)
+      pthread_cond_wait (&f->cond, &f->lock);
+    else if (pthread_cond_timedwait (&f->cond, &f->lock,
+                                     &deadline) == ETIMEDOUT) {
+      for (i = 0; i < quorum_nr_children; ++i) {
+        if (f->slots[i].pending) {
+          f->slots[i].timed_out = true;
+          late[i] = true;
+          nr_late++;
+        }
+      }
+      /* Cutting connections takes libnbd's lock, which a completion
+       * callback (holding it) may be waiting to trade for ours.
+       */
+      pthread_mutex_unlock (&f->lock);
+      for (i = 0; i < quorum_nr_children; ++i) {
+        if (late[i]) {
+          char why[64];
+
+          snprintf (why, sizeof why, "no reply within child-timeout=%u",
+                    quorum_child_timeout);
+          child_abort (&quorum_children[i], why);
+        }
+      }
+      pthread_mutex_lock (&f->lock);
+    }
+  }
+  pthread_mutex_unlock (&f->lock);
+
+  for (i = 0; i < quorum_nr_children; ++i)
+    if (f->slots[i].timed_out)
+      f->slots[i].err = ETIMEDOUT;
 }
 
 /* libnbd: the command finished (in the child's I/O thread). */
@@ -146,6 +197,7 @@ slot_free (void *vp)
   bool last;
 
   pthread_mutex_lock (&f->lock);
+  s->pending = false;
   if (--f->pending == 0)
     pthread_cond_broadcast (&f->cond);
   last = --f->refs == 0;
@@ -206,6 +258,7 @@ slot_issue (struct slot *s, enum op_type type, const void *wbuf,
    * call when queueing fails.
    */
   pthread_mutex_lock (&f->lock);
+  s->pending = true;
   f->pending++;
   f->refs++;
   pthread_mutex_unlock (&f->lock);
@@ -245,7 +298,11 @@ slot_issue (struct slot *s, enum op_type type, const void *wbuf,
   }
 
   if (r == -1) {
-    s->err = nbd_get_errno ();
+    /* libnbd says EINVAL ("invalid state") for a dead connection. */
+    if (nbd_aio_is_dead (c->nbd) || nbd_aio_is_closed (c->nbd))
+      s->err = ENOTCONN;
+    else
+      s->err = nbd_get_errno ();
     if (s->err == 0)
       s->err = EIO;
     nbdkit_debug ("quorum: child %zu (%s): %s: %s", c->index, c->name,
@@ -306,8 +363,10 @@ fanout_run (struct quorum_conn *conn, enum op_type type, uint32_t mask,
 {
   struct fanout *f;
   struct slot *local = NULL;
+  struct timespec start;
   size_t i;
 
+  clock_gettime (CLOCK_MONOTONIC, &start);
   f = fanout_new (type == OP_READ ? count : 0);
   if (f == NULL) {
     *err = errno;
@@ -344,7 +403,7 @@ fanout_run (struct quorum_conn *conn, enum op_type type, uint32_t mask,
   if (local)
     slot_run_local (conn, local, type, wbuf, count, offset, flags);
 
-  fanout_wait (f);
+  fanout_wait (f, &start);
   return f;
 }
 
@@ -699,13 +758,13 @@ int
 quorum_get_ready (const char *ident)
 {
   report_open (ident);
-  return 0;
+  return child_connect_all ();
 }
 
 int
 quorum_after_fork (void)
 {
-  return child_connect_all ();
+  return child_start_all ();
 }
 
 void

@@ -31,6 +31,7 @@ extern enum read_pattern quorum_read_pattern;
 extern bool quorum_blkverify;
 extern bool quorum_rewrite_corrupted;
 extern bool quorum_syslog;
+extern unsigned quorum_child_timeout;   /* seconds, 0 = none */
 
 /* All children: in the filter children[0] is the local plugin and has
  * no libnbd handle.
@@ -53,10 +54,17 @@ extern bool quorum_has_local;
 extern int quorum_debug_votes;
 
 /* child.c */
+/* Connect every remote child and check their sizes agree (before
+ * nbdkit forks, so that a failure stops it with a message), then start
+ * their I/O threads (after the fork).
+ */
 extern int child_connect_all (void);
+extern int child_start_all (void);
 extern void child_disconnect_all (void);
 /* Tell c's I/O thread that a command was queued. */
 extern void child_kick (struct child *c);
+/* Cut c's connection: libnbd then fails every command in flight on it. */
+extern void child_abort (struct child *c, const char *why);
 
 /* uri.c: URI with the password and secret-bearing query values
  * replaced by "***"; never NULL except on ENOMEM.

@@ -99,11 +99,14 @@ extern int quorum_config (const char *key, const char *value);
  */
 extern int quorum_config_complete (bool has_local);
 
-/* Open syslog under ident. */
+/* Open syslog under ident, connect the remote children and check that
+ * they agree on the size.  Runs in .get_ready, before nbdkit forks, so
+ * that an unreachable child stops nbdkit before it serves anything.
+ */
 extern int quorum_get_ready (const char *ident);
 
-/* Connect the remote children and start their I/O threads.  Runs in
- * .after_fork, the first hook whose threads survive daemonizing.
+/* Start the children's I/O threads.  Runs in .after_fork, the first
+ * hook whose threads survive daemonizing.
  */
 extern int quorum_after_fork (void);
 
@@ -149,6 +152,9 @@ extern int quorum_extents (struct quorum_conn *conn, uint32_t count,
   "child=URI                 NBD URI of a child (repeat for each child)\n"
 #define QUORUM_CONFIG_HELP \
   "vote-threshold=N          Votes a version needs (default: majority)\n" \
+  "child-timeout=SECONDS     A remote child that has not answered by then\n" \
+  "                          loses its vote and is disconnected\n" \
+  "                          (default: 30, 0 = wait for ever)\n" \
   "read-pattern=quorum|fifo  Read all and vote, or first that works\n" \
   "                          (default: quorum)\n" \
   "blkverify=BOOL            Two children must agree byte for byte;\n" \
