@@ -30,6 +30,7 @@
 
 #include "cleanup.h"
 #include "internal.h"
+#include "rangelock.h"
 
 struct fanout;
 
@@ -456,20 +457,29 @@ write_vote (struct fanout *f, enum op_type type, uint32_t count,
   return -1;
 }
 
-/* Write-type operations: all children, then vote. */
+/* Write-type operations: all children, then vote.  Writes, zeroes and
+ * trims hold their range exclusively so that every child applies
+ * overlapping ones in the same order.
+ */
 static int
 write_op (struct quorum_conn *conn, enum op_type type, const void *buf,
           uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
+  bool ordered = type == OP_WRITE || type == OP_ZERO || type == OP_TRIM;
+  struct range_lock rl;
   struct fanout *f;
-  int r;
+  int r = -1;
 
+  if (ordered)
+    range_lock (&rl, offset, count, true);
   f = fanout_run (conn, type, all_children (), NULL, 0, buf,
                   count, offset, flags, err);
-  if (f == NULL)
-    return -1;
-  r = write_vote (f, type, count, offset, flags, err);
-  fanout_put (f);
+  if (f) {
+    r = write_vote (f, type, count, offset, flags, err);
+    fanout_put (f);
+  }
+  if (ordered)
+    range_unlock (&rl);
   return r;
 }
 
@@ -637,19 +647,26 @@ int
 quorum_pread (struct quorum_conn *conn, void *buf, uint32_t count,
               uint64_t offset, uint32_t flags, int *err)
 {
+  struct range_lock rl;
   struct fanout *f;
-  int r;
+  int r = -1;
 
   if (quorum_read_pattern == READ_PATTERN_FIFO)
     return pread_fifo (conn, buf, count, offset, err);
 
+  /* No write may overlap a vote in progress: children would differ
+   * only because of it, and rewrite-corrupted would write old data
+   * over new.
+   */
+  range_lock (&rl, offset, count, false);
   /* Child 0 reads straight into the caller's buffer. */
   f = fanout_run (conn, OP_READ, all_children (), buf, 0, NULL,
                   count, offset, 0, err);
-  if (f == NULL)
-    return -1;
-  r = read_vote (conn, f, buf, count, offset, err);
-  fanout_put (f);
+  if (f) {
+    r = read_vote (conn, f, buf, count, offset, err);
+    fanout_put (f);
+  }
+  range_unlock (&rl);
   return r;
 }
 
