@@ -8,6 +8,12 @@
  * replies to libnbd, which runs the completion callbacks there.
  * Request threads queue commands with nbd_aio_* (libnbd locks the
  * handle) and kick the I/O thread when libnbd has data left to send.
+ *
+ * When a connection dies the child is down: it takes no part in
+ * requests, every write it misses is recorded in its dirty map, and its
+ * supervisor thread reconnects with exponential backoff, then copies
+ * the dirty regions to it from the other children before it votes on
+ * them again.  The dirty map lives in memory only.
  */
 
 #include <config.h>
@@ -19,23 +25,55 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/socket.h>
 
 #include <libnbd.h>
 #include <nbdkit-filter.h>
 
+#include "cleanup.h"
 #include "internal.h"
+#include "rangelock.h"
+
+/* The size every child must have, from the first remote child. */
+static int64_t export_size;
+
+enum child_state
+child_get_state (struct child *c)
+{
+  return __atomic_load_n (&c->state, __ATOMIC_ACQUIRE);
+}
+
+/* Called with state_lock held. */
+static void
+set_state_locked (struct child *c, enum child_state state)
+{
+  __atomic_store_n (&c->state, state, __ATOMIC_RELEASE);
+  pthread_cond_broadcast (&c->state_cond);
+}
+
+static void
+child_set_down (struct child *c, const char *why)
+{
+  SCOPED_LOCK (&c->state_lock);
+  if (c->state == CHILD_DOWN || c->quit)
+    return;
+  set_state_locked (c, CHILD_DOWN);
+  report_child ("down", c->index, "reason=%s", why);
+}
 
 static void *
 child_io_thread (void *vp)
 {
   struct child *c = vp;
-  int fd = nbd_aio_get_fd (c->nbd);
+  struct nbd_handle *nbd = c->nbd;  /* only the supervisor changes it,
+                                       after joining this thread */
+  int fd = nbd_aio_get_fd (nbd);
 
   for (;;) {
     struct pollfd fds[2];
-    unsigned dir = nbd_aio_get_direction (c->nbd);
+    unsigned dir = nbd_aio_get_direction (nbd);
 
     fds[0].fd = fd;
     fds[0].events = 0;
@@ -58,23 +96,25 @@ child_io_thread (void *vp)
     if (fds[1].revents & (POLLIN | POLLHUP)) {
       char buf[64];
       ssize_t r = read (c->wake[0], buf, sizeof buf);
-
-      /* The write end closed: we are asked to stop. */
-      if (r == 0)
+      (void) r;
+      if (__atomic_load_n (&c->io_stop, __ATOMIC_ACQUIRE))
         break;
     }
 
     if (fds[0].revents & (POLLIN | POLLHUP | POLLERR))
-      nbd_aio_notify_read (c->nbd);
+      nbd_aio_notify_read (nbd);
     else if (fds[0].revents & POLLOUT)
-      nbd_aio_notify_write (c->nbd);
+      nbd_aio_notify_write (nbd);
 
     /* When the connection dies libnbd fails every command in flight and
      * refuses new ones at once, so nobody waits on a dead child.
      */
-    if (nbd_aio_is_dead (c->nbd) || nbd_aio_is_closed (c->nbd)) {
-      nbdkit_error ("quorum: child %zu (%s): connection lost: %s",
-                    c->index, c->name, nbd_get_error () ?: "closed");
+    if (nbd_aio_is_dead (nbd) || nbd_aio_is_closed (nbd)) {
+      const char *msg = nbd_get_error ();
+
+      nbdkit_error ("quorum: child %zu (%s): connection lost%s%s",
+                    c->index, c->name, msg ? ": " : "", msg ? msg : "");
+      child_set_down (c, "connection-lost");
       break;
     }
   }
@@ -97,115 +137,358 @@ child_kick (struct child *c)
 void
 child_abort (struct child *c, const char *why)
 {
-  int fd = nbd_aio_get_fd (c->nbd);
+  int fd;
 
   nbdkit_error ("quorum: child %zu (%s): %s: disconnecting", c->index,
                 c->name, why);
+  child_set_down (c, "timeout");
   /* shutdown(2), not close(2): the descriptor stays libnbd's, and the
    * I/O thread sees end of file, so libnbd retires every command.
    */
+  pthread_rwlock_rdlock (&c->nbd_lock);
+  fd = nbd_aio_get_fd (c->nbd);
   if (fd >= 0)
     shutdown (fd, SHUT_RDWR);
+  pthread_rwlock_unlock (&c->nbd_lock);
 }
+
+/* The dirty map. */
 
 static void
-child_get_caps (struct child *c)
+granules (uint64_t offset, uint64_t count, uint64_t *first, uint64_t *end)
 {
-  struct nbd_handle *nbd = c->nbd;
-  int64_t r;
-
-  c->caps.size = nbd_get_size (nbd);
-  c->caps.can_write = nbd_is_read_only (nbd) == 0;
-  c->caps.can_flush = nbd_can_flush (nbd) == 1;
-  c->caps.can_trim = nbd_can_trim (nbd) == 1;
-  c->caps.can_zero = nbd_can_zero (nbd) == 1;
-  c->caps.can_fast_zero = nbd_can_fast_zero (nbd) == 1;
-  c->caps.can_fua = nbd_can_fua (nbd) == 1;
-  c->caps.can_extents =
-    nbd_can_meta_context (nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
-  c->caps.can_multi_conn = nbd_can_multi_conn (nbd) == 1;
-  c->caps.can_cache = nbd_can_cache (nbd) == 1;
-  c->caps.is_rotational = nbd_is_rotational (nbd) == 1;
-  r = nbd_get_block_size (nbd, LIBNBD_SIZE_MINIMUM);
-  c->caps.block_min = r > 0 ? r : 0;
-  r = nbd_get_block_size (nbd, LIBNBD_SIZE_PREFERRED);
-  c->caps.block_pref = r > 0 ? r : 0;
-  r = nbd_get_block_size (nbd, LIBNBD_SIZE_MAXIMUM);
-  c->caps.block_max = r > 0 ? r : 0;
+  *first = offset >> DIRTY_SHIFT;
+  *end = (offset + count + (UINT64_C (1) << DIRTY_SHIFT) - 1) >> DIRTY_SHIFT;
 }
 
-static int
-child_connect (struct child *c)
+void
+child_mark_dirty (struct child *c, uint64_t offset, uint64_t count)
 {
-  c->nbd = nbd_create ();
-  if (c->nbd == NULL)
-    goto err_nbd;
+  uint64_t g, first, end;
+
+  if (c->dirty == NULL || count == 0)
+    return;
+  granules (offset, count, &first, &end);
+  for (g = first; g < end; ++g) {
+    uint64_t bit = UINT64_C (1) << (g & 63);
+    uint64_t old = __atomic_fetch_or (&c->dirty[g >> 6], bit,
+                                      __ATOMIC_ACQ_REL);
+    if (!(old & bit))
+      __atomic_add_fetch (&c->nr_dirty, 1, __ATOMIC_ACQ_REL);
+  }
+}
+
+void
+child_clear_dirty (struct child *c, uint64_t offset, uint64_t count)
+{
+  uint64_t g, first, end;
+  uint64_t gsize = UINT64_C (1) << DIRTY_SHIFT;
+
+  if (c->dirty == NULL || count == 0 ||
+      __atomic_load_n (&c->nr_dirty, __ATOMIC_ACQUIRE) == 0)
+    return;
+  /* Only whole granules; the last one may end at the end of the disk. */
+  first = (offset + gsize - 1) >> DIRTY_SHIFT;
+  if (offset + count >= (uint64_t) export_size)
+    end = ((uint64_t) export_size + gsize - 1) >> DIRTY_SHIFT;
+  else
+    end = (offset + count) >> DIRTY_SHIFT;
+  for (g = first; g < end; ++g) {
+    uint64_t bit = UINT64_C (1) << (g & 63);
+    uint64_t old = __atomic_fetch_and (&c->dirty[g >> 6], ~bit,
+                                       __ATOMIC_ACQ_REL);
+    if (old & bit)
+      __atomic_sub_fetch (&c->nr_dirty, 1, __ATOMIC_ACQ_REL);
+  }
+}
+
+bool
+child_is_dirty (struct child *c, uint64_t offset, uint64_t count)
+{
+  uint64_t g, first, end;
+
+  if (c->dirty == NULL ||
+      __atomic_load_n (&c->nr_dirty, __ATOMIC_ACQUIRE) == 0)
+    return false;
+  if (count == 0)
+    return true;                /* flush: any dirt at all */
+  granules (offset, count, &first, &end);
+  for (g = first; g < end; ++g)
+    if (__atomic_load_n (&c->dirty[g >> 6], __ATOMIC_ACQUIRE) &
+        (UINT64_C (1) << (g & 63)))
+      return true;
+  return false;
+}
+
+/* Connecting. */
+
+static void
+child_get_caps (struct child *c, struct nbd_handle *nbd,
+                struct quorum_caps *caps)
+{
+  int64_t r;
+
+  caps->size = nbd_get_size (nbd);
+  caps->can_write = nbd_is_read_only (nbd) == 0;
+  caps->can_flush = nbd_can_flush (nbd) == 1;
+  caps->can_trim = nbd_can_trim (nbd) == 1;
+  caps->can_zero = nbd_can_zero (nbd) == 1;
+  caps->can_fast_zero = nbd_can_fast_zero (nbd) == 1;
+  caps->can_fua = nbd_can_fua (nbd) == 1;
+  caps->can_extents =
+    nbd_can_meta_context (nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
+  caps->can_multi_conn = nbd_can_multi_conn (nbd) == 1;
+  caps->can_cache = nbd_can_cache (nbd) == 1;
+  caps->is_rotational = nbd_is_rotational (nbd) == 1;
+  r = nbd_get_block_size (nbd, LIBNBD_SIZE_MINIMUM);
+  caps->block_min = r > 0 ? r : 0;
+  r = nbd_get_block_size (nbd, LIBNBD_SIZE_PREFERRED);
+  caps->block_pref = r > 0 ? r : 0;
+  r = nbd_get_block_size (nbd, LIBNBD_SIZE_MAXIMUM);
+  caps->block_max = r > 0 ? r : 0;
+}
+
+/* Open a connection to c's URI.  quit_fd, if not -1, interrupts it;
+ * a handshake that takes longer than child-timeout is abandoned.  On
+ * error returns NULL with the reason in *why (to be freed).
+ */
+static struct nbd_handle *
+child_open_handle (struct child *c, int quit_fd, char **why)
+{
+  struct nbd_handle *nbd;
+  struct timespec start, now;
+
+  clock_gettime (CLOCK_MONOTONIC, &start);
+  nbd = nbd_create ();
+  if (nbd == NULL)
+    goto err;
   /* The operator wrote these URIs: let them name TLS key files. */
-  if (nbd_set_uri_allow_local_file (c->nbd, true) == -1 ||
-      nbd_add_meta_context (c->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1)
-    goto err_nbd;
-  if (nbd_connect_uri (c->nbd, c->uri) == -1)
-    goto err_nbd;
+  if (nbd_set_uri_allow_local_file (nbd, true) == -1 ||
+      nbd_add_meta_context (nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1 ||
+      nbd_aio_connect_uri (nbd, c->uri) == -1)
+    goto err;
 
-  child_get_caps (c);
-  if (c->caps.size < 0)
-    goto err_nbd;
-  nbdkit_debug ("quorum: child %zu (%s): size %" PRIi64 "%s",
-                c->index, c->name, c->caps.size,
-                c->caps.can_write ? "" : ", read-only");
-  return 0;
+  while (nbd_aio_is_connecting (nbd)) {
+    struct pollfd fds[2];
+    unsigned dir = nbd_aio_get_direction (nbd);
+    int ms = -1, r;
 
- err_nbd:
+    fds[0].fd = nbd_aio_get_fd (nbd);
+    fds[0].events = ((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0) |
+      ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0);
+    fds[0].revents = 0;
+    fds[1].fd = quit_fd;
+    fds[1].events = POLLIN;
+    fds[1].revents = 0;
+    if (quorum_child_timeout) {
+      clock_gettime (CLOCK_MONOTONIC, &now);
+      ms = quorum_child_timeout * 1000 -
+        ((now.tv_sec - start.tv_sec) * 1000 +
+         (now.tv_nsec - start.tv_nsec) / 1000000);
+      if (ms <= 0) {
+        *why = strdup ("handshake timed out (child-timeout)");
+        nbd_close (nbd);
+        return NULL;
+      }
+    }
+    r = poll (fds, quit_fd >= 0 ? 2 : 1, ms);
+    if (r == -1 && errno != EINTR)
+      goto err;
+    if (r > 0 && (fds[1].revents & (POLLIN | POLLHUP))) {
+      *why = strdup ("stopping");
+      nbd_close (nbd);
+      return NULL;
+    }
+    if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+      if (nbd_aio_notify_read (nbd) == -1)
+        goto err;
+    }
+    else if (fds[0].revents & POLLOUT) {
+      if (nbd_aio_notify_write (nbd) == -1)
+        goto err;
+    }
+  }
+  if (!nbd_aio_is_ready (nbd))
+    goto err;
+  return nbd;
+
+ err:
   /* libnbd's message names the cause (refused, no such socket, TLS). */
-  nbdkit_error ("child=%s: cannot connect to child %zu: %s",
-                c->name, c->index, nbd_get_error () ?: "out of memory");
-  nbd_close (c->nbd);
-  c->nbd = NULL;
-  return -1;
+  *why = strdup (nbd_get_error () ?: "connection failed");
+  nbd_close (nbd);
+  return NULL;
 }
 
 /* Threads do not survive nbdkit's fork, so they start afterwards. */
 static int
-child_start_thread (struct child *c)
+child_start_io_thread (struct child *c)
 {
   int err;
 
-  if (pipe2 (c->wake, O_CLOEXEC) == -1) {
-    nbdkit_error ("pipe2: %m");
-    goto err_pipe;
-  }
-  /* A full pipe must not block a request thread. */
-  if (fcntl (c->wake[1], F_SETFL, O_NONBLOCK) == -1) {
-    nbdkit_error ("fcntl: %m");
-    goto err_thread;
-  }
+  __atomic_store_n (&c->io_stop, false, __ATOMIC_RELEASE);
   err = pthread_create (&c->thread, NULL, child_io_thread, c);
   if (err) {
     errno = err;
     nbdkit_error ("pthread_create: %m");
-    goto err_thread;
+    return -1;
   }
   c->thread_running = true;
   return 0;
-
- err_thread:
-  close (c->wake[0]);
-  close (c->wake[1]);
-  c->wake[0] = c->wake[1] = -1;
- err_pipe:
-  return -1;
 }
 
-int
-child_start_all (void)
+static void
+child_stop_io_thread (struct child *c)
 {
-  size_t i;
+  char ch = 0;
+  ssize_t r;
 
-  for (i = 0; i < quorum_nr_children; ++i)
-    if (quorum_children[i].nbd &&
-        child_start_thread (&quorum_children[i]) == -1)
+  if (!c->thread_running)
+    return;
+  __atomic_store_n (&c->io_stop, true, __ATOMIC_RELEASE);
+  r = write (c->wake[1], &ch, 1);
+  (void) r;
+  pthread_join (c->thread, NULL);
+  c->thread_running = false;
+}
+
+/* Copy every dirty region to c from the quorum.  -1 if c went down. */
+static int
+child_resync (struct child *c)
+{
+  uint64_t gsize = UINT64_C (1) << DIRTY_SHIFT;
+  uint64_t nr_granules = ((uint64_t) export_size + gsize - 1) >> DIRTY_SHIFT;
+  uint64_t g, copied = 0, skipped = 0;
+  struct range_lock rl;
+
+  report_child ("resync-start", c->index, "dirty=0x%" PRIx64,
+                __atomic_load_n (&c->nr_dirty, __ATOMIC_ACQUIRE) * gsize);
+
+  /* Writers that saw this child down mark its map when they finish:
+   * wait for every one in flight, after which all include the child.
+   */
+  range_lock (&rl, 0, export_size, true);
+  range_unlock (&rl);
+
+  for (g = 0; g < nr_granules; ) {
+    uint64_t run = 0, offset, count;
+
+    if (child_get_state (c) == CHILD_DOWN || c->quit)
       return -1;
+    if (!(__atomic_load_n (&c->dirty[g >> 6], __ATOMIC_ACQUIRE) &
+          (UINT64_C (1) << (g & 63)))) {
+      g++;
+      continue;
+    }
+    /* Up to 1 MiB of consecutive dirty granules at a time. */
+    while (g + run < nr_granules && run < 16 &&
+           (__atomic_load_n (&c->dirty[(g + run) >> 6], __ATOMIC_ACQUIRE) &
+            (UINT64_C (1) << ((g + run) & 63))))
+      run++;
+    offset = g * gsize;
+    count = run * gsize;
+    if (offset + count > (uint64_t) export_size)
+      count = export_size - offset;
+    if (engine_resync_range (c, offset, count) == 0)
+      copied += count;
+    else
+      skipped += count;
+    g += run;
+  }
+
+  report_child ("resync-end", c->index,
+                "copied=0x%" PRIx64 " left=0x%" PRIx64, copied,
+                __atomic_load_n (&c->nr_dirty, __ATOMIC_ACQUIRE) * gsize);
+  (void) skipped;
   return 0;
+}
+
+/* Sleep for seconds, or until cleanup.  false if we must stop. */
+static bool
+child_backoff (struct child *c, unsigned seconds)
+{
+  struct timespec deadline;
+  bool quit;
+
+  clock_gettime (CLOCK_REALTIME, &deadline);
+  deadline.tv_sec += seconds;
+  pthread_mutex_lock (&c->state_lock);
+  while (!c->quit &&
+         pthread_cond_timedwait (&c->state_cond, &c->state_lock,
+                                 &deadline) != ETIMEDOUT)
+    ;
+  quit = c->quit;
+  pthread_mutex_unlock (&c->state_lock);
+  return !quit;
+}
+
+static void *
+child_supervisor (void *vp)
+{
+  struct child *c = vp;
+  unsigned delay = quorum_reconnect_delay;
+
+  for (;;) {
+    struct nbd_handle *nbd, *old;
+    struct quorum_caps caps;
+    char *why = NULL;
+
+    pthread_mutex_lock (&c->state_lock);
+    while (!c->quit && c->state != CHILD_DOWN)
+      pthread_cond_wait (&c->state_cond, &c->state_lock);
+    if (c->quit) {
+      pthread_mutex_unlock (&c->state_lock);
+      break;
+    }
+    pthread_mutex_unlock (&c->state_lock);
+
+    /* Its I/O thread saw the death and is ending, or is told to. */
+    child_stop_io_thread (c);
+
+    if (!child_backoff (c, delay))
+      break;
+    nbd = child_open_handle (c, c->quit_pipe[0], &why);
+    if (nbd == NULL) {
+      nbdkit_debug ("quorum: child %zu (%s): reconnect failed: %s; next "
+                    "try in %u s", c->index, c->name,
+                    why ? why : "out of memory",
+                    delay * 2 < quorum_reconnect_max ?
+                    delay * 2 : quorum_reconnect_max);
+      free (why);
+      delay = delay * 2 < quorum_reconnect_max ?
+        delay * 2 : quorum_reconnect_max;
+      continue;
+    }
+    child_get_caps (c, nbd, &caps);
+    if (caps.size != export_size) {
+      nbdkit_error ("quorum: child %zu (%s): came back with size %" PRIi64
+                    ", not %" PRIi64 ": not rejoining", c->index, c->name,
+                    caps.size, export_size);
+      nbd_close (nbd);
+      delay = quorum_reconnect_max;
+      continue;
+    }
+
+    pthread_rwlock_wrlock (&c->nbd_lock);
+    old = c->nbd;
+    c->nbd = nbd;
+    pthread_rwlock_unlock (&c->nbd_lock);
+    nbd_close (old);            /* dead: its commands were all retired */
+    if (child_start_io_thread (c) == -1)
+      break;
+
+    pthread_mutex_lock (&c->state_lock);
+    set_state_locked (c, CHILD_RESYNC);
+    pthread_mutex_unlock (&c->state_lock);
+    report_child ("up", c->index, "%s", "");
+    delay = quorum_reconnect_delay;
+
+    if (child_resync (c) == 0) {
+      SCOPED_LOCK (&c->state_lock);
+      if (c->state == CHILD_RESYNC)
+        set_state_locked (c, CHILD_UP);
+    }
+  }
+  return NULL;
 }
 
 int
@@ -214,9 +497,22 @@ child_connect_all (void)
   size_t i, first = quorum_has_local ? 1 : 0;
   bool same = true;
 
-  for (i = first; i < quorum_nr_children; ++i)
-    if (child_connect (&quorum_children[i]) == -1)
+  for (i = first; i < quorum_nr_children; ++i) {
+    struct child *c = &quorum_children[i];
+    char *why = NULL;
+
+    c->nbd = child_open_handle (c, -1, &why);
+    if (c->nbd == NULL) {
+      nbdkit_error ("child=%s: cannot connect to child %zu: %s",
+                    c->name, c->index, why ? why : "out of memory");
+      free (why);
       return -1;
+    }
+    child_get_caps (c, c->nbd, &c->caps);
+    nbdkit_debug ("quorum: child %zu (%s): size %" PRIi64 "%s",
+                  c->index, c->name, c->caps.size,
+                  c->caps.can_write ? "" : ", read-only");
+  }
 
   for (i = first + 1; i < quorum_nr_children; ++i)
     if (quorum_children[i].caps.size != quorum_children[first].caps.size)
@@ -238,7 +534,65 @@ child_connect_all (void)
     free (msg);
     return -1;
   }
+  export_size = quorum_children[first].caps.size;
+
+  for (i = first; i < quorum_nr_children; ++i) {
+    struct child *c = &quorum_children[i];
+    uint64_t words =
+      ((((uint64_t) export_size + (UINT64_C (1) << DIRTY_SHIFT) - 1)
+        >> DIRTY_SHIFT) + 63) / 64;
+
+    c->dirty = calloc (words ? words : 1, sizeof (uint64_t));
+    if (c->dirty == NULL) {
+      nbdkit_error ("calloc: %m");
+      return -1;
+    }
+  }
   return 0;
+}
+
+int
+child_start_all (void)
+{
+  size_t i;
+  int err;
+
+  for (i = 0; i < quorum_nr_children; ++i) {
+    struct child *c = &quorum_children[i];
+
+    if (child_is_local (c))
+      continue;
+    if (pipe2 (c->wake, O_CLOEXEC) == -1 ||
+        pipe2 (c->quit_pipe, O_CLOEXEC) == -1) {
+      nbdkit_error ("pipe2: %m");
+      return -1;
+    }
+    /* A full pipe must not block a request thread. */
+    if (fcntl (c->wake[1], F_SETFL, O_NONBLOCK) == -1) {
+      nbdkit_error ("fcntl: %m");
+      return -1;
+    }
+    if (child_start_io_thread (c) == -1)
+      return -1;
+    err = pthread_create (&c->supervisor, NULL, child_supervisor, c);
+    if (err) {
+      errno = err;
+      nbdkit_error ("pthread_create: %m");
+      return -1;
+    }
+    c->supervisor_running = true;
+  }
+  return 0;
+}
+
+static void
+close_pair (int fds[2])
+{
+  if (fds[0] >= 0)
+    close (fds[0]);
+  if (fds[1] >= 0)
+    close (fds[1]);
+  fds[0] = fds[1] = -1;
 }
 
 void
@@ -249,17 +603,22 @@ child_disconnect_all (void)
   for (i = 0; i < quorum_nr_children; ++i) {
     struct child *c = &quorum_children[i];
 
-    if (c->thread_running) {
-      /* Closing the write end makes the I/O thread's read return 0. */
-      close (c->wake[1]);
-      c->wake[1] = -1;
-      pthread_join (c->thread, NULL);
-      c->thread_running = false;
-      close (c->wake[0]);
-      c->wake[0] = -1;
+    if (c->supervisor_running) {
+      pthread_mutex_lock (&c->state_lock);
+      c->quit = true;
+      pthread_cond_broadcast (&c->state_cond);
+      pthread_mutex_unlock (&c->state_lock);
+      close (c->quit_pipe[1]);  /* interrupts a handshake */
+      c->quit_pipe[1] = -1;
+      pthread_join (c->supervisor, NULL);
+      c->supervisor_running = false;
     }
+    child_stop_io_thread (c);
+    close_pair (c->wake);
+    close_pair (c->quit_pipe);
     if (c->nbd) {
-      nbd_shutdown (c->nbd, 0);
+      if (nbd_aio_is_ready (c->nbd))
+        nbd_shutdown (c->nbd, 0);
       nbd_close (c->nbd);
       c->nbd = NULL;
     }

@@ -22,6 +22,8 @@ bool quorum_blkverify;
 bool quorum_rewrite_corrupted;
 bool quorum_syslog = true;
 unsigned quorum_child_timeout = 30;
+unsigned quorum_reconnect_delay = 1;
+unsigned quorum_reconnect_max = 30;
 
 struct child *quorum_children;
 size_t quorum_nr_children;
@@ -88,6 +90,12 @@ quorum_config (const char *key, const char *value)
   if (strcmp (key, "child-timeout") == 0)
     return nbdkit_parse_unsigned ("child-timeout", value,
                                   &quorum_child_timeout) == -1 ? -1 : 1;
+  if (strcmp (key, "reconnect-delay") == 0)
+    return nbdkit_parse_unsigned ("reconnect-delay", value,
+                                  &quorum_reconnect_delay) == -1 ? -1 : 1;
+  if (strcmp (key, "reconnect-max-delay") == 0)
+    return nbdkit_parse_unsigned ("reconnect-max-delay", value,
+                                  &quorum_reconnect_max) == -1 ? -1 : 1;
   if (strcmp (key, "read-pattern") == 0) {
     if (strcmp (value, "quorum") == 0)
       quorum_read_pattern = READ_PATTERN_QUORUM;
@@ -141,6 +149,14 @@ quorum_config_complete (bool has_local)
     return -1;
   }
 
+  if (quorum_reconnect_delay == 0 ||
+      quorum_reconnect_max < quorum_reconnect_delay) {
+    nbdkit_error ("reconnect-delay=%u, reconnect-max-delay=%u: need "
+                  "1 <= reconnect-delay <= reconnect-max-delay",
+                  quorum_reconnect_delay, quorum_reconnect_max);
+    return -1;
+  }
+
   if (quorum_blkverify) {
     if (n != 2 || quorum_threshold != 2) {
       nbdkit_error ("blkverify=true: needs exactly 2 children and "
@@ -177,6 +193,10 @@ quorum_config_complete (bool has_local)
 
     c->index = i;
     c->wake[0] = c->wake[1] = -1;
+    c->quit_pipe[0] = c->quit_pipe[1] = -1;
+    pthread_rwlock_init (&c->nbd_lock, NULL);
+    pthread_mutex_init (&c->state_lock, NULL);
+    pthread_cond_init (&c->state_cond, NULL);
     if (has_local && i == 0) {
       c->name = strdup ("plugin");
     }
@@ -213,6 +233,7 @@ quorum_unload (void)
   for (i = 0; i < quorum_nr_children; ++i) {
     free (quorum_children[i].uri);
     free (quorum_children[i].name);
+    free (quorum_children[i].dirty);
   }
   free (quorum_children);
   quorum_children = NULL;

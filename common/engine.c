@@ -264,6 +264,8 @@ slot_issue (struct slot *s, enum op_type type, const void *wbuf,
   f->refs++;
   pthread_mutex_unlock (&f->lock);
 
+  /* The supervisor may be replacing a dead handle. */
+  pthread_rwlock_rdlock (&c->nbd_lock);
   switch (type) {
   case OP_READ:
     r = nbd_aio_pread (c->nbd, s->buf, count, offset, cb, 0);
@@ -311,6 +313,7 @@ slot_issue (struct slot *s, enum op_type type, const void *wbuf,
   }
   else
     child_kick (c);
+  pthread_rwlock_unlock (&c->nbd_lock);
 }
 
 /* Run the local child's part on this thread. */
@@ -393,26 +396,55 @@ fanout_run (struct quorum_conn *conn, enum op_type type, uint32_t mask,
         s->pooled = true;
       }
     }
-    if (quorum_children[i].nbd == NULL) {
-      assert (quorum_has_local && i == 0);
+    if (child_is_local (&quorum_children[i])) {
       local = s;                /* after the remote ones are on their way */
     }
     else
       slot_issue (s, type, wbuf, count, offset, flags);
   }
 
-  if (local)
+  if (local && conn->local)
     slot_run_local (conn, local, type, wbuf, count, offset, flags);
+  else if (local)
+    local->err = ENOTCONN;      /* no plugin context (resync) */
 
   fanout_wait (f, &start);
   return f;
 }
 
+/* The children that take part in an operation on [offset, +count):
+ * not those that are down; for reads and extents, not those that
+ * missed writes there either.
+ */
 static uint32_t
-all_children (void)
+participants (enum op_type type, uint64_t offset, uint64_t count)
 {
-  return quorum_nr_children == 32 ?
-    UINT32_MAX : (UINT32_C (1) << quorum_nr_children) - 1;
+  uint32_t mask = 0;
+  size_t i;
+
+  for (i = 0; i < quorum_nr_children; ++i) {
+    struct child *c = &quorum_children[i];
+
+    if (!child_is_local (c)) {
+      enum child_state st = child_get_state (c);
+
+      if (st == CHILD_DOWN)
+        continue;
+      if ((type == OP_READ || type == OP_EXTENTS || type == OP_CACHE) &&
+          child_is_dirty (c, offset, count))
+        continue;
+    }
+    mask |= UINT32_C (1) << i;
+  }
+  return mask;
+}
+
+/* The voted errno, or EIO when only absent children failed. */
+static int
+voted_errno (const int *errs, size_t nr)
+{
+  int e = vote_errno (errs, nr);
+  return e ? e : EIO;
 }
 
 /* Vote on the results of a write, zero, trim, flush or cache. */
@@ -421,12 +453,24 @@ write_vote (struct fanout *f, enum op_type type, uint32_t count,
             uint64_t offset, uint32_t flags, int *err)
 {
   int errs[VOTE_MAX_CHILDREN];
+  bool changes = type == OP_WRITE || type == OP_ZERO || type == OP_TRIM;
   size_t i, ok = 0;
 
   for (i = 0; i < quorum_nr_children; ++i) {
-    errs[i] = f->slots[i].err;
-    if (errs[i] == 0)
+    struct child *c = &quorum_children[i];
+
+    errs[i] = f->slots[i].used ? f->slots[i].err : 0;
+    if (f->slots[i].used && errs[i] == 0)
       ok++;
+    /* A child that missed a change must not vote on that range until
+     * it is copied there again; one that took a whole granule is clean.
+     */
+    if (changes && !child_is_local (c)) {
+      if (!f->slots[i].used || errs[i])
+        child_mark_dirty (c, offset, count);
+      else
+        child_clear_dirty (c, offset, count);
+    }
   }
 
   /* A fast zero that any child cannot do fast is refused as a whole:
@@ -448,7 +492,7 @@ write_vote (struct fanout *f, enum op_type type, uint32_t count,
   if (ok >= quorum_threshold)
     return 0;
 
-  *err = vote_errno (errs, quorum_nr_children);
+  *err = voted_errno (errs, quorum_nr_children);
   report_failure_errors (type, offset, count, *err, ok);
   nbdkit_error ("quorum: %s %" PRIu32 "@%" PRIu64 ": %zu of %zu children "
                 "succeeded, vote-threshold is %u: %s",
@@ -472,8 +516,8 @@ write_op (struct quorum_conn *conn, enum op_type type, const void *buf,
 
   if (ordered)
     range_lock (&rl, offset, count, true);
-  f = fanout_run (conn, type, all_children (), NULL, 0, buf,
-                  count, offset, flags, err);
+  f = fanout_run (conn, type, participants (type, offset, count), NULL, 0,
+                  buf, count, offset, flags, err);
   if (f) {
     r = write_vote (f, type, count, offset, flags, err);
     fanout_put (f);
@@ -556,8 +600,8 @@ read_vote (struct quorum_conn *conn, struct fanout *f, void *buf,
   size_t i, n = quorum_nr_children;
 
   for (i = 0; i < n; ++i) {
-    errs[i] = f->slots[i].err;
-    bufs[i] = errs[i] ? NULL : f->slots[i].buf;
+    errs[i] = f->slots[i].used ? f->slots[i].err : 0;
+    bufs[i] = f->slots[i].used && errs[i] == 0 ? f->slots[i].buf : NULL;
     if (errs[i])
       report_bad (OP_READ, i, offset, count, errs[i]);
   }
@@ -565,7 +609,7 @@ read_vote (struct quorum_conn *conn, struct fanout *f, void *buf,
   vote_tally (bufs, n, 0, count, &v);
 
   if (v.nr_ok < quorum_threshold) {
-    *err = vote_errno (errs, n);
+    *err = voted_errno (errs, n);
     report_failure_errors (OP_READ, offset, count, *err, v.nr_ok);
     nbdkit_error ("quorum: read %" PRIu32 "@%" PRIu64 ": %zu of %zu "
                   "children returned data, vote-threshold is %u: %s",
@@ -622,9 +666,14 @@ pread_fifo (struct quorum_conn *conn, void *buf, uint32_t count,
   int errs[VOTE_MAX_CHILDREN];
   size_t i;
 
+  uint32_t mask = participants (OP_READ, offset, count);
+
   for (i = 0; i < quorum_nr_children; ++i) {
     struct fanout *f;
 
+    errs[i] = 0;
+    if (!(mask & (UINT32_C (1) << i)))
+      continue;
     f = fanout_run (conn, OP_READ, UINT32_C (1) << i, buf, i, NULL,
                     count, offset, 0, err);
     if (f == NULL)
@@ -636,7 +685,7 @@ pread_fifo (struct quorum_conn *conn, void *buf, uint32_t count,
     report_bad (OP_READ, i, offset, count, errs[i]);
   }
 
-  *err = vote_errno (errs, quorum_nr_children);
+  *err = voted_errno (errs, quorum_nr_children);
   report_failure_errors (OP_READ, offset, count, *err, 0);
   nbdkit_error ("quorum: read %" PRIu32 "@%" PRIu64 ": every child "
                 "failed: %s", count, offset, strerror (*err));
@@ -660,8 +709,8 @@ quorum_pread (struct quorum_conn *conn, void *buf, uint32_t count,
    */
   range_lock (&rl, offset, count, false);
   /* Child 0 reads straight into the caller's buffer. */
-  f = fanout_run (conn, OP_READ, all_children (), buf, 0, NULL,
-                  count, offset, 0, err);
+  f = fanout_run (conn, OP_READ, participants (OP_READ, offset, count),
+                  buf, 0, NULL, count, offset, 0, err);
   if (f) {
     r = read_vote (conn, f, buf, count, offset, err);
     fanout_put (f);
@@ -695,20 +744,20 @@ quorum_extents (struct quorum_conn *conn, uint32_t count, uint64_t offset,
   int errs[VOTE_MAX_CHILDREN];
   int r = -1;
 
-  f = fanout_run (conn, OP_EXTENTS, all_children (), NULL, 0, NULL,
-                  count, offset, flags, err);
+  f = fanout_run (conn, OP_EXTENTS, participants (OP_EXTENTS, offset, count),
+                  NULL, 0, NULL, count, offset, flags, err);
   if (f == NULL)
     return -1;
 
   for (i = 0; i < n; ++i) {
-    errs[i] = f->slots[i].err;
+    errs[i] = f->slots[i].used ? f->slots[i].err : 0;
     if (errs[i])
       report_bad (OP_EXTENTS, i, offset, count, errs[i]);
-    else
+    else if (f->slots[i].used)
       ok++;
   }
   if (ok < quorum_threshold) {
-    *err = vote_errno (errs, n);
+    *err = voted_errno (errs, n);
     report_failure_errors (OP_EXTENTS, offset, count, *err, ok);
     nbdkit_error ("quorum: extents %" PRIu32 "@%" PRIu64 ": %zu of %zu "
                   "children answered, vote-threshold is %u: %s",
@@ -716,8 +765,8 @@ quorum_extents (struct quorum_conn *conn, uint32_t count, uint64_t offset,
     goto out;
   }
 
-  /* A child that did not answer may have data anywhere. */
-  if (ok < n) {
+  /* A child that failed to answer may have data anywhere. */
+  if (vote_errno (errs, n) != 0) {
     r = nbdkit_add_extent (extents, offset, count, 0);
     if (r == -1)
       *err = errno;
@@ -728,10 +777,14 @@ quorum_extents (struct quorum_conn *conn, uint32_t count, uint64_t offset,
    * as it likes: merge over what all of them covered.
    */
   for (i = 0; i < n; ++i) {
-    uint64_t e = extents_end (&f->slots[i].extents, offset, end);
+    uint64_t e;
+
+    start_i[i] = offset;
+    if (!f->slots[i].used)
+      continue;
+    e = extents_end (&f->slots[i].extents, offset, end);
     if (e < end)
       end = e;
-    start_i[i] = offset;
   }
   if (end <= offset) {
     r = nbdkit_add_extent (extents, offset, count, 0);
@@ -748,6 +801,8 @@ quorum_extents (struct quorum_conn *conn, uint32_t count, uint64_t offset,
       const struct quorum_extent_list *list = &f->slots[i].extents;
       uint64_t e_end;
 
+      if (!f->slots[i].used)
+        continue;
       /* Advance child i to its extent holding pos. */
       while (start_i[i] + list->ptr[pos_i[i]].length <= pos) {
         start_i[i] += list->ptr[pos_i[i]].length;
@@ -778,9 +833,64 @@ quorum_get_ready (const char *ident)
   return child_connect_all ();
 }
 
+/* Resync runs outside any client connection: in the filter it reaches
+ * the plugin through a context of its own, if nbdkit gave one.
+ */
+static struct quorum_conn background_conn;
+
 int
-quorum_after_fork (void)
+engine_resync_range (struct child *c, uint64_t offset, uint32_t count)
 {
+  const void *bufs[VOTE_MAX_CHILDREN];
+  struct vote_result v;
+  struct range_lock rl;
+  struct fanout *f, *w;
+  uint32_t mask;
+  size_t i;
+  int err, r = -1;
+
+  range_lock (&rl, offset, count, true);
+  mask = participants (OP_READ, offset, count) &
+    ~(UINT32_C (1) << c->index);
+  f = fanout_run (&background_conn, OP_READ, mask, NULL, SIZE_MAX, NULL,
+                  count, offset, 0, &err);
+  if (f == NULL)
+    goto out;
+  for (i = 0; i < quorum_nr_children; ++i)
+    bufs[i] = f->slots[i].used && f->slots[i].err == 0 ?
+      f->slots[i].buf : NULL;
+  vote_tally (bufs, quorum_nr_children, 0, count, &v);
+  if (v.votes < quorum_threshold) {
+    nbdkit_debug ("quorum: child %zu: resync %" PRIu32 "@%" PRIu64 ": only "
+                  "%zu clean children agree, vote-threshold is %u: left "
+                  "dirty", c->index, count, offset, v.votes,
+                  quorum_threshold);
+    fanout_put (f);
+    goto out;
+  }
+  w = fanout_run (&background_conn, OP_WRITE, UINT32_C (1) << c->index,
+                  NULL, 0, bufs[v.winner], count, offset, 0, &err);
+  if (w) {
+    if (w->slots[c->index].err == 0) {
+      child_clear_dirty (c, offset, count);
+      r = 0;
+    }
+    else
+      report_bad (OP_WRITE, c->index, offset, count,
+                  w->slots[c->index].err);
+    fanout_put (w);
+  }
+  fanout_put (f);
+ out:
+  range_unlock (&rl);
+  return r;
+}
+
+int
+quorum_after_fork (const struct quorum_local_ops *local, void *local_ctx)
+{
+  background_conn.local = local;
+  background_conn.local_ctx = local_ctx;
   return child_start_all ();
 }
 

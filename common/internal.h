@@ -31,7 +31,20 @@ extern enum read_pattern quorum_read_pattern;
 extern bool quorum_blkverify;
 extern bool quorum_rewrite_corrupted;
 extern bool quorum_syslog;
+extern unsigned quorum_reconnect_delay;  /* seconds, first retry */
+extern unsigned quorum_reconnect_max;    /* seconds, longest backoff */
 extern unsigned quorum_child_timeout;   /* seconds, 0 = none */
+
+/* A remote child's life: up; down (its connection died: it takes part
+ * in nothing, writes it misses are recorded in its dirty map, and its
+ * supervisor reconnects it); resync (connected again: it takes every
+ * write, and reads where it is not dirty, while its supervisor copies
+ * the dirty regions to it from the quorum).
+ */
+enum child_state { CHILD_UP, CHILD_DOWN, CHILD_RESYNC };
+
+/* The dirty map's granularity: 64 KiB. */
+#define DIRTY_SHIFT 16
 
 /* All children: in the filter children[0] is the local plugin and has
  * no libnbd handle.
@@ -40,11 +53,28 @@ struct child {
   size_t index;                 /* in children[] and in reports */
   char *uri;                    /* as given; NULL for the local child */
   char *name;                   /* for messages: secrets removed */
+  struct quorum_caps caps;
+
+  /* Request threads queue commands on nbd holding nbd_lock for reading;
+   * the supervisor replaces a dead handle holding it for writing.
+   */
+  pthread_rwlock_t nbd_lock;
   struct nbd_handle *nbd;       /* NULL for the local child */
   pthread_t thread;             /* reads replies, completes commands */
   bool thread_running;
   int wake[2];                  /* kicks the I/O thread */
-  struct quorum_caps caps;
+  bool io_stop;                 /* tells the I/O thread to end */
+
+  pthread_mutex_t state_lock;   /* state, quit */
+  pthread_cond_t state_cond;    /* wakes the supervisor */
+  enum child_state state;
+  bool quit;                    /* cleanup: threads stop */
+  pthread_t supervisor;
+  bool supervisor_running;
+  int quit_pipe[2];             /* interrupts a reconnect in progress */
+
+  uint64_t *dirty;              /* bit per granule this child missed */
+  uint64_t nr_dirty;            /* granules set, for a fast "clean" */
 };
 extern struct child *quorum_children;
 extern size_t quorum_nr_children;
@@ -65,6 +95,28 @@ extern void child_disconnect_all (void);
 extern void child_kick (struct child *c);
 /* Cut c's connection: libnbd then fails every command in flight on it. */
 extern void child_abort (struct child *c, const char *why);
+/* True for the filter's plugin, which is called in-process. */
+static inline bool
+child_is_local (const struct child *c)
+{
+  return c->uri == NULL;
+}
+extern enum child_state child_get_state (struct child *c);
+/* Regions a child missed: mark every granule touched, clear only the
+ * granules a write covered entirely, test whether any is touched.
+ */
+extern void child_mark_dirty (struct child *c, uint64_t offset,
+                              uint64_t count);
+extern void child_clear_dirty (struct child *c, uint64_t offset,
+                               uint64_t count);
+extern bool child_is_dirty (struct child *c, uint64_t offset,
+                            uint64_t count);
+
+/* engine.c, for resync: copy [offset, offset+count) to child c from
+ * the other children, voting as a read does.  Holds the range.
+ */
+extern int engine_resync_range (struct child *c, uint64_t offset,
+                                uint32_t count);
 
 /* uri.c: URI with the password and secret-bearing query values
  * replaced by "***"; never NULL except on ENOMEM.
@@ -84,6 +136,10 @@ extern void report_failure_errors (enum op_type type, uint64_t offset,
 extern void report_failure_blkverify (uint64_t offset, uint64_t length,
                                       uint64_t first_difference);
 extern void report_repair (size_t child, uint64_t offset, uint64_t length);
+/* Child life: event=down|up|resync-start|resync-end, with details. */
+extern void report_child (const char *event, size_t child,
+                          const char *fs, ...)
+  __attribute__ ((format (printf, 3, 4)));
 
 /* bufpool.c: request-sized scratch buffers, reused.  */
 extern void *bufpool_get (size_t len);

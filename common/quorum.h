@@ -105,10 +105,13 @@ extern int quorum_config_complete (bool has_local);
  */
 extern int quorum_get_ready (const char *ident);
 
-/* Start the children's I/O threads.  Runs in .after_fork, the first
- * hook whose threads survive daemonizing.
+/* Start the children's I/O and supervisor threads.  Runs in
+ * .after_fork, the first hook whose threads survive daemonizing.  The
+ * filter passes a context of its plugin not tied to any client
+ * connection (or NULL), from which returning children are resynced.
  */
-extern int quorum_after_fork (void);
+extern int quorum_after_fork (const struct quorum_local_ops *local,
+                              void *local_ctx);
 
 /* Disconnect the remote children. */
 extern void quorum_cleanup (void);
@@ -155,6 +158,9 @@ extern int quorum_extents (struct quorum_conn *conn, uint32_t count,
   "child-timeout=SECONDS     A remote child that has not answered by then\n" \
   "                          loses its vote and is disconnected\n" \
   "                          (default: 30, 0 = wait for ever)\n" \
+  "reconnect-delay=SECONDS   First retry after a child is lost (default: 1)\n" \
+  "reconnect-max-delay=SECONDS  Longest wait between retries, doubling\n" \
+  "                          from reconnect-delay (default: 30)\n" \
   "read-pattern=quorum|fifo  Read all and vote, or first that works\n" \
   "                          (default: quorum)\n" \
   "blkverify=BOOL            Two children must agree byte for byte;\n" \

@@ -118,6 +118,20 @@ report_failure_blkverify (uint64_t offset, uint64_t length,
 }
 
 void
+report_child (const char *event, size_t child, const char *fs, ...)
+{
+  char detail[512];
+  va_list args;
+
+  va_start (args, fs);
+  vsnprintf (detail, sizeof detail, fs, args);
+  va_end (args);
+  emit (strcmp (event, "down") == 0 ? LOG_WARNING : LOG_NOTICE,
+        "event=%s child=%zu name=%s%s%s", event, child,
+        quorum_children[child].name, detail[0] ? " " : "", detail);
+}
+
+void
 report_repair (size_t child, uint64_t offset, uint64_t length)
 {
   emit (LOG_NOTICE,

@@ -149,16 +149,34 @@ quorum_filter_get_ready (int thread_model)
   return quorum_get_ready ("nbdkit-quorum-filter");
 }
 
+/* A context of the plugin for background work (resync), shared by no
+ * client connection.
+ */
+static nbdkit_next *background;
+
 static int
 quorum_filter_after_fork (nbdkit_backend *backend)
 {
-  return quorum_after_fork ();
+  background = nbdkit_next_context_open (backend, 0, "", 1);
+  if (background && background->prepare (background) == -1) {
+    nbdkit_next_context_close (background);
+    background = NULL;
+  }
+  if (background == NULL)
+    nbdkit_debug ("quorum: no background context of the plugin: resync "
+                  "reads the remote children only");
+  return quorum_after_fork (background ? &local_ops : NULL, background);
 }
 
 static void
 quorum_filter_cleanup (nbdkit_backend *backend)
 {
-  quorum_cleanup ();
+  quorum_cleanup ();            /* stops resync before the context goes */
+  if (background) {
+    background->finalize (background);
+    nbdkit_next_context_close (background);
+    background = NULL;
+  }
 }
 
 static void *

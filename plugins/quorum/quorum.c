@@ -55,7 +55,7 @@ quorum_plugin_get_ready (void)
 static int
 quorum_plugin_after_fork (void)
 {
-  return quorum_after_fork ();
+  return quorum_after_fork (NULL, NULL);
 }
 
 static void
