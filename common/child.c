@@ -60,7 +60,7 @@ child_set_down (struct child *c, const char *why)
   if (c->state == CHILD_DOWN || c->quit)
     return;
   set_state_locked (c, CHILD_DOWN);
-  report_child ("down", c->index, "reason=%s", why);
+  report_down (c->index, why);
 }
 
 static void *
@@ -360,8 +360,8 @@ child_resync (struct child *c)
   uint64_t g, copied = 0, skipped = 0;
   struct range_lock rl;
 
-  report_child ("resync-start", c->index, "dirty=0x%" PRIx64,
-                __atomic_load_n (&c->nr_dirty, __ATOMIC_ACQUIRE) * gsize);
+  report_resync ("resync-start", c->index,
+                 __atomic_load_n (&c->nr_dirty, __ATOMIC_ACQUIRE) * gsize, 0);
 
   /* Writers that saw this child down mark its map when they finish:
    * wait for every one in flight, after which all include the child.
@@ -395,9 +395,9 @@ child_resync (struct child *c)
     g += run;
   }
 
-  report_child ("resync-end", c->index,
-                "copied=0x%" PRIx64 " left=0x%" PRIx64, copied,
-                __atomic_load_n (&c->nr_dirty, __ATOMIC_ACQUIRE) * gsize);
+  report_resync ("resync-end", c->index,
+                 __atomic_load_n (&c->nr_dirty, __ATOMIC_ACQUIRE) * gsize,
+                 copied);
   (void) skipped;
   return 0;
 }
@@ -479,7 +479,7 @@ child_supervisor (void *vp)
     pthread_mutex_lock (&c->state_lock);
     set_state_locked (c, CHILD_RESYNC);
     pthread_mutex_unlock (&c->state_lock);
-    report_child ("up", c->index, "%s", "");
+    report_up (c->index);
     delay = quorum_reconnect_delay;
 
     if (child_resync (c) == 0) {

@@ -111,6 +111,12 @@ quorum_config (const char *key, const char *value)
     return parse_bool (key, value, &quorum_blkverify) == -1 ? -1 : 1;
   if (strcmp (key, "rewrite-corrupted") == 0)
     return parse_bool (key, value, &quorum_rewrite_corrupted) == -1 ? -1 : 1;
+  if (strcmp (key, "report") == 0) {
+    free (quorum_report_file);
+    /* nbdkit changes directory later. */
+    quorum_report_file = nbdkit_absolute_path (value);
+    return quorum_report_file ? 1 : -1;
+  }
   if (strcmp (key, "syslog") == 0)
     return parse_bool (key, value, &quorum_syslog) == -1 ? -1 : 1;
 
@@ -237,5 +243,7 @@ quorum_unload (void)
   }
   free (quorum_children);
   quorum_children = NULL;
+  free (quorum_report_file);
+  quorum_report_file = NULL;
   quorum_nr_children = 0;
 }

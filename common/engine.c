@@ -384,6 +384,10 @@ fanout_run (struct quorum_conn *conn, enum op_type type, uint32_t mask,
     if (!(mask & (UINT32_C (1) << i)))
       continue;
     s->used = true;
+    if (type == OP_READ)
+      STAT_ADD (&quorum_children[i], reads, 1);
+    else if (type == OP_WRITE || type == OP_ZERO || type == OP_TRIM)
+      STAT_ADD (&quorum_children[i], writes, 1);
     if (type == OP_READ) {
       if (i == direct)
         s->buf = rbuf;
@@ -829,7 +833,8 @@ quorum_extents (struct quorum_conn *conn, uint32_t count, uint64_t offset,
 int
 quorum_get_ready (const char *ident)
 {
-  report_open (ident);
+  if (report_open (ident) == -1)
+    return -1;
   return child_connect_all ();
 }
 
@@ -873,6 +878,7 @@ engine_resync_range (struct child *c, uint64_t offset, uint32_t count)
   if (w) {
     if (w->slots[c->index].err == 0) {
       child_clear_dirty (c, offset, count);
+      STAT_ADD (c, bytes_repaired, count);
       r = 0;
     }
     else
@@ -898,6 +904,8 @@ void
 quorum_cleanup (void)
 {
   child_disconnect_all ();
+  report_summary ();
+  report_close ();
   bufpool_drain ();
 }
 

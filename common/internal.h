@@ -43,6 +43,13 @@ extern unsigned quorum_child_timeout;   /* seconds, 0 = none */
  */
 enum child_state { CHILD_UP, CHILD_DOWN, CHILD_RESYNC };
 
+/* Per child counts, for the summary (updated atomically). */
+struct child_stats {
+  uint64_t reads, writes, bad_reads, errors, timeouts, bytes_repaired;
+};
+#define STAT_ADD(c, field, n) \
+  __atomic_add_fetch (&(c)->stats.field, (n), __ATOMIC_RELAXED)
+
 /* The dirty map's granularity: 64 KiB. */
 #define DIRTY_SHIFT 16
 
@@ -54,6 +61,7 @@ struct child {
   char *uri;                    /* as given; NULL for the local child */
   char *name;                   /* for messages: secrets removed */
   struct quorum_caps caps;
+  struct child_stats stats;
 
   /* Request threads queue commands on nbd holding nbd_lock for reading;
    * the supervisor replaces a dead handle holding it for writing.
@@ -124,7 +132,10 @@ extern int engine_resync_range (struct child *c, uint64_t offset,
 extern char *uri_redact (const char *uri);
 
 /* report.c */
-extern void report_open (const char *ident);
+extern char *quorum_report_file;        /* report=FILE, or NULL */
+extern int report_open (const char *ident);
+extern void report_close (void);
+extern void report_summary (void);
 extern const char *op_name (enum op_type type);
 extern void report_bad (enum op_type type, size_t child, uint64_t offset,
                         uint64_t length, int err);
@@ -136,10 +147,11 @@ extern void report_failure_errors (enum op_type type, uint64_t offset,
 extern void report_failure_blkverify (uint64_t offset, uint64_t length,
                                       uint64_t first_difference);
 extern void report_repair (size_t child, uint64_t offset, uint64_t length);
-/* Child life: event=down|up|resync-start|resync-end, with details. */
-extern void report_child (const char *event, size_t child,
-                          const char *fs, ...)
-  __attribute__ ((format (printf, 3, 4)));
+/* A child's life. */
+extern void report_down (size_t child, const char *reason);
+extern void report_up (size_t child);
+extern void report_resync (const char *event, size_t child,
+                           uint64_t dirty, uint64_t copied);
 
 /* bufpool.c: request-sized scratch buffers, reused.  */
 extern void *bufpool_get (size_t len);
