@@ -158,7 +158,8 @@ emit (int priority, const struct field *fields, size_t nr)
   }
 
   nbdkit_debug ("quorum: %s", line);
-  if (quorum_syslog)
+  /* The summary is for the debug log and the report file only. */
+  if (quorum_syslog && priority != LOG_INFO)
     syslog (priority, "%s", line);
 
   if (report_fd >= 0) {

@@ -1,0 +1,105 @@
+/* nbdkit-quorum
+ * Copyright (C) 2026 the nbdkit-quorum authors.
+ * SPDX-License-Identifier: BSD-3-Clause
+ */
+
+/* Test only: preloaded into the quorum nbdkit, it captures syslog(3)
+ * calls into the file named by $QUORUM_SYSLOG_FILE, one line each:
+ *   IDENT PRIORITY MESSAGE
+ * so that tests can check reports without touching the system's
+ * logging (there may be no syslog daemon at all).
+ */
+
+#include <config.h>
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static char ident[64] = "-";
+
+static const char *
+priority_name (int priority)
+{
+  switch (LOG_PRI (priority)) {
+  case LOG_EMERG: return "emerg";
+  case LOG_ALERT: return "alert";
+  case LOG_CRIT: return "crit";
+  case LOG_ERR: return "err";
+  case LOG_WARNING: return "warning";
+  case LOG_NOTICE: return "notice";
+  case LOG_INFO: return "info";
+  default: return "debug";
+  }
+}
+
+void
+openlog (const char *id, int option, int facility)
+{
+  pthread_mutex_lock (&lock);
+  snprintf (ident, sizeof ident, "%s", id ? id : "-");
+  pthread_mutex_unlock (&lock);
+}
+
+void
+closelog (void)
+{
+}
+
+void
+vsyslog (int priority, const char *fs, va_list args)
+{
+  const char *file = getenv ("QUORUM_SYSLOG_FILE");
+  char msg[2048], line[2200];
+  int fd, n;
+
+  if (file == NULL)
+    return;
+  vsnprintf (msg, sizeof msg, fs, args);
+  pthread_mutex_lock (&lock);
+  n = snprintf (line, sizeof line, "%s %s %s\n", ident,
+                priority_name (priority), msg);
+  pthread_mutex_unlock (&lock);
+  if (n < 0)
+    return;
+  if ((size_t) n >= sizeof line)
+    n = sizeof line - 1;
+  fd = open (file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  if (fd == -1)
+    return;
+  if (write (fd, line, n) != n) { /* nothing to do */ }
+  close (fd);
+}
+
+void
+syslog (int priority, const char *fs, ...)
+{
+  va_list args;
+
+  va_start (args, fs);
+  vsyslog (priority, fs, args);
+  va_end (args);
+}
+
+/* What glibc's fortified headers turn the two above into. */
+void
+__vsyslog_chk (int priority, int flag, const char *fs, va_list args)
+{
+  vsyslog (priority, fs, args);
+}
+
+void
+__syslog_chk (int priority, int flag, const char *fs, ...)
+{
+  va_list args;
+
+  va_start (args, fs);
+  vsyslog (priority, fs, args);
+  va_end (args);
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# nbdkit-quorum
+# Copyright (C) 2026 the nbdkit-quorum authors.
+# SPDX-License-Identifier: BSD-3-Clause
+
+# One corrupted child of three is outvoted (threshold 2): the client
+# reads the right data and the child is reported with the exact range
+# of the request.  Clients: nbdsh and qemu-io.
+
+source ./functions.sh
+set -e
+set -x
+requires nbdsh --version
+requires qemu-io --version
+
+for i in 0 1 2; do make_image $tmpdir/c$i.img 1M 0x55; done
+corrupt $tmpdir/c2.img 8200 'XXXX'
+for i in 0 1 2; do start_child $i file $tmpdir/c$i.img; done
+
+quorum -U - $QUORUM_PLUGIN vote-threshold=2 \
+       child="$(child_uri 0)" child="$(child_uri 1)" child="$(child_uri 2)" \
+       --run "nbdsh -u \"\$uri\" -c 'assert h.pread(4096, 8192) == b\"\\x55\" * 4096' &&
+              qemu-io -f raw -c 'read -P 0x55 0 64k' \"\$uri\""
+
+name="nbd\+unix:///\?socket=$tmpdir/c2.sock"
+# nbdsh's read: 4 KiB at 8 KiB.
+assert_grep "^nbdkit-quorum-plugin warning event=bad type=read child=2 name=$name offset=0x2000 length=0x1000 error=mismatch\$" $tmpdir/syslog
+# qemu-io's read: 64 KiB at 0.
+assert_grep "event=bad type=read child=2 name=$name offset=0x0 length=0x10000 error=mismatch" $tmpdir/syslog
+# The good children are never blamed; nothing failed.
+assert_no_grep 'child=[01] ' $tmpdir/syslog
+assert_no_grep 'event=failure' $tmpdir/syslog
