@@ -17,10 +17,13 @@ for i in 0 1 2; do make_image $tmpdir/c$i.img 1M 0x55; done
 corrupt $tmpdir/c2.img 8200 'XXXX'
 for i in 0 1 2; do start_child $i file $tmpdir/c$i.img; done
 
-quorum -U - $QUORUM_PLUGIN vote-threshold=2 \
+quorum -U - -v -D quorum.votes=1 $QUORUM_PLUGIN vote-threshold=2 \
        child="$(child_uri 0)" child="$(child_uri 1)" child="$(child_uri 2)" \
        --run "nbdsh -u \"\$uri\" -c 'assert h.pread(4096, 8192) == b\"\\x55\" * 4096' &&
-              qemu-io -f raw -c 'read -P 0x55 0 64k' \"\$uri\""
+              qemu-io -f raw -c 'read -P 0x55 0 64k' \"\$uri\"" \
+       2> $tmpdir/debug
+# -D quorum.votes=1: a line per vote that was not unanimous.
+assert_grep 'read 4096@8192: 2 versions, child 0 wins with 2 of 3 votes' $tmpdir/debug
 
 name="nbd\+unix:///\?socket=$tmpdir/c2.sock"
 # nbdsh's read: 4 KiB at 8 KiB.
