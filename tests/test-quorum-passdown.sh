@@ -24,7 +24,7 @@ quorum -U - --filter=$QUORUM_FILTER --filter=error file $tmpdir/c0.img \
 assert_grep 'event=bad type=read child=0 name=plugin offset=0x0 length=0x200 error=EPERM' $tmpdir/syslog
 
 for m in "--filter=$QUORUM_FILTER null" "$QUORUM_PLUGIN"; do
-  nbdkit $m --help > $tmpdir/help
+  quorum $m --help > $tmpdir/help
   for p in child= vote-threshold= read-pattern= blkverify= rewrite-corrupted= \
            child-timeout= reconnect-delay= reconnect-max-delay= report= syslog=; do
     assert_grep "^$p" $tmpdir/help
