@@ -468,11 +468,22 @@ child_supervisor (void *vp)
       continue;
     }
 
+    if (c->caps_known && c->caps.can_write && !caps.can_write) {
+      nbdkit_error ("quorum: child %zu (%s): came back read-only: not "
+                    "rejoining", c->index, c->name);
+      nbd_close (nbd);
+      delay = quorum_reconnect_max;
+      continue;
+    }
+
     pthread_rwlock_wrlock (&c->nbd_lock);
     old = c->nbd;
     c->nbd = nbd;
     pthread_rwlock_unlock (&c->nbd_lock);
-    nbd_close (old);            /* dead: its commands were all retired */
+    if (old)
+      nbd_close (old);          /* dead: its commands were all retired */
+    c->caps = caps;
+    c->caps_known = true;
     if (child_start_io_thread (c) == -1)
       break;
 
@@ -494,7 +505,8 @@ child_supervisor (void *vp)
 int
 child_connect_all (void)
 {
-  size_t i, first = quorum_has_local ? 1 : 0;
+  size_t i, first = quorum_has_local ? 1 : 0, reachable = first;
+  size_t ref = SIZE_MAX;        /* first reachable remote child */
   bool same = true;
 
   for (i = first; i < quorum_nr_children; ++i) {
@@ -503,20 +515,40 @@ child_connect_all (void)
 
     c->nbd = child_open_handle (c, -1, &why);
     if (c->nbd == NULL) {
-      nbdkit_error ("child=%s: cannot connect to child %zu: %s",
-                    c->name, c->index, why ? why : "out of memory");
+      if (!quorum_start_degraded) {
+        nbdkit_error ("child=%s: cannot connect to child %zu: %s (see "
+                      "start-degraded)", c->name, c->index,
+                      why ? why : "out of memory");
+        free (why);
+        return -1;
+      }
+      nbdkit_error ("quorum: child %zu (%s): unreachable at start-up: %s",
+                    c->index, c->name, why ? why : "out of memory");
       free (why);
-      return -1;
+      c->state = CHILD_DOWN;
+      continue;
     }
     child_get_caps (c, c->nbd, &c->caps);
+    c->caps_known = true;
+    reachable++;
+    if (ref == SIZE_MAX)
+      ref = i;
+    else if (c->caps.size != quorum_children[ref].caps.size)
+      same = false;
     nbdkit_debug ("quorum: child %zu (%s): size %" PRIi64 "%s",
                   c->index, c->name, c->caps.size,
                   c->caps.can_write ? "" : ", read-only");
   }
 
-  for (i = first + 1; i < quorum_nr_children; ++i)
-    if (quorum_children[i].caps.size != quorum_children[first].caps.size)
-      same = false;
+  if (ref == SIZE_MAX || reachable < quorum_threshold) {
+    nbdkit_error ("start-degraded=true: only %zu of %zu children are "
+                  "reachable%s, vote-threshold is %u: refusing to start",
+                  reachable, quorum_nr_children,
+                  ref == SIZE_MAX ? " (no remote child)" : "",
+                  quorum_threshold);
+    return -1;
+  }
+
   if (!same) {
     char *msg = NULL;
     size_t len = 0;
@@ -524,9 +556,10 @@ child_connect_all (void)
 
     if (fp) {
       for (i = first; i < quorum_nr_children; ++i)
-        fprintf (fp, "%s child %zu (%s): %" PRIi64,
-                 i > first ? "," : "", i, quorum_children[i].name,
-                 quorum_children[i].caps.size);
+        if (quorum_children[i].caps_known)
+          fprintf (fp, "%s child %zu (%s): %" PRIi64,
+                   i > first ? "," : "", i, quorum_children[i].name,
+                   quorum_children[i].caps.size);
       fclose (fp);
     }
     nbdkit_error ("quorum: children have different sizes, refusing to "
@@ -534,18 +567,24 @@ child_connect_all (void)
     free (msg);
     return -1;
   }
-  export_size = quorum_children[first].caps.size;
+  export_size = quorum_children[ref].caps.size;
 
   for (i = first; i < quorum_nr_children; ++i) {
     struct child *c = &quorum_children[i];
-    uint64_t words =
-      ((((uint64_t) export_size + (UINT64_C (1) << DIRTY_SHIFT) - 1)
-        >> DIRTY_SHIFT) + 63) / 64;
+    uint64_t nr_granules =
+      ((uint64_t) export_size + (UINT64_C (1) << DIRTY_SHIFT) - 1)
+      >> DIRTY_SHIFT;
+    uint64_t words = (nr_granules + 63) / 64;
 
     c->dirty = calloc (words ? words : 1, sizeof (uint64_t));
     if (c->dirty == NULL) {
       nbdkit_error ("calloc: %m");
       return -1;
+    }
+    /* Unreachable at start: nothing it holds can be trusted. */
+    if (c->state == CHILD_DOWN) {
+      child_mark_dirty (c, 0, export_size);
+      report_down (c->index, "unreachable");
     }
   }
   return 0;
@@ -572,7 +611,7 @@ child_start_all (void)
       nbdkit_error ("fcntl: %m");
       return -1;
     }
-    if (child_start_io_thread (c) == -1)
+    if (c->nbd && child_start_io_thread (c) == -1)
       return -1;
     err = pthread_create (&c->supervisor, NULL, child_supervisor, c);
     if (err) {

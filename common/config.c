@@ -24,6 +24,7 @@ bool quorum_syslog = true;
 unsigned quorum_child_timeout = 30;
 unsigned quorum_reconnect_delay = 1;
 unsigned quorum_reconnect_max = 30;
+bool quorum_start_degraded;
 
 struct child *quorum_children;
 size_t quorum_nr_children;
@@ -117,6 +118,8 @@ quorum_config (const char *key, const char *value)
     quorum_report_file = nbdkit_absolute_path (value);
     return quorum_report_file ? 1 : -1;
   }
+  if (strcmp (key, "start-degraded") == 0)
+    return parse_bool (key, value, &quorum_start_degraded) == -1 ? -1 : 1;
   if (strcmp (key, "syslog") == 0)
     return parse_bool (key, value, &quorum_syslog) == -1 ? -1 : 1;
 

@@ -966,12 +966,20 @@ quorum_conn_init (struct quorum_conn *conn,
   conn->local_ctx = local_ctx;
   conn->readonly = readonly;
 
+  q.size = -1;
   for (i = 0; i < quorum_nr_children; ++i) {
     const struct quorum_caps *c =
-      quorum_children[i].nbd ? &quorum_children[i].caps : local_caps;
+      child_is_local (&quorum_children[i]) ? local_caps
+      : &quorum_children[i].caps;
 
     assert (c);
-    if (i == 0)
+    /* A child unreachable since start-up says nothing; it must offer
+     * the same as the others to rejoin.
+     */
+    if (!child_is_local (&quorum_children[i]) &&
+        !quorum_children[i].caps_known)
+      continue;
+    if (q.size == -1)
       q.size = c->size;
     else if (c->size != q.size) {
       refuse_sizes (local_caps);

@@ -33,6 +33,7 @@ extern bool quorum_rewrite_corrupted;
 extern bool quorum_syslog;
 extern unsigned quorum_reconnect_delay;  /* seconds, first retry */
 extern unsigned quorum_reconnect_max;    /* seconds, longest backoff */
+extern bool quorum_start_degraded;
 extern unsigned quorum_child_timeout;   /* seconds, 0 = none */
 
 /* A remote child's life: up; down (its connection died: it takes part
@@ -61,6 +62,7 @@ struct child {
   char *uri;                    /* as given; NULL for the local child */
   char *name;                   /* for messages: secrets removed */
   struct quorum_caps caps;
+  bool caps_known;              /* false if unreachable at start-up */
   struct child_stats stats;
 
   /* Request threads queue commands on nbd holding nbd_lock for reading;

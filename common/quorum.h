@@ -167,6 +167,8 @@ extern int quorum_extents (struct quorum_conn *conn, uint32_t count,
   "                          stop the server on mismatch (default: false)\n" \
   "rewrite-corrupted=BOOL    Write the winning version back to outvoted\n" \
   "                          children (default: false)\n" \
+  "start-degraded=BOOL       Start with unreachable children if enough\n" \
+  "                          are reachable (default: false)\n" \
   "report=FILE               Append every event as a JSON line to FILE\n" \
   "syslog=BOOL               Send reports to syslog(3) (default: true)"
 

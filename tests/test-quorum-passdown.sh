@@ -26,7 +26,8 @@ assert_grep 'event=bad type=read child=0 name=plugin offset=0x0 length=0x200 err
 for m in "--filter=$QUORUM_FILTER null" "$QUORUM_PLUGIN"; do
   quorum $m --help > $tmpdir/help
   for p in child= vote-threshold= read-pattern= blkverify= rewrite-corrupted= \
-           child-timeout= reconnect-delay= reconnect-max-delay= report= syslog=; do
+           child-timeout= reconnect-delay= reconnect-max-delay= report= syslog= \
+           start-degraded=; do
     assert_grep "^$p" $tmpdir/help
   done
 done
