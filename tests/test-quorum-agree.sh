@@ -22,10 +22,12 @@ quorum -U - --filter=$QUORUM_FILTER file $tmpdir/c0.img \
        --run "nbdcopy \"\$uri\" $tmpdir/out-filter.img"
 cmp $tmpdir/out-filter.img $tmpdir/expected.img
 
-# Plugin form: all three remote, all three must agree.
-start_child 0 file $tmpdir/c0.img
+# Plugin form: all three remote, all three must agree; child 0 over
+# TCP on the loopback (nbd://), the others over unix sockets.
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+start_nbdkit -P $tmpdir/c0.pid -i 127.0.0.1 -p $port file $tmpdir/c0.img
 quorum -U - $QUORUM_PLUGIN vote-threshold=3 \
-       child="$(child_uri 0)" child="$(child_uri 1)" child="$(child_uri 2)" \
+       child="nbd://127.0.0.1:$port/" child="$(child_uri 1)" child="$(child_uri 2)" \
        --run "nbdcopy \"\$uri\" $tmpdir/out-plugin.img &&
               nbdsh -u \"\$uri\" -c 'assert h.get_size() == 1048576' \
                     -c 'assert h.pread(8, 8) == (8).to_bytes(8, \"big\")'"
