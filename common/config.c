@@ -25,6 +25,7 @@ unsigned quorum_child_timeout = 30;
 unsigned quorum_reconnect_delay = 1;
 unsigned quorum_reconnect_max = 30;
 bool quorum_start_degraded;
+uint32_t quorum_vote_block = 4096;
 
 struct child *quorum_children;
 size_t quorum_nr_children;
@@ -97,6 +98,19 @@ quorum_config (const char *key, const char *value)
   if (strcmp (key, "reconnect-max-delay") == 0)
     return nbdkit_parse_unsigned ("reconnect-max-delay", value,
                                   &quorum_reconnect_max) == -1 ? -1 : 1;
+  if (strcmp (key, "vote-block-size") == 0) {
+    int64_t r = nbdkit_parse_size (value);
+
+    if (r == -1)
+      return -1;
+    if (r < 512 || r > 32 * 1024 * 1024 || (r & (r - 1)) != 0) {
+      nbdkit_error ("vote-block-size=%s: must be a power of 2 between 512 "
+                    "and 32M", value);
+      return -1;
+    }
+    quorum_vote_block = r;
+    return 1;
+  }
   if (strcmp (key, "read-pattern") == 0) {
     if (strcmp (value, "quorum") == 0)
       quorum_read_pattern = READ_PATTERN_QUORUM;

@@ -565,31 +565,142 @@ quorum_cache (struct quorum_conn *conn, uint32_t count, uint64_t offset,
   return write_op (conn, OP_CACHE, NULL, count, offset, 0, err);
 }
 
-/* rewrite-corrupted: write the winning data over the children in mask,
- * in parallel.  A failed repair is reported and does not fail the read,
- * which already has its answer.
+/* rewrite-corrupted: write the winning data over child i's outvoted
+ * span.  A failed repair is reported and does not fail the read, which
+ * already has its answer.
  */
 static void
-repair (struct quorum_conn *conn, uint32_t mask, const void *buf,
+repair (struct quorum_conn *conn, size_t i, const void *buf,
         uint32_t count, uint64_t offset)
 {
   struct fanout *f;
-  size_t i;
   int err;
 
-  f = fanout_run (conn, OP_WRITE, mask, NULL, 0, buf, count, offset, 0,
-                  &err);
+  f = fanout_run (conn, OP_WRITE, UINT32_C (1) << i, NULL, 0, buf, count,
+                  offset, 0, &err);
   if (f == NULL)
     return;
-  for (i = 0; i < quorum_nr_children; ++i) {
-    if (!f->slots[i].used)
-      continue;
-    if (f->slots[i].err)
-      report_bad (OP_WRITE, i, offset, count, f->slots[i].err);
-    else
-      report_repair (i, offset, count);
-  }
+  if (f->slots[i].err)
+    report_bad (OP_WRITE, i, offset, count, f->slots[i].err);
+  else
+    report_repair (i, offset, count);
   fanout_put (f);
+}
+
+/* Adjacent blocks with the same outcome make one report, not one per
+ * block: a run of blocks in which a child was outvoted, or in which no
+ * version reached the threshold with the same children on each side.
+ */
+struct run {
+  uint64_t start, end;          /* [start, end), empty if equal */
+};
+
+struct failed_run {
+  struct run r;
+  size_t votes;                 /* of the best version */
+  size_t version[VOTE_MAX_CHILDREN];  /* who sided with whom */
+};
+
+static void
+failed_run_flush (struct failed_run *fr)
+{
+  if (fr->r.end > fr->r.start)
+    report_failure_votes (OP_READ, fr->r.start, fr->r.end - fr->r.start,
+                          fr->votes, fr->version, quorum_nr_children);
+  fr->r.start = fr->r.end = 0;
+}
+
+/* The children disagree somewhere in the request: vote each block of
+ * vote-block-size on its own (blocks are aligned on the export, so
+ * reports name the same blocks whatever the request), so that children
+ * corrupted in different places outvote each other block by block.
+ * The winners are assembled in buf.
+ */
+static int
+read_vote_blocks (struct quorum_conn *conn, const void *const *bufs,
+                  void *buf, uint32_t count, uint64_t offset, int *err)
+{
+  const uint64_t bs = quorum_vote_block, end = offset + count;
+  struct run bad[VOTE_MAX_CHILDREN] = { { 0, 0 } };
+  struct run span[VOTE_MAX_CHILDREN] = { { 0, 0 } };  /* for repair */
+  struct failed_run fr = { .r = { 0, 0 } };
+  uint64_t pos, next, nr_failed = 0, nr_outvoted = 0, first_failed = 0;
+  size_t i, n = quorum_nr_children;
+  struct vote_result v;
+
+  for (pos = offset; pos < end; pos = next) {
+    const size_t rel = pos - offset;
+
+    next = (pos / bs + 1) * bs;
+    if (next > end)
+      next = end;
+    vote_tally (bufs, n, rel, next - pos, &v);
+
+    if (v.votes < quorum_threshold) {
+      if (nr_failed++ == 0)
+        first_failed = pos;
+      if (fr.r.end != pos || fr.votes != v.votes ||
+          memcmp (fr.version, v.version, n * sizeof v.version[0]) != 0) {
+        failed_run_flush (&fr);
+        fr.r.start = pos;
+        fr.votes = v.votes;
+        memcpy (fr.version, v.version, n * sizeof v.version[0]);
+      }
+      fr.r.end = next;
+      continue;
+    }
+    failed_run_flush (&fr);
+
+    if (bufs[v.winner] != buf)
+      memcpy ((char *) buf + rel, (const char *) bufs[v.winner] + rel,
+              next - pos);
+    if (v.nr_versions == 1)
+      continue;
+    nr_outvoted++;
+    for (i = 0; i < n; ++i) {
+      if (v.version[i] == VOTE_NO_VERSION || v.version[i] == v.winner)
+        continue;
+      if (bad[i].end != pos) {
+        if (bad[i].end > bad[i].start)
+          report_bad (OP_READ, i, bad[i].start, bad[i].end - bad[i].start, 0);
+        bad[i].start = pos;
+      }
+      bad[i].end = next;
+      if (span[i].end == span[i].start)
+        span[i].start = pos;
+      span[i].end = next;
+    }
+  }
+  failed_run_flush (&fr);
+  for (i = 0; i < n; ++i)
+    if (bad[i].end > bad[i].start)
+      report_bad (OP_READ, i, bad[i].start, bad[i].end - bad[i].start, 0);
+
+  if (quorum_debug_votes)
+    nbdkit_debug ("quorum: read %" PRIu32 "@%" PRIu64 ": children differ: "
+                  "%" PRIu64 " blocks of %" PRIu64 " bytes outvoted a "
+                  "child, %" PRIu64 " had no quorum",
+                  count, offset, nr_outvoted, bs, nr_failed);
+
+  if (nr_failed) {
+    nbdkit_error ("quorum: read %" PRIu32 "@%" PRIu64 ": no version has "
+                  "vote-threshold=%u votes in %" PRIu64 " blocks of %" PRIu64
+                  " bytes, the first at %" PRIu64, count, offset,
+                  quorum_threshold, nr_failed, bs, first_failed);
+    *err = EIO;
+    return -1;
+  }
+
+  /* The whole span from a child's first to its last outvoted block is
+   * rewritten: blocks in between already hold the winning data, and no
+   * write can come between (the read holds its range).
+   */
+  if (quorum_rewrite_corrupted)
+    for (i = 0; i < n; ++i)
+      if (span[i].end > span[i].start)
+        repair (conn, i, (const char *) buf + (span[i].start - offset),
+                span[i].end - span[i].start, span[i].start);
+  return 0;
 }
 
 /* Vote on a quorum read whose replies are in f; the answer goes to buf. */
@@ -600,7 +711,6 @@ read_vote (struct quorum_conn *conn, struct fanout *f, void *buf,
   const void *bufs[VOTE_MAX_CHILDREN];
   int errs[VOTE_MAX_CHILDREN];
   struct vote_result v;
-  uint32_t outvoted = 0;
   size_t i, n = quorum_nr_children;
 
   for (i = 0; i < n; ++i) {
@@ -610,6 +720,7 @@ read_vote (struct quorum_conn *conn, struct fanout *f, void *buf,
       report_bad (OP_READ, i, offset, count, errs[i]);
   }
 
+  /* Agreement, the usual case, costs one memcmp per child. */
   vote_tally (bufs, n, 0, count, &v);
 
   if (v.nr_ok < quorum_threshold) {
@@ -634,31 +745,15 @@ read_vote (struct quorum_conn *conn, struct fanout *f, void *buf,
     return -1;
   }
 
-  if (v.votes < quorum_threshold) {
-    report_failure_votes (OP_READ, offset, count, v.votes);
-    nbdkit_error ("quorum: read %" PRIu32 "@%" PRIu64 ": no version has "
-                  "vote-threshold=%u votes (%zu versions, best has %zu)",
-                  count, offset, quorum_threshold, v.nr_versions, v.votes);
-    *err = EIO;
-    return -1;
-  }
+  if (v.nr_versions > 1)
+    return read_vote_blocks (conn, bufs, buf, count, offset, err);
 
-  if (quorum_debug_votes && (v.nr_versions > 1 || v.nr_ok < n))
-    nbdkit_debug ("quorum: read %" PRIu32 "@%" PRIu64 ": %zu versions, "
-                  "child %zu wins with %zu of %zu votes",
-                  count, offset, v.nr_versions, v.winner, v.votes, n);
-
+  if (quorum_debug_votes && v.nr_ok < n)
+    nbdkit_debug ("quorum: read %" PRIu32 "@%" PRIu64 ": child %zu wins "
+                  "with %zu of %zu votes", count, offset, v.winner, v.votes,
+                  n);
   if (bufs[v.winner] != buf)
     memcpy (buf, bufs[v.winner], count);
-
-  for (i = 0; i < n; ++i) {
-    if (v.version[i] != VOTE_NO_VERSION && v.version[i] != v.winner) {
-      report_bad (OP_READ, i, offset, count, 0);
-      outvoted |= UINT32_C (1) << i;
-    }
-  }
-  if (outvoted && quorum_rewrite_corrupted)
-    repair (conn, outvoted, buf, count, offset);
   return 0;
 }
 
@@ -709,9 +804,10 @@ quorum_pread (struct quorum_conn *conn, void *buf, uint32_t count,
 
   /* No write may overlap a vote in progress: children would differ
    * only because of it, and rewrite-corrupted would write old data
-   * over new.
+   * over new.  With rewrite-corrupted a read may write, so it keeps
+   * other reads out too: they would vote on a repair half done.
    */
-  range_lock (&rl, offset, count, false);
+  range_lock (&rl, offset, count, quorum_rewrite_corrupted);
   /* Child 0 reads straight into the caller's buffer. */
   f = fanout_run (conn, OP_READ, participants (OP_READ, offset, count),
                   buf, 0, NULL, count, offset, 0, err);

@@ -35,6 +35,7 @@ extern unsigned quorum_reconnect_delay;  /* seconds, first retry */
 extern unsigned quorum_reconnect_max;    /* seconds, longest backoff */
 extern bool quorum_start_degraded;
 extern unsigned quorum_child_timeout;   /* seconds, 0 = none */
+extern uint32_t quorum_vote_block;      /* bytes voted on apart */
 
 /* A remote child's life: up; down (its connection died: it takes part
  * in nothing, writes it misses are recorded in its dirty map, and its
@@ -141,8 +142,12 @@ extern void report_summary (void);
 extern const char *op_name (enum op_type type);
 extern void report_bad (enum op_type type, size_t child, uint64_t offset,
                         uint64_t length, int err);
+/* No version had the threshold: version[] (as in struct vote_result)
+ * says which children returned the same data.
+ */
 extern void report_failure_votes (enum op_type type, uint64_t offset,
-                                  uint64_t length, size_t votes);
+                                  uint64_t length, size_t votes,
+                                  const size_t *version, size_t nr);
 extern void report_failure_errors (enum op_type type, uint64_t offset,
                                    uint64_t length, int err,
                                    size_t successes);

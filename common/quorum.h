@@ -161,6 +161,8 @@ extern int quorum_extents (struct quorum_conn *conn, uint32_t count,
   "reconnect-delay=SECONDS   First retry after a child is lost (default: 1)\n" \
   "reconnect-max-delay=SECONDS  Longest wait between retries, doubling\n" \
   "                          from reconnect-delay (default: 30)\n" \
+  "vote-block-size=SIZE      Children are voted on per block of SIZE\n" \
+  "                          (default: 4K)\n" \
   "read-pattern=quorum|fifo  Read all and vote, or first that works\n" \
   "                          (default: quorum)\n" \
   "blkverify=BOOL            Two children must agree byte for byte;\n" \

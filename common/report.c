@@ -88,12 +88,13 @@ errno_name (int err, char *buf, size_t len)
 }
 
 /* One field of an event. */
-enum field_kind { F_STR, F_HEX, F_UINT, F_BOOL };
+enum field_kind { F_STR, F_HEX, F_UINT, F_BOOL, F_LIST };
 struct field {
   const char *key;              /* key=value name */
   const char *json_key;         /* JSON name, if different */
   enum field_kind kind;
-  const char *s;
+  const char *s;                /* F_STR; F_LIST as key=value */
+  const char *json;             /* F_LIST as JSON */
   uint64_t u;
 };
 
@@ -137,7 +138,7 @@ emit (int priority, const struct field *fields, size_t nr)
     int n = 0;
 
     switch (f->kind) {
-    case F_STR:
+    case F_STR: case F_LIST:
       n = snprintf (line + len, sizeof line - len, "%s%s=%s", sep, f->key,
                     f->s);
       break;
@@ -186,6 +187,7 @@ emit (int priority, const struct field *fields, size_t nr)
       case F_STR: json_string (fp, f->s); break;
       case F_HEX: case F_UINT: fprintf (fp, "%" PRIu64, f->u); break;
       case F_BOOL: fputs ("true", fp); break;
+      case F_LIST: fputs (f->json, fp); break;
       }
     }
     fputs ("}\n", fp);
@@ -229,17 +231,46 @@ report_bad (enum op_type type, size_t child, uint64_t offset,
   emit (LOG_WARNING, f, sizeof f / sizeof f[0]);
 }
 
+/* The children on each side: "0,2/1" and [[0,2],[1]]. */
+static void
+format_versions (const size_t *version, size_t nr, char *kv, size_t klen,
+                 char *json, size_t jlen)
+{
+  size_t i, j, k = 0, js = 0;
+
+  js += snprintf (json + js, jlen - js, "[");
+  kv[0] = '\0';
+  for (i = 0; i < nr; ++i) {
+    if (version[i] != i)
+      continue;
+    k += snprintf (kv + k, klen - k, "%s", k ? "/" : "");
+    js += snprintf (json + js, jlen - js, "%s[", js > 1 ? "," : "");
+    for (j = i; j < nr; ++j) {
+      if (version[j] != i)
+        continue;
+      k += snprintf (kv + k, klen - k, "%s%zu", j > i ? "," : "", j);
+      js += snprintf (json + js, jlen - js, "%s%zu", j > i ? "," : "", j);
+    }
+    js += snprintf (json + js, jlen - js, "]");
+  }
+  snprintf (json + js, jlen - js, "]");
+}
+
 void
 report_failure_votes (enum op_type type, uint64_t offset, uint64_t length,
-                      size_t votes)
+                      size_t votes, const size_t *version, size_t nr)
 {
+  /* Each child index takes at most 3 bytes with its separator. */
+  char kv[VOTE_MAX_CHILDREN * 3 + 8], json[VOTE_MAX_CHILDREN * 6 + 8];
   struct field f[] = {
     STR ("event", "failure"), STR ("type", op_name (type)),
     HEX ("offset", offset), HEX ("length", length),
     STR ("reason", "no-quorum"), UINT ("votes", votes),
     UINT ("threshold", quorum_threshold),
+    { .key = "versions", .kind = F_LIST, .s = kv, .json = json },
   };
 
+  format_versions (version, nr, kv, sizeof kv, json, sizeof json);
   emit (LOG_ERR, f, sizeof f / sizeof f[0]);
 }
 

@@ -31,7 +31,7 @@ EOF
 
 quorum -U - $QUORUM_PLUGIN vote-threshold=2 $children \
        --run "nbdsh -u \"\$uri\" -c 'exec(open(\"$tmpdir/check.py\").read())'"
-assert_grep '^nbdkit-quorum-plugin err event=failure type=read offset=0x0 length=0x1000 reason=no-quorum votes=1 threshold=2$' $tmpdir/syslog
+assert_grep '^nbdkit-quorum-plugin err event=failure type=read offset=0x0 length=0x1000 reason=no-quorum votes=1 threshold=2 versions=0/1/2$' $tmpdir/syslog
 # No winner, so nobody is called bad.
 assert_no_grep 'event=bad' $tmpdir/syslog
 
@@ -40,4 +40,4 @@ cp $tmpdir/c0.img $tmpdir/c1.img
 rm $tmpdir/syslog
 quorum -U - $QUORUM_PLUGIN vote-threshold=3 $children \
        --run "nbdsh -u \"\$uri\" -c 'exec(open(\"$tmpdir/check.py\").read())'"
-assert_grep 'event=failure type=read offset=0x0 length=0x1000 reason=no-quorum votes=2 threshold=3' $tmpdir/syslog
+assert_grep 'event=failure type=read offset=0x0 length=0x1000 reason=no-quorum votes=2 threshold=3 versions=0,1/2$' $tmpdir/syslog

@@ -30,5 +30,5 @@ quorum -U - $QUORUM_PLUGIN rewrite-corrupted=true $children \
        --run "nbdsh -u \"\$uri\" -c 'assert h.pread(8192, 0) == b\"\\x66\" * 8192'"
 cmp $tmpdir/c0.img $tmpdir/c1.img
 cmp $tmpdir/c0.img $tmpdir/c2.img
-assert_grep "event=bad type=read child=1 .* offset=0x0 length=0x2000 error=mismatch" $tmpdir/syslog
-assert_grep "^nbdkit-quorum-plugin notice event=repair child=1 name=nbd\+unix:///\?socket=$tmpdir/c1.sock offset=0x0 length=0x2000\$" $tmpdir/syslog
+assert_grep "event=bad type=read child=1 .* offset=0x1000 length=0x1000 error=mismatch" $tmpdir/syslog
+assert_grep "^nbdkit-quorum-plugin notice event=repair child=1 name=nbd\+unix:///\?socket=$tmpdir/c1.sock offset=0x1000 length=0x1000\$" $tmpdir/syslog
