@@ -262,10 +262,30 @@ child_open_handle (struct child *c, int quit_fd, char **why)
   nbd = nbd_create ();
   if (nbd == NULL)
     goto err;
+  if (nbd_add_meta_context (nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1)
+    goto err;
+  if (c->command) {
+    /* libnbd starts the server with a listening socket (systemd socket
+     * activation) and kills it when the handle is closed.  The shell
+     * runs the command as the operator wrote it, in nbdkit's starting
+     * directory, and execs it, so that the server keeps the PID that
+     * LISTEN_PID names.
+     */
+    CLEANUP_FREE char *script = NULL;
+    char *argv[] = { (char *) "/bin/sh", (char *) "-c", NULL,
+                     quorum_workdir, NULL };
+
+    if (asprintf (&script, "cd -- \"$0\" && exec %s", c->command) == -1) {
+      script = NULL;
+      goto err;
+    }
+    argv[2] = script;
+    if (nbd_aio_connect_systemd_socket_activation (nbd, argv) == -1)
+      goto err;
+  }
   /* The operator wrote these URIs: let them name TLS key files. */
-  if (nbd_set_uri_allow_local_file (nbd, true) == -1 ||
-      nbd_add_meta_context (nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1 ||
-      nbd_aio_connect_uri (nbd, c->uri) == -1)
+  else if (nbd_set_uri_allow_local_file (nbd, true) == -1 ||
+           nbd_aio_connect_uri (nbd, c->uri) == -1)
     goto err;
 
   while (nbd_aio_is_connecting (nbd)) {
@@ -502,6 +522,49 @@ child_supervisor (void *vp)
   return NULL;
 }
 
+/* A child-command server is a child process of the process that
+ * started it, and nbdkit forks after .get_ready (to daemonize, or to
+ * run the --run command) and serves from the new process, which could
+ * neither wait for a server started before nor be sure to stop it.  So
+ * the server started in .get_ready only checks the child at start-up
+ * and is stopped there; the serving process starts its own.
+ */
+static void
+child_stop_command (struct child *c)
+{
+  if (c->nbd) {
+    nbd_close (c->nbd);         /* kills the server and waits for it */
+    c->nbd = NULL;
+  }
+}
+
+static int
+child_start_command (struct child *c)
+{
+  struct quorum_caps caps;
+  char *why = NULL;
+
+  if (!c->caps_known)           /* unreachable at start-up: the */
+    return 0;                   /* supervisor keeps trying */
+  c->nbd = child_open_handle (c, -1, &why);
+  if (c->nbd == NULL) {
+    nbdkit_error ("child-command=%s: cannot start child %zu again after "
+                  "nbdkit forked: %s", c->command, c->index,
+                  why ? why : "out of memory");
+    free (why);
+    return -1;
+  }
+  child_get_caps (c, c->nbd, &caps);
+  if (caps.size != export_size) {
+    nbdkit_error ("child-command=%s: child %zu changed size from %" PRIi64
+                  " to %" PRIi64 " when started again", c->command,
+                  c->index, export_size, caps.size);
+    return -1;
+  }
+  c->caps = caps;
+  return 0;
+}
+
 int
 child_connect_all (void)
 {
@@ -516,8 +579,10 @@ child_connect_all (void)
     c->nbd = child_open_handle (c, -1, &why);
     if (c->nbd == NULL) {
       if (!quorum_start_degraded) {
-        nbdkit_error ("child=%s: cannot connect to child %zu: %s (see "
-                      "start-degraded)", c->name, c->index,
+        nbdkit_error ("%s=%s: cannot connect to child %zu: %s (see "
+                      "start-degraded)",
+                      c->command ? "child-command" : "child",
+                      c->command ? c->command : c->name, c->index,
                       why ? why : "out of memory");
         free (why);
         return -1;
@@ -586,6 +651,8 @@ child_connect_all (void)
       child_mark_dirty (c, 0, export_size);
       report_down (c->index, "unreachable");
     }
+    if (c->command)
+      child_stop_command (c);
   }
   return 0;
 }
@@ -601,6 +668,8 @@ child_start_all (void)
 
     if (child_is_local (c))
       continue;
+    if (c->command && child_start_command (c) == -1)
+      return -1;
     if (pipe2 (c->wake, O_CLOEXEC) == -1 ||
         pipe2 (c->quit_pipe, O_CLOEXEC) == -1) {
       nbdkit_error ("pipe2: %m");

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <nbdkit-filter.h>
 
@@ -26,6 +27,7 @@ unsigned quorum_reconnect_delay = 1;
 unsigned quorum_reconnect_max = 30;
 bool quorum_start_degraded;
 uint32_t quorum_vote_block = 4096;
+char *quorum_workdir;
 
 struct child *quorum_children;
 size_t quorum_nr_children;
@@ -33,9 +35,15 @@ bool quorum_has_local;
 
 NBDKIT_DLL_PUBLIC int quorum_debug_votes;
 
-/* child= values in order, until .config_complete builds children[]. */
-static char **child_uris;
-static size_t nr_child_uris;
+/* child= and child-command= values in order, until .config_complete
+ * builds children[].
+ */
+struct child_spec {
+  char *value;
+  bool command;                 /* child-command= */
+};
+static struct child_spec *child_specs;
+static size_t nr_child_specs;
 static bool threshold_set;
 
 static int
@@ -55,31 +63,38 @@ parse_bool (const char *key, const char *value, bool *ret)
 int
 quorum_config (const char *key, const char *value)
 {
-  if (strcmp (key, "child") == 0) {
-    char **p;
+  if (strcmp (key, "child") == 0 || strcmp (key, "child-command") == 0) {
+    bool command = key[5] == '-';
+    struct child_spec *p;
 
-    if (value[0] == '\0') {
-      nbdkit_error ("child=: empty URI; give an NBD URI such as "
-                    "nbd+unix:///?socket=/path/to/socket");
+    if (value[strspn (value, " \t\n")] == '\0') {
+      if (command)
+        nbdkit_error ("child-command=: empty command; give the command "
+                      "of an NBD server that supports systemd socket "
+                      "activation, such as 'qemu-nbd -f qcow2 disk.qcow2'");
+      else
+        nbdkit_error ("child=: empty URI; give an NBD URI such as "
+                      "nbd+unix:///?socket=/path/to/socket");
       return -1;
     }
-    if (nr_child_uris >= VOTE_MAX_CHILDREN) {
-      nbdkit_error ("child=%s: too many children (at most %d)",
-                    value, VOTE_MAX_CHILDREN);
+    if (nr_child_specs >= VOTE_MAX_CHILDREN) {
+      nbdkit_error ("%s=%s: too many children (at most %d)",
+                    key, value, VOTE_MAX_CHILDREN);
       return -1;
     }
-    p = realloc (child_uris, (nr_child_uris + 1) * sizeof *p);
+    p = realloc (child_specs, (nr_child_specs + 1) * sizeof *p);
     if (p == NULL) {
       nbdkit_error ("realloc: %m");
       return -1;
     }
-    child_uris = p;
-    child_uris[nr_child_uris] = strdup (value);
-    if (child_uris[nr_child_uris] == NULL) {
+    child_specs = p;
+    child_specs[nr_child_specs].command = command;
+    child_specs[nr_child_specs].value = strdup (value);
+    if (child_specs[nr_child_specs].value == NULL) {
       nbdkit_error ("strdup: %m");
       return -1;
     }
-    nr_child_uris++;
+    nr_child_specs++;
     return 1;
   }
   if (strcmp (key, "vote-threshold") == 0) {
@@ -146,15 +161,17 @@ quorum_config_complete (bool has_local)
   size_t i, n;
 
   quorum_has_local = has_local;
-  n = nr_child_uris + (has_local ? 1 : 0);
+  n = nr_child_specs + (has_local ? 1 : 0);
 
-  if (nr_child_uris == 0) {
+  if (nr_child_specs == 0) {
     if (has_local)
       nbdkit_error ("child=: no children besides the plugin; add at least "
-                    "one child=URI (a quorum of one is not a quorum)");
+                    "one child=URI or child-command=COMMAND (a quorum of "
+                    "one is not a quorum)");
     else
-      nbdkit_error ("child=: no children; give child=URI once for each "
-                    "NBD server, at least two");
+      nbdkit_error ("child=: no children; give child=URI (or "
+                    "child-command=COMMAND) once for each NBD server, at "
+                    "least two");
     return -1;
   }
 
@@ -224,17 +241,38 @@ quorum_config_complete (bool has_local)
       c->name = strdup ("plugin");
     }
     else {
-      c->uri = child_uris[i - (has_local ? 1 : 0)];
-      c->name = uri_redact (c->uri);
+      struct child_spec *spec = &child_specs[i - (has_local ? 1 : 0)];
+
+      if (spec->command) {
+        c->command = spec->value;
+        c->name = command_name (c->command);
+      }
+      else {
+        c->uri = spec->value;
+        c->name = uri_redact (c->uri);
+      }
     }
     if (c->name == NULL) {
       nbdkit_error ("strdup: %m");
       return -1;
     }
   }
-  free (child_uris);          /* the strings now belong to children[] */
-  child_uris = NULL;
-  nr_child_uris = 0;
+  free (child_specs);          /* the strings now belong to children[] */
+  child_specs = NULL;
+  nr_child_specs = 0;
+
+  /* A child command runs where nbdkit was started, also when it is
+   * restarted after nbdkit has changed directory.
+   */
+  for (i = 0; i < n; ++i) {
+    if (quorum_children[i].command && quorum_workdir == NULL) {
+      quorum_workdir = getcwd (NULL, 0);
+      if (quorum_workdir == NULL) {
+        nbdkit_error ("child-command: getcwd: %m");
+        return -1;
+      }
+    }
+  }
 
   nbdkit_debug ("quorum: %zu children, vote-threshold=%u, "
                 "read-pattern=%s%s%s",
@@ -250,11 +288,12 @@ quorum_unload (void)
 {
   size_t i;
 
-  for (i = 0; i < nr_child_uris; ++i)
-    free (child_uris[i]);
-  free (child_uris);
+  for (i = 0; i < nr_child_specs; ++i)
+    free (child_specs[i].value);
+  free (child_specs);
   for (i = 0; i < quorum_nr_children; ++i) {
     free (quorum_children[i].uri);
+    free (quorum_children[i].command);
     free (quorum_children[i].name);
     free (quorum_children[i].dirty);
   }
@@ -262,5 +301,7 @@ quorum_unload (void)
   quorum_children = NULL;
   free (quorum_report_file);
   quorum_report_file = NULL;
+  free (quorum_workdir);
+  quorum_workdir = NULL;
   quorum_nr_children = 0;
 }

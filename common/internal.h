@@ -36,6 +36,7 @@ extern unsigned quorum_reconnect_max;    /* seconds, longest backoff */
 extern bool quorum_start_degraded;
 extern unsigned quorum_child_timeout;   /* seconds, 0 = none */
 extern uint32_t quorum_vote_block;      /* bytes voted on apart */
+extern char *quorum_workdir;            /* where child commands run */
 
 /* A remote child's life: up; down (its connection died: it takes part
  * in nothing, writes it misses are recorded in its dirty map, and its
@@ -60,7 +61,8 @@ struct child_stats {
  */
 struct child {
   size_t index;                 /* in children[] and in reports */
-  char *uri;                    /* as given; NULL for the local child */
+  char *uri;                    /* child=, as given */
+  char *command;                /* child-command=, as given */
   char *name;                   /* for messages: secrets removed */
   struct quorum_caps caps;
   bool caps_known;              /* false if unreachable at start-up */
@@ -110,7 +112,7 @@ extern void child_abort (struct child *c, const char *why);
 static inline bool
 child_is_local (const struct child *c)
 {
-  return c->uri == NULL;
+  return c->uri == NULL && c->command == NULL;
 }
 extern enum child_state child_get_state (struct child *c);
 /* Regions a child missed: mark every granule touched, clear only the
@@ -133,6 +135,10 @@ extern int engine_resync_range (struct child *c, uint64_t offset,
  * replaced by "***"; never NULL except on ENOMEM.
  */
 extern char *uri_redact (const char *uri);
+/* The name of a child-command= child: "command:" and the command,
+ * encoded like a URI's bytes.
+ */
+extern char *command_name (const char *command);
 
 /* report.c */
 extern char *quorum_report_file;        /* report=FILE, or NULL */

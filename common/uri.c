@@ -126,3 +126,21 @@ uri_redact (const char *uri)
   }
   return ret;
 }
+
+char *
+command_name (const char *command)
+{
+  char *ret = NULL;
+  size_t size = 0;
+  FILE *fp = open_memstream (&ret, &size);
+
+  if (fp == NULL)
+    return NULL;
+  fputs ("command:", fp);
+  put_bytes (fp, command, strlen (command));
+  if (fclose (fp) == EOF) {
+    free (ret);
+    return NULL;
+  }
+  return ret;
+}
