@@ -8,11 +8,13 @@
 #include <config.h>
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include <libnbd.h>
 #include <nbdkit-filter.h>
 
 #include "internal.h"
@@ -281,6 +283,27 @@ quorum_config_complete (bool has_local)
                 quorum_blkverify ? ", blkverify" : "",
                 quorum_rewrite_corrupted ? ", rewrite-corrupted" : "");
   return 0;
+}
+
+void
+quorum_dump (void)
+{
+  struct nbd_handle *nbd;
+
+  printf ("quorum_version=%s\n", PACKAGE_VERSION);
+  printf ("quorum_hash=sha256\n");
+  printf ("quorum_max_children=%d\n", VOTE_MAX_CHILDREN);
+  printf ("quorum_vote_block_size=%" PRIu32 "\n", quorum_vote_block);
+  printf ("quorum_dirty_granule=%d\n", 1 << DIRTY_SHIFT);
+  printf ("quorum_child_timeout=%u\n", quorum_child_timeout);
+  printf ("quorum_features=vote-block-size read-pattern=fifo blkverify "
+          "rewrite-corrupted child-command child-timeout reconnect resync "
+          "start-degraded report-json syslog\n");
+  nbd = nbd_create ();
+  if (nbd) {
+    printf ("quorum_libnbd_version=%s\n", nbd_get_version (nbd));
+    nbd_close (nbd);
+  }
 }
 
 void

@@ -113,6 +113,9 @@ extern int quorum_get_ready (const char *ident);
 extern int quorum_after_fork (const struct quorum_local_ops *local,
                               void *local_ctx);
 
+/* --dump-plugin: quorum_* keys on stdout, one per line. */
+extern void quorum_dump (void);
+
 /* Disconnect the remote children. */
 extern void quorum_cleanup (void);
 
@@ -152,7 +155,9 @@ extern int quorum_extents (struct quorum_conn *conn, uint32_t count,
 
 /* The help text shared by both front ends. */
 #define QUORUM_CONFIG_HELP_CHILD \
-  "child=URI                 NBD URI of a child (repeat for each child)\n"
+  "child=URI                 NBD URI of a child (repeat for each child)\n" \
+  "child-command=COMMAND     Or a server the quorum starts itself with\n" \
+  "                          systemd socket activation (run by /bin/sh)\n"
 #define QUORUM_CONFIG_HELP \
   "vote-threshold=N          Votes a version needs (default: majority)\n" \
   "child-timeout=SECONDS     A remote child that has not answered by then\n" \

@@ -5,7 +5,7 @@
 
 # The filter passes every parameter it does not own down the chain: here
 # to the error filter and the file plugin below it.  --help lists the
-# quorum's parameters.
+# quorum's parameters, and the plugin's --dump-plugin its quorum_* keys.
 
 source ./functions.sh
 set -e
@@ -25,9 +25,19 @@ assert_grep 'event=bad type=read child=0 name=plugin offset=0x0 length=0x200 err
 
 for m in "--filter=$QUORUM_FILTER null" "$QUORUM_PLUGIN"; do
   quorum $m --help > $tmpdir/help
-  for p in child= vote-threshold= read-pattern= blkverify= rewrite-corrupted= \
-           child-timeout= reconnect-delay= reconnect-max-delay= report= syslog= \
+  for p in child= child-command= vote-threshold= vote-block-size= \
+           read-pattern= blkverify= rewrite-corrupted= child-timeout= \
+           reconnect-delay= reconnect-max-delay= report= syslog= \
            start-degraded=; do
     assert_grep "^$p" $tmpdir/help
   done
 done
+
+# --dump-plugin: keys a script can test.
+quorum $QUORUM_PLUGIN --dump-plugin > $tmpdir/dump
+assert_grep '^quorum_version=[0-9]+\.[0-9]+\.[0-9]+$' $tmpdir/dump
+assert_grep '^quorum_hash=sha256$' $tmpdir/dump
+assert_grep '^quorum_max_children=32$' $tmpdir/dump
+assert_grep '^quorum_vote_block_size=4096$' $tmpdir/dump
+assert_grep '^quorum_features=.*child-command' $tmpdir/dump
+assert_grep "^quorum_libnbd_version=$(nbdsh -c 'print(h.get_version())')\$" $tmpdir/dump

@@ -28,6 +28,13 @@ quorum_plugin_unload (void)
   quorum_unload ();
 }
 
+/* --dump-plugin: what this build can do, for scripts to test. */
+static void
+quorum_plugin_dump_plugin (void)
+{
+  quorum_dump ();
+}
+
 static int
 quorum_plugin_config (const char *key, const char *value)
 {
@@ -254,6 +261,7 @@ static struct nbdkit_plugin plugin = {
   .version            = PACKAGE_VERSION,
   .description        = "vote over several NBD servers",
   .unload             = quorum_plugin_unload,
+  .dump_plugin        = quorum_plugin_dump_plugin,
   .config             = quorum_plugin_config,
   .config_complete    = quorum_plugin_config_complete,
   .config_help        = QUORUM_CONFIG_HELP_CHILD QUORUM_CONFIG_HELP,
