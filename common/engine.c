@@ -710,8 +710,8 @@ read_vote (struct quorum_conn *conn, struct fanout *f, void *buf,
 {
   const void *bufs[VOTE_MAX_CHILDREN];
   int errs[VOTE_MAX_CHILDREN];
-  struct vote_result v;
-  size_t i, n = quorum_nr_children;
+  size_t i, n = quorum_nr_children, nr_ok, winner;
+  bool agree;
 
   for (i = 0; i < n; ++i) {
     errs[i] = f->slots[i].used ? f->slots[i].err : 0;
@@ -720,20 +720,23 @@ read_vote (struct quorum_conn *conn, struct fanout *f, void *buf,
       report_bad (OP_READ, i, offset, count, errs[i]);
   }
 
-  /* Agreement, the usual case, costs one memcmp per child. */
-  vote_tally (bufs, n, 0, count, &v);
+  /* Agreement, the usual case, costs one memcmp per child and no
+   * hash; disagreement is voted block by block, without hashing the
+   * whole request first.
+   */
+  agree = vote_agree (bufs, n, 0, count, &nr_ok);
 
-  if (v.nr_ok < quorum_threshold) {
+  if (nr_ok < quorum_threshold) {
     *err = voted_errno (errs, n);
-    report_failure_errors (OP_READ, offset, count, *err, v.nr_ok);
+    report_failure_errors (OP_READ, offset, count, *err, nr_ok);
     nbdkit_error ("quorum: read %" PRIu32 "@%" PRIu64 ": %zu of %zu "
                   "children returned data, vote-threshold is %u: %s",
-                  count, offset, v.nr_ok, n, quorum_threshold,
+                  count, offset, nr_ok, n, quorum_threshold,
                   strerror (*err));
     return -1;
   }
 
-  if (quorum_blkverify && v.nr_versions > 1) {
+  if (quorum_blkverify && !agree) {
     size_t d = vote_first_difference (bufs[0], bufs[1], count);
 
     report_failure_blkverify (offset, count, offset + d);
@@ -745,15 +748,17 @@ read_vote (struct quorum_conn *conn, struct fanout *f, void *buf,
     return -1;
   }
 
-  if (v.nr_versions > 1)
+  if (!agree)
     return read_vote_blocks (conn, bufs, buf, count, offset, err);
 
-  if (quorum_debug_votes && v.nr_ok < n)
+  /* Unanimous: the first child that answered speaks for all. */
+  for (winner = 0; bufs[winner] == NULL; ++winner)
+    ;
+  if (quorum_debug_votes && nr_ok < n)
     nbdkit_debug ("quorum: read %" PRIu32 "@%" PRIu64 ": child %zu wins "
-                  "with %zu of %zu votes", count, offset, v.winner, v.votes,
-                  n);
-  if (bufs[v.winner] != buf)
-    memcpy (buf, bufs[v.winner], count);
+                  "with %zu of %zu votes", count, offset, winner, nr_ok, n);
+  if (bufs[winner] != buf)
+    memcpy (buf, bufs[winner], count);
   return 0;
 }
 

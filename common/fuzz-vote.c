@@ -136,6 +136,14 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   for (i = 0; i < nr; ++i)
     if (r.version[i] != version[i])
       abort ();
+  {
+    size_t ok;
+
+    /* The fast path agrees with the model's count of versions. */
+    if (vote_agree (bufs, nr, start, len - start, &ok) !=
+        (nr_versions <= 1) || ok != nr_ok)
+      abort ();
+  }
   if (vote_errno (errs, nr) != model_errno (errs, nr))
     abort ();
   if (nr >= 2 && bufs[0] && bufs[1]) {

@@ -23,6 +23,27 @@ sha256 (const void *buf, size_t len, uint8_t *digest)
   sha256_digest (&ctx, SHA256_DIGEST_SIZE, digest);
 }
 
+bool
+vote_agree (const void *const *bufs, size_t nr, size_t start, size_t len,
+            size_t *nr_ok)
+{
+  const char *first = NULL;
+  bool same = true;
+  size_t i;
+
+  *nr_ok = 0;
+  for (i = 0; i < nr; ++i) {
+    if (bufs[i] == NULL)
+      continue;
+    ++*nr_ok;
+    if (first == NULL)
+      first = (const char *) bufs[i] + start;
+    else if (same && memcmp (first, (const char *) bufs[i] + start, len) != 0)
+      same = false;
+  }
+  return same;
+}
+
 void
 vote_tally (const void *const *bufs, size_t nr,
             size_t start, size_t len, struct vote_result *r)
@@ -30,28 +51,21 @@ vote_tally (const void *const *bufs, size_t nr,
   uint8_t digest[VOTE_MAX_CHILDREN][SHA256_DIGEST_SIZE];
   size_t votes[VOTE_MAX_CHILDREN];
   size_t first = VOTE_NO_VERSION;
-  bool unanimous = true;
+  bool unanimous;
   size_t i, j;
 
   assert (nr <= VOTE_MAX_CHILDREN);
 
-  r->nr_ok = 0;
   r->nr_versions = 0;
   r->winner = VOTE_NO_VERSION;
   r->votes = 0;
 
   /* The fast path: everyone who answered agrees with the first. */
+  unanimous = vote_agree (bufs, nr, start, len, &r->nr_ok);
   for (i = 0; i < nr; ++i) {
     r->version[i] = VOTE_NO_VERSION;
-    if (bufs[i] == NULL)
-      continue;
-    r->nr_ok++;
-    if (first == VOTE_NO_VERSION)
+    if (bufs[i] && first == VOTE_NO_VERSION)
       first = i;
-    else if (unanimous &&
-             memcmp ((const char *) bufs[first] + start,
-                     (const char *) bufs[i] + start, len) != 0)
-      unanimous = false;
   }
   if (first == VOTE_NO_VERSION)
     return;

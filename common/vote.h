@@ -10,6 +10,7 @@
 #ifndef QUORUM_VOTE_H
 #define QUORUM_VOTE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,6 +42,13 @@ struct vote_result {
  */
 extern void vote_tally (const void *const *bufs, size_t nr,
                         size_t start, size_t len, struct vote_result *r);
+
+/* The fast path of vote_tally alone: true if every reply in bufs
+ * holds the same bytes in [start, start+len) (or none succeeded).
+ * *nr_ok counts the replies.  Hashes nothing.
+ */
+extern bool vote_agree (const void *const *bufs, size_t nr, size_t start,
+                        size_t len, size_t *nr_ok);
 
 /* Error voting: the most common non-zero errno in errs[0..nr-1]; on a
  * tie, the one of the lowest-numbered child.  0 if there is none.
