@@ -5,116 +5,61 @@
 # Copyright (C) 2026 the nbdkit-quorum authors.
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# Usage: bench/quorum-bench.sh [SIZE [REPS [SECONDS]]]
+# Usage: bench/quorum-bench.sh [--pass=both|noextents|extents] [SIZE [REPS [SECONDS]]]
+#   --pass   which children (default both, one after the other, see below)
 #   SIZE     image size (default 1G), in /dev/shm
 #   REPS     repetitions of each measurement (default 3); medians shown
 #   SECONDS  run time of each fio job (default 10)
 #
-# Fronts ("rows"), all over the same three `nbdkit file` children under
-# --filter=noextents (QEMU's NBD export asks for block status before
-# every read and the file plugin answers slowly on tmpfs: compare data
-# paths, not that):
+# Fronts ("rows"), all over the same three `nbdkit file` children:
 #   qemu         qemu-nbd --image-opts driver=quorum,... (the baseline)
 #   filter       nbdkit --filter=quorum nbd socket=c0 child=c1 child=c2
 #   plugin       nbdkit quorum child=c0 child=c1 child=c2
 #   passthrough  nbdkit nbd socket=c0 (what one forwarding hop costs)
 #   limit        the three children driven at once with no front
+# Passes: "noextents" runs the children under --filter=noextents, so
+# only data paths are compared (QEMU's NBD client asks for block status
+# before reads, and the file plugin answers it slowly on tmpfs);
+# "extents" runs them bare, to show that quirk.  With both, a last
+# table divides each rate of the second by the first.
+# bench/run-all runs this with the other benchmarks of this directory.
 # Not part of 'make check': timing belongs here, never in tests.
 
-set -euo pipefail
-export PYENV_VERSION=system LC_ALL=C
+# shellcheck source=bench/bench-lib.sh
+source "$(dirname "$0")/bench-lib.sh"
 
-top=$(cd "$(dirname "$0")/.." && pwd)
+passes=noextents,extents
+case ${1:-} in
+  --pass=*) passes=${1#--pass=}; passes=${passes/both/noextents,extents}; shift ;;
+esac
 size=${1:-1G}
 reps=${2:-3}
 secs=${3:-10}
-plugin=$top/plugins/quorum/.libs/nbdkit-quorum-plugin.so
-filter=$top/filters/quorum/.libs/nbdkit-quorum-filter.so
-
-for t in nbdkit nbdcopy qemu-nbd fio python3; do
-  command -v $t >/dev/null || { echo "bench: $t is missing (scripts/install-deps; apt-get install fio)"; exit 1; }
+for p in ${passes//,/ }; do
+  case $p in noextents|extents) ;; *) echo "bench: --pass=$p: noextents, extents or both" >&2; exit 1 ;; esac
 done
-[ -f "$plugin" ] && [ -f "$filter" ] || { echo "bench: build first (make)"; exit 1; }
 
-dir=$(mktemp -d /dev/shm/quorum-bench.XXXXXX)
-pids=()
-cleanup () {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.2
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$dir"
-}
-trap cleanup EXIT INT TERM
+bench_requires nbdkit nbdcopy qemu-nbd fio python3 bc
 
 # Fully allocated, identical children.
-nbdkit -U - pattern "$size" --run "nbdcopy \"\$uri\" $dir/c0.img"
+make_full "$dir/c0.img" "$size"
 cp "$dir/c0.img" "$dir/c1.img"
 cp "$dir/c0.img" "$dir/c2.img"
 cp "$dir/c0.img" "$dir/src.img"
-for i in 0 1 2; do
-  nbdkit -P "$dir/c$i.pid" -U "$dir/c$i.sock" --filter=noextents \
-         file "$dir/c$i.img"
-done
-for i in 0 1 2; do
-  for _ in $(seq 50); do [ -s "$dir/c$i.pid" ] && break; sleep 0.1; done
-  pids+=("$(cat "$dir/c$i.pid")")
-done
-child () { echo "nbd+unix:///?socket=$dir/c$1.sock"; }
+img_bytes=$(stat -c %s "$dir/c0.img")
+child () { uri "c$1"; }
 
-# Start a front; sets front_pid and front_uri.
-start_front () {
-  local sock=$dir/front.sock
-  rm -f "$sock" "$dir/front.pid"
-  case $1 in
-    plugin)
-      nbdkit -P "$dir/front.pid" -U "$sock" "$plugin" syslog=false \
-             child="$(child 0)" child="$(child 1)" child="$(child 2)" ;;
-    filter)
-      nbdkit -P "$dir/front.pid" -U "$sock" --filter="$filter" \
-             nbd socket="$dir/c0.sock" syslog=false \
-             child="$(child 1)" child="$(child 2)" ;;
-    passthrough)
-      nbdkit -P "$dir/front.pid" -U "$sock" nbd socket="$dir/c0.sock" ;;
-    qemu)
-      local o=driver=quorum,vote-threshold=2 i
-      for i in 0 1 2; do
-        o+=",children.$i.driver=nbd,children.$i.server.type=unix"
-        o+=",children.$i.server.path=$dir/c$i.sock"
-      done
-      qemu-nbd --persistent --shared=8 --cache=none --aio=threads \
-               -k "$sock" --pid-file="$dir/front.pid" --image-opts "$o" &
-      ;;
-  esac
-  for _ in $(seq 100); do [ -S "$sock" ] && [ -s "$dir/front.pid" ] && break; sleep 0.1; done
-  front_pid=$(cat "$dir/front.pid")
-  pids+=("$front_pid")
-  front_uri="nbd+unix:///?socket=$sock"
-}
-
-stop_front () {
-  kill "$front_pid" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$front_pid" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$front_pid" 2>/dev/null || true
-}
-
-cpu_ticks () { awk '{print $14 + $15}' "/proc/$1/stat"; }
-hwm_kb () { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
-
-now () { date +%s.%N; }
-
-# One workload against one URI; prints "value unit".
+# One workload against one URI; prints the rate (MiB/s or IOPS).
 run_workload () {
-  local w=$1 uri=$2 t0 t1
+  local w=$1 uri=$2 t0 t1 extra=()
   case $w in
     seqread|seqread-1conn)
-      local extra=
-      [ "$w" = seqread-1conn ] && extra=--connections=1
-      t0=$(now); nbdcopy $extra "$uri" null:; t1=$(now)
-      python3 -c "import os; print('%.1f' % (os.path.getsize('$dir/c0.img') / 1048576 / ($t1 - $t0)))" ;;
+      [ "$w" = seqread-1conn ] && extra=(--connections=1)
+      t0=$(now); nbdcopy "${extra[@]}" "$uri" null:; t1=$(now)
+      mib_per_s "$img_bytes" "$t0" "$t1" ;;
     seqwrite)
       t0=$(now); nbdcopy "$dir/src.img" "$uri"; t1=$(now)
-      python3 -c "import os; print('%.1f' % (os.path.getsize('$dir/src.img') / 1048576 / ($t1 - $t0)))" ;;
+      mib_per_s "$img_bytes" "$t0" "$t1" ;;
     randread-qd1|randread-qd32|randwrite-qd1|randwrite-qd32)
       local rw=${w%-qd*} qd=${w#*-qd}
       fio --name=q --ioengine=nbd --uri="$uri" --rw="$rw" --bs=4k \
@@ -130,70 +75,106 @@ run_workload () {
 # figure is the per-child rate (what each copy moved), as a quorum front
 # must move three copies for every byte it serves.
 run_limit () {
-  local w=$1 i f=()
+  local w=$1 i p f=()
   for i in 0 1 2; do
     run_workload "$w" "$(child $i)" > "$dir/limit.$i" &
     f+=($!)
   done
-  wait "${f[@]}"
+  # Each job separately: 'wait a b c' reports only the last one.
+  for p in "${f[@]}"; do wait "$p"; done
   sort -n "$dir"/limit.[012] | head -1
 }
 
 workloads=(seqread seqread-1conn randread-qd1 randread-qd32 seqwrite randwrite-qd1 randwrite-qd32)
 fronts=(qemu filter plugin passthrough limit)
 declare -A val cpu rss
+hz=$(getconf CLK_TCK)
 
-median () { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-
-echo "nbdkit-quorum benchmark: size=$size reps=$reps fio=${secs}s $(date -u +%Y-%m-%d) $(nproc) cores"
-for w in "${workloads[@]}"; do
-  for f in "${fronts[@]}"; do : > "$dir/$w.$f"; : > "$dir/$w.$f.cpu"; done
-  for r in $(seq "$reps"); do
-    # Rows interleaved within each repetition: ratios share a window.
+# One pass: every workload on every front, children with or without
+# --filter=noextents; fills val/cpu/rss under "PASS.workload.front".
+run_pass () {
+  local pass=$1 w f c0 c1 h
+  if [ "$pass" = noextents ]; then
+    start_children 3 "$dir/c" --filter=noextents
+  else
+    start_children 3 "$dir/c"
+  fi
+  for w in "${workloads[@]}"; do
+    for f in "${fronts[@]}"; do : > "$dir/$w.$f"; : > "$dir/$w.$f.cpu"; done
+    for _ in $(seq "$reps"); do
+      # Rows interleaved within each repetition: ratios share a window.
+      for f in "${fronts[@]}"; do
+        if [ "$f" = limit ]; then
+          run_limit "$w" >> "$dir/$w.$f"
+          continue
+        fi
+        start_front "$f" c0 c1 c2
+        c0=$(cpu_ticks "$front_pid")
+        run_workload "$w" "$front_uri" >> "$dir/$w.$f"
+        c1=$(cpu_ticks "$front_pid")
+        echo $((c1 - c0)) >> "$dir/$w.$f.cpu"
+        h=$(hwm_kb "$front_pid")
+        [ "${rss[$pass.$f]:-0}" -lt "$h" ] && rss[$pass.$f]=$h
+        stop_front
+      done
+    done
     for f in "${fronts[@]}"; do
-      if [ "$f" = limit ]; then
-        run_limit "$w" >> "$dir/$w.$f"
-        continue
-      fi
-      start_front "$f"
-      c0=$(cpu_ticks "$front_pid")
-      run_workload "$w" "$front_uri" >> "$dir/$w.$f"
-      c1=$(cpu_ticks "$front_pid")
-      echo $((c1 - c0)) >> "$dir/$w.$f.cpu"
-      h=$(hwm_kb "$front_pid")
-      [ "${rss[$f]:-0}" -lt "$h" ] && rss[$f]=$h
-      stop_front
+      val[$pass.$w.$f]=$(median < "$dir/$w.$f")
+      cpu[$pass.$w.$f]=$( [ -s "$dir/$w.$f.cpu" ] && median < "$dir/$w.$f.cpu" || echo -)
     done
   done
-  for f in "${fronts[@]}"; do
-    val[$w.$f]=$(median < "$dir/$w.$f")
-    cpu[$w.$f]=$( [ -s "$dir/$w.$f.cpu" ] && median < "$dir/$w.$f.cpu" || echo -)
-  done
-done
+  stop_children
+}
 
-hz=$(getconf CLK_TCK)
-printf '\n%-15s %-6s' workload unit
-for f in "${fronts[@]}"; do printf ' %11s' "$f"; done
-printf ' %8s %8s %8s\n' filt/qemu plug/qemu plug/lim
-for w in "${workloads[@]}"; do
-  case $w in seq*) unit=MiB/s ;; *) unit=IOPS ;; esac
-  printf '%-15s %-6s' "$w" "$unit"
-  for f in "${fronts[@]}"; do printf ' %11s' "${val[$w.$f]}"; done
-  python3 - "${val[$w.qemu]}" "${val[$w.filter]}" "${val[$w.plugin]}" "${val[$w.limit]}" <<'EOF'
-import sys
-q, fi, p, l = map(float, sys.argv[1:])
-r = lambda a, b: '%8.2f' % (a / b) if b else '%8s' % '-'
-print(' %s %s %s' % (r(fi, q), r(p, q), r(p, l)))
-EOF
-done
-printf '\nfront CPU seconds per run (median; sequential rows move the whole image)\n'
-for w in "${workloads[@]}"; do
-  printf '%-15s' "$w"
+print_pass () {
+  local pass=$1 w f unit
+  case $pass in
+    noextents) echo; echo "children under --filter=noextents (data paths only; baseline qemu)" ;;
+    extents) echo; echo "children without noextents (block status answered by the file plugin; baseline qemu)" ;;
+  esac
+  printf '%-15s %-6s' workload unit
+  for f in "${fronts[@]}"; do printf ' %11s' "$f"; done
+  printf ' %9s %9s %9s\n' filt/qemu plug/qemu plug/lim
+  for w in "${workloads[@]}"; do
+    case $w in seq*) unit=MiB/s ;; *) unit=IOPS ;; esac
+    printf '%-15s %-6s' "$w" "$unit"
+    for f in "${fronts[@]}"; do printf ' %11s' "${val[$pass.$w.$f]}"; done
+    printf ' %9s %9s %9s\n' \
+           "$(ratio "${val[$pass.$w.filter]}" "${val[$pass.$w.qemu]}")" \
+           "$(ratio "${val[$pass.$w.plugin]}" "${val[$pass.$w.qemu]}")" \
+           "$(ratio "${val[$pass.$w.plugin]}" "${val[$pass.$w.limit]}")"
+  done
+  printf '\nfront CPU seconds per run (median; sequential rows move the whole image)\n'
+  for w in "${workloads[@]}"; do
+    printf '%-15s' "$w"
+    for f in qemu filter plugin passthrough; do
+      printf ' %s=%.2f' "$f" "$(echo "${cpu[$pass.$w.$f]} / $hz" | bc -l)"
+    done
+    echo
+  done
+  printf 'peak RSS (MiB):'
   for f in qemu filter plugin passthrough; do
-    printf ' %s=%.2f' "$f" "$(echo "${cpu[$w.$f]} / $hz" | bc -l)"
+    printf ' %s=%.1f' "$f" "$(echo "${rss[$pass.$f]:-0} / 1024" | bc -l)"
   done
   echo
-done
-printf '\npeak RSS (MiB):'
-for f in qemu filter plugin passthrough; do printf ' %s=%.1f' "$f" "$(echo "${rss[$f]:-0} / 1024" | bc -l)"; done
-echo
+}
+
+echo "nbdkit-quorum benchmark: size=$size reps=$reps fio=${secs}s passes=$passes $(date -u +%Y-%m-%d) $(nproc) cores"
+for pass in ${passes//,/ }; do run_pass "$pass"; done
+for pass in ${passes//,/ }; do print_pass "$pass"; done
+
+# Both passes: what answering block status costs each front (the quirk:
+# QEMU's NBD client asks before reads; nbdcopy asks too, once per chunk).
+if [[ ,$passes, == *,noextents,* && ,$passes, == *,extents,* ]]; then
+  printf '\nextents / noextents (same front, same workload; < 1: block status costs)\n'
+  printf '%-15s' workload
+  for f in "${fronts[@]}"; do printf ' %11s' "$f"; done
+  echo
+  for w in "${workloads[@]}"; do
+    printf '%-15s' "$w"
+    for f in "${fronts[@]}"; do
+      printf ' %11s' "$(ratio "${val[extents.$w.$f]}" "${val[noextents.$w.$f]}")"
+    done
+    echo
+  done
+fi

@@ -1,0 +1,210 @@
+# Shared helpers of the nbdkit-quorum benchmarks; sourced, not run.
+# Copyright (C) 2026 the nbdkit-quorum authors.
+# SPDX-License-Identifier: BSD-3-Clause
+#
+# Every process a script starts is recorded by PID in $pids and killed
+# by PID when it is stopped or when the script exits (never by name:
+# other people's nbdkit processes may be running).  Images and sockets
+# live in one directory under /dev/shm, removed at exit.
+# Variables set here (front_uri, last_pid ...) are read by the scripts.
+# shellcheck shell=bash disable=SC2034
+
+set -euo pipefail
+export PYENV_VERSION=system LC_ALL=C
+
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+plugin=$top/plugins/quorum/.libs/nbdkit-quorum-plugin.so
+filter=$top/filters/quorum/.libs/nbdkit-quorum-filter.so
+
+# bench_requires TOOL...: stop at once if a tool or the build is missing.
+bench_requires () {
+  local t
+  for t in "$@"; do
+    command -v "$t" >/dev/null ||
+      { echo "bench: $t is missing (scripts/install-deps; apt-get install fio)" >&2; exit 1; }
+  done
+  if ! [ -f "$plugin" ] || ! [ -f "$filter" ]; then
+    echo "bench: build first (make), or run bench/run-all" >&2; exit 1
+  fi
+}
+
+dir=$(mktemp -d /dev/shm/quorum-bench.XXXXXX)
+pids=()
+
+# alive PID: running, not a zombie left for init to reap (daemonized
+# nbdkit is init's child, and some inits reap late).
+alive () {
+  local st
+  st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [ -n "$st" ] && [ "$st" != Z ]
+}
+
+# Kill one PID we started: TERM, wait up to 5 s, then KILL; forget it so
+# that a later cleanup can never hit a recycled PID.
+stop_pid () {
+  local p=$1 i keep=()
+  kill "$p" 2>/dev/null || true
+  # A server started in the background (qemu-nbd) is our child: reap it,
+  # or it stays a zombie that kill -0 still finds.  For the others (nbdkit
+  # daemonizes) wait fails at once and kill -0 polls.
+  wait "$p" 2>/dev/null || true
+  for _ in $(seq 50); do alive "$p" || break; sleep 0.1; done
+  alive "$p" && kill -9 "$p" 2>/dev/null
+  for i in "${pids[@]}"; do [ "$i" = "$p" ] || keep+=("$i"); done
+  pids=("${keep[@]}")
+}
+
+bench_cleanup () {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.2
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$dir"
+}
+trap bench_cleanup EXIT
+trap 'exit 130' INT TERM
+
+# wait_pidfile FILE [SOCKET]: echo the PID once the server is up.
+wait_pidfile () {
+  local f=$1 s=${2:-}
+  for _ in $(seq 100); do
+    if [ -s "$f" ] && { [ -z "$s" ] || [ -S "$s" ]; }; then
+      cat "$f"; return 0
+    fi
+    sleep 0.1
+  done
+  echo "bench: server with pid file $f did not start" >&2
+  return 1
+}
+
+# start_nbdkit NAME ARGS...: an nbdkit server on $dir/NAME.sock; sets
+# last_pid.  ARGS are nbdkit's (filters, plugin, parameters).
+start_nbdkit () {
+  local name=$1; shift
+  rm -f "$dir/$name.sock" "$dir/$name.pid"
+  nbdkit -P "$dir/$name.pid" -U "$dir/$name.sock" "$@"
+  last_pid=$(wait_pidfile "$dir/$name.pid" "$dir/$name.sock")
+  pids+=("$last_pid")
+}
+
+# uri NAME: the NBD URI of server NAME.
+uri () { echo "nbd+unix:///?socket=$dir/$1.sock"; }
+
+# start_children N PREFIX [FILTER...] [-- PARAM...]: children c0..c(N-1),
+# nbdkit [FILTER...] file PREFIXi.img [PARAM...], e.g.
+# start_children 3 "$dir/c" --filter=delay -- delay-read=20ms.
+# Sets child_pids.
+start_children () {
+  local n=$1 img=$2 i pre=() post=(); shift 2
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do pre+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  post=("$@")
+  child_pids=()
+  for ((i = 0; i < n; i++)); do
+    start_nbdkit "c$i" "${pre[@]}" file "$img$i.img" "${post[@]}"
+    child_pids+=("$last_pid")
+  done
+}
+
+stop_children () {
+  local p
+  for p in "${child_pids[@]}"; do stop_pid "$p"; done
+  child_pids=()
+}
+
+# start_front KIND CHILD...: the front under test, on $dir/front.sock,
+# over the named child servers; sets front_pid and front_uri.
+#   plugin       nbdkit quorum child=c0 child=c1 ...
+#   filter       nbdkit --filter=quorum nbd socket=c0 child=c1 ...
+#   passthrough  nbdkit nbd socket=c0 (one forwarding hop, first child)
+#   qemu         qemu-nbd --image-opts driver=quorum,children.N...
+# Extra quorum parameters may be given in $front_args (an array).
+front_args=()
+start_front () {
+  local kind=$1 sock=$dir/front.sock c i=0 o args=(); shift
+  rm -f "$sock" "$dir/front.pid"
+  case $kind in
+    plugin)
+      for c in "$@"; do args+=("child=$(uri "$c")"); done
+      nbdkit -P "$dir/front.pid" -U "$sock" "$plugin" syslog=false \
+             "${args[@]}" "${front_args[@]}" ;;
+    filter)
+      for c in "${@:2}"; do args+=("child=$(uri "$c")"); done
+      nbdkit -P "$dir/front.pid" -U "$sock" --filter="$filter" \
+             nbd socket="$dir/$1.sock" syslog=false \
+             "${args[@]}" "${front_args[@]}" ;;
+    passthrough)
+      nbdkit -P "$dir/front.pid" -U "$sock" nbd socket="$dir/$1.sock" ;;
+    qemu)
+      o=driver=quorum,vote-threshold=$(( $# / 2 + 1 ))
+      for c in "$@"; do
+        o+=",children.$i.driver=nbd,children.$i.server.type=unix"
+        o+=",children.$i.server.path=$dir/$c.sock"
+        i=$((i + 1))
+      done
+      qemu-nbd --persistent --shared=8 --cache=none --aio=threads \
+               -k "$sock" --pid-file="$dir/front.pid" --image-opts "$o" &
+      # qemu-nbd stays in the foreground: its PID is known at once.
+      pids+=("$!") ;;
+    *) echo "bench: unknown front $kind" >&2; return 1 ;;
+  esac
+  front_pid=$(wait_pidfile "$dir/front.pid" "$sock")
+  [[ " ${pids[*]} " == *" $front_pid "* ]] || pids+=("$front_pid")
+  front_uri="nbd+unix:///?socket=$sock"
+}
+
+stop_front () { stop_pid "$front_pid"; }
+
+# Images.  make_full FILE SIZE: fully allocated, non-zero data.
+make_full () {
+  nbdkit -U - pattern "$2" --run "nbdcopy \"\$uri\" \"$1\""
+}
+
+# make_sparse FILE SIZE PERCENT: a hole everywhere but one 64 KiB run of
+# data every 64K*100/PERCENT bytes (at least one run).
+make_sparse () {
+  python3 - "$1" "$2" "$3" <<'EOF'
+import sys
+path, size, pct = sys.argv[1], sys.argv[2], float(sys.argv[3])
+mult = {'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30, 'T': 1 << 40}
+size = int(size[:-1]) * mult[size[-1].upper()] if size[-1].isalpha() else int(size)
+run = 64 << 10
+stride = max(run, int(run * 100 / pct) // run * run)
+with open(path, 'wb') as f:
+    f.truncate(size)
+    for off in range(0, size - run + 1, stride):
+        f.seek(off)
+        f.write(bytes(((off >> 16) + i) & 0xff or 1 for i in range(256)) * (run // 256))
+EOF
+}
+
+# allocated_mib FILE: what the file really occupies.
+allocated_mib () { du -k "$1" | awk '{printf "%.1f", $1 / 1024}'; }
+
+cpu_ticks () { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hwm_kb () { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+now () { date +%s.%N; }
+median () { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+# ratio A B [FMT]: A/B, or - when either is missing or B is zero.
+ratio () {
+  python3 -c '
+import sys
+try:
+    a, b = float(sys.argv[1]), float(sys.argv[2])
+    print(sys.argv[3] % (a / b))
+except (ValueError, ZeroDivisionError):
+    print("-")' "$1" "$2" "${3:-%.2f}"
+}
+
+# mib_per_s BYTES T0 T1
+mib_per_s () {
+  python3 -c 'import sys; b, t0, t1 = map(float, sys.argv[1:]); print("%.1f" % (b / 1048576 / (t1 - t0)))' "$@"
+}
+
+# copy_seconds URI [NBDCOPY-OPTIONS...]: nbdcopy URI null:, elapsed s.
+copy_seconds () {
+  local u=$1 t0 t1; shift
+  t0=$(now); nbdcopy "$@" "$u" null:; t1=$(now)
+  python3 -c 'import sys; print("%.3f" % (float(sys.argv[2]) - float(sys.argv[1])))' "$t0" "$t1"
+}
