@@ -100,7 +100,7 @@ run_verify 1 $P --report=$tmpdir/report.jsonl c0.img c1.img c2.img
 cat > $tmpdir/expected <<'EOF'
 differ: 0x2000-0x2fff (4096 bytes): odd one out: c1.img; c0.img c2.img agree
 total: 3 copies, 1048576 bytes; 1 range differs, 4096 bytes
-  c1.img: outvoted or unreadable in 4096 bytes
+  c1.img: outvoted in 4096 bytes
 EOF
 assert_output
 # --report kept the quorum's lines: child 1, and only child 1, outvoted,
@@ -138,8 +138,8 @@ differ: 0x6ac000-0x6acfff (4096 bytes): odd one out: c2.img; c0.img c1.img agree
 differ: 0x900000-0x901fff (8192 bytes): odd one out: c2.img; c0.img c1.img agree
 differ: 0xb00000-0xb00fff (4096 bytes): odd one out: c0.img; c1.img c2.img agree
 total: 3 copies, 12582912 bytes; 7 ranges differ, 45056 bytes
-  c0.img: outvoted or unreadable in 4096 bytes
-  c2.img: outvoted or unreadable in 40960 bytes
+  c0.img: outvoted in 4096 bytes
+  c2.img: outvoted in 40960 bytes
 EOF
 assert_output
 
@@ -183,7 +183,7 @@ run_verify 1 $P q0.qcow2 r.img q1.qcow2
 cat > $tmpdir/expected <<'EOF'
 differ: 0x10000-0x10fff (4096 bytes): odd one out: r.img; q0.qcow2 q1.qcow2 agree
 total: 3 copies, 1048576 bytes; 1 range differs, 4096 bytes
-  r.img: outvoted or unreadable in 4096 bytes
+  r.img: outvoted in 4096 bytes
 EOF
 assert_output
 # All qcow2, forced: q1 written to through qemu-io (a new cluster).
@@ -218,7 +218,7 @@ run_verify 1 $P --report=$tmpdir/sparse.jsonl s0.img s1.img s2.img
 cat > $tmpdir/expected <<'EOF'
 differ: 0x2bc01000-0x2bc01fff (4096 bytes): odd one out: s2.img; s0.img s1.img agree
 total: 3 copies, 1073741824 bytes; 1 range differs, 4096 bytes
-  s2.img: outvoted or unreadable in 4096 bytes
+  s2.img: outvoted in 4096 bytes
 EOF
 assert_output
 # 2 reads of 64 KiB, then the suspect one again in 16 pieces of 4 KiB.
