@@ -23,8 +23,9 @@ verify=$abs_top_srcdir/scripts/nbdkit-quorum-verify
 requires test -x "$verify"
 
 # Under the sanitizer build the quorum nbdkit needs the runtime
-# preloaded, and its --run client must not inherit it (see quorum in
-# functions.sh).
+# preloaded, with the shim that skips the destructors (it may hang in
+# exit(3) otherwise), and its --run client must inherit neither (see
+# quorum in functions.sh).
 if [ -n "$QUORUM_PRELOAD" ]; then
   cat > $tmpdir/nbdkit-preload <<'EOF'
 #!/usr/bin/env bash
@@ -35,7 +36,8 @@ for a in "$@"; do
   [ "$a" = --run ] && run=true
   args+=("$a")
 done
-LD_PRELOAD=$QUORUM_PRELOAD exec nbdkit "${args[@]}"
+LD_PRELOAD=$QUORUM_PRELOAD:$SYSLOG_SHIM QUORUM_SYSLOG_FILE=${0%/*}/syslog \
+  exec nbdkit "${args[@]}"
 EOF
   chmod +x $tmpdir/nbdkit-preload
   export QUORUM_NBDKIT=$tmpdir/nbdkit-preload
