@@ -232,6 +232,17 @@ run_verify 1 $P s0.img s1.img s2.img
 assert_grep '^differ: 0x1f400000-0x1f40ffff \(65536 bytes\): odd one out: s2.img; s0.img s1.img agree$' $tmpdir/out
 rm $tmpdir/img/s*.img
 
+# --- File names that qemu would take for a protocol and nbdkit for a
+# parameter, and a space.
+cp $tmpdir/img/r.img "$tmpdir/img/a=b.img"
+cp $tmpdir/img/r.img "$tmpdir/img/nbd:x.img"
+mkdir "$tmpdir/img/sp ace"
+cp $tmpdir/img/r.img "$tmpdir/img/sp ace/x y.img"
+corrupt "$tmpdir/img/nbd:x.img" 5000 'Q'
+run_verify 1 $P a=b.img nbd:x.img "sp ace/x y.img"
+assert_grep '^differ: 0x1000-0x1fff \(4096 bytes\): odd one out: nbd:x.img; a=b.img sp ace/x y.img agree$' $tmpdir/out
+rm -r "$tmpdir/img/a=b.img" "$tmpdir/img/nbd:x.img" "$tmpdir/img/sp ace"
+
 # --- Usage and start-up errors: exit status 2.
 run_verify 0 --help
 assert_grep '^Usage: nbdkit-quorum-verify ' $tmpdir/out
