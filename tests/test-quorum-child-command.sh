@@ -67,8 +67,8 @@ test "$(echo $servers | wc -w)" -eq 3
 # Stopping the quorum stops every server it started.
 kill_pid $qpid
 for pid in $servers; do
-  for i in $(seq 50); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
-  ! kill -0 $pid 2>/dev/null
+  for i in $(seq 50); do alive $pid || break; sleep 0.1; done
+  if alive $pid; then echo "$0: FAIL: child server $pid outlived the quorum"; exit 1; fi
 done
 
 # A command that cannot serve stops nbdkit at start-up.
