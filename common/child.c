@@ -97,7 +97,15 @@ child_io_thread (void *vp)
       char buf[64];
       ssize_t r = read (c->wake[0], buf, sizeof buf);
       (void) r;
-      if (__atomic_load_n (&c->io_stop, __ATOMIC_ACQUIRE))
+      /* After a timeout the supervisor stops us as soon as the child
+       * is down, while child_abort is still shutting the socket down:
+       * carry on until libnbd has seen the end of file and retired
+       * every command, or requests waiting for them would wait until
+       * the child is reconnected.
+       */
+      if (__atomic_load_n (&c->io_stop, __ATOMIC_ACQUIRE) &&
+          (__atomic_load_n (&c->quit, __ATOMIC_ACQUIRE) ||
+           nbd_aio_in_flight (nbd) == 0))
         break;
     }
 

@@ -443,11 +443,30 @@ participants (enum op_type type, uint64_t offset, uint64_t count)
   return mask;
 }
 
-/* The voted errno, or EIO when only absent children failed. */
+/* The voted errno, or EIO when only absent children failed.  A child
+ * that could not be reached (connection lost, timed out, shutting down)
+ * votes EIO: its errno describes the link to the child, not the
+ * request, and nbdkit would pass ENOTCONN or ETIMEDOUT to the client
+ * as EINVAL, and ESHUTDOWN as "the server is shutting down".
+ */
 static int
 voted_errno (const int *errs, size_t nr)
 {
-  int e = vote_errno (errs, nr);
+  int mapped[VOTE_MAX_CHILDREN];
+  size_t i;
+  int e;
+
+  for (i = 0; i < nr; ++i) {
+    switch (errs[i]) {
+    case ENOTCONN: case ETIMEDOUT: case ESHUTDOWN: case ECONNRESET:
+    case EPIPE:
+      mapped[i] = EIO;
+      break;
+    default:
+      mapped[i] = errs[i];
+    }
+  }
+  e = vote_errno (mapped, nr);
   return e ? e : EIO;
 }
 

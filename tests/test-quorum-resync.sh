@@ -24,7 +24,7 @@ nbdsh -u "$q" -c 'h.pwrite(b"\x11" * 100000, 70000)' \
       -c 'h.pwrite(b"\x22" * 4096, 4 * 1024 * 1024 - 4096)' \
       -c 'assert h.pread(100000, 70000) == b"\x11" * 100000'
 assert_grep 'event=down child=2 .* reason=connection-lost' $tmpdir/syslog
-! cmp $tmpdir/c0.img $tmpdir/c2.img
+refute cmp $tmpdir/c0.img $tmpdir/c2.img
 
 rm -f $tmpdir/c2.sock
 start_child 2 file $tmpdir/c2.img

@@ -24,7 +24,7 @@ if quorum -r -U - $QUORUM_PLUGIN rewrite-corrupted=true $children \
     exit 1
 fi
 assert_grep 'rewrite-corrupted=true: the export is read-only' $tmpdir/log
-! cmp $tmpdir/c0.img $tmpdir/c1.img
+refute cmp $tmpdir/c0.img $tmpdir/c1.img
 
 quorum -U - $QUORUM_PLUGIN rewrite-corrupted=true $children \
        --run "nbdsh -u \"\$uri\" -c 'assert h.pread(8192, 0) == b\"\\x66\" * 8192'"

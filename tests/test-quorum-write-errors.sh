@@ -22,7 +22,7 @@ quorum -U - $QUORUM_PLUGIN vote-threshold=2 $children \
 assert_grep "^nbdkit-quorum-plugin warning event=bad type=write child=2 name=nbd\+unix:///\?socket=$tmpdir/c2.sock offset=0x2000 length=0x1000 error=EIO\$" $tmpdir/syslog
 assert_no_grep 'event=failure' $tmpdir/syslog
 cmp $tmpdir/c0.img $tmpdir/c1.img
-! cmp $tmpdir/c0.img $tmpdir/c2.img
+refute cmp $tmpdir/c0.img $tmpdir/c2.img
 
 rm $tmpdir/syslog
 quorum -U - $QUORUM_PLUGIN vote-threshold=3 $children \
