@@ -971,12 +971,33 @@ engine_resync_range (struct child *c, uint64_t offset, uint32_t count)
   struct range_lock rl;
   struct fanout *f, *w;
   uint32_t mask;
-  size_t i;
+  size_t i, sources = 0, needed;
   int err, r = -1;
 
   range_lock (&rl, offset, count, true);
+  /* The sources: the other children that are up and clean here (and
+   * the filter's plugin if it can be read from here).  A clean child
+   * took every write made here, the ones that failed too, so it is up
+   * to date even when fewer than vote-threshold children are clean:
+   * after two children missed the same writes, or with vote-threshold
+   * equal to the number of children, where c can never have a vote.
+   * Then every source must agree.
+   */
   mask = participants (OP_READ, offset, count) &
     ~(UINT32_C (1) << c->index);
+  for (i = 0; i < quorum_nr_children; ++i) {
+    if (child_is_local (&quorum_children[i]) && !background_conn.local)
+      mask &= ~(UINT32_C (1) << i);
+    if (mask & (UINT32_C (1) << i))
+      sources++;
+  }
+  needed = sources < quorum_threshold ? sources : quorum_threshold;
+  if (needed == 0) {
+    nbdkit_debug ("quorum: child %zu: resync %" PRIu32 "@%" PRIu64 ": no "
+                  "clean child to copy from: left dirty", c->index, count,
+                  offset);
+    goto out;
+  }
   f = fanout_run (&background_conn, OP_READ, mask, NULL, SIZE_MAX, NULL,
                   count, offset, 0, &err);
   if (f == NULL)
@@ -985,11 +1006,10 @@ engine_resync_range (struct child *c, uint64_t offset, uint32_t count)
     bufs[i] = f->slots[i].used && f->slots[i].err == 0 ?
       f->slots[i].buf : NULL;
   vote_tally (bufs, quorum_nr_children, 0, count, &v);
-  if (v.votes < quorum_threshold) {
+  if (v.votes < needed) {
     nbdkit_debug ("quorum: child %zu: resync %" PRIu32 "@%" PRIu64 ": only "
-                  "%zu clean children agree, vote-threshold is %u: left "
-                  "dirty", c->index, count, offset, v.votes,
-                  quorum_threshold);
+                  "%zu of %zu clean children agree: left dirty",
+                  c->index, count, offset, v.votes, sources);
     fanout_put (f);
     goto out;
   }

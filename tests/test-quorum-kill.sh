@@ -8,7 +8,9 @@
 # written; the child is restarted, resynced, and the three images end
 # identical.  Then two children are killed: with one of three left and
 # vote-threshold=2 every request fails with EIO and a failure report,
-# and no read ever returns data that was not written.
+# and no read ever returns data that was not written.  When both come
+# back they are resynced from the one clean child, and every byte is
+# readable and the same everywhere again.
 # (test-quorum-resync.sh: the dirty map of a child killed while idle.)
 
 source ./functions.sh
@@ -16,6 +18,7 @@ set -e
 set -x
 requires python3 -c 'import nbd'
 requires nbdsh --version
+requires nbdcopy --version
 
 for i in 0 1 2; do
   truncate -s 4M $tmpdir/c$i.img
@@ -91,3 +94,22 @@ assert_grep 'event=failure type=read .* reason=errors error=EIO successes=1 thre
             $tmpdir/syslog
 assert_grep 'event=failure type=write .* reason=errors error=EIO successes=1 threshold=2' \
             $tmpdir/syslog
+
+# Both come back.  The writes made while they were away failed, but
+# reached child 0, the only clean copy: it is copied to both, and the
+# whole disk is readable again and the same everywhere.
+rm -f $tmpdir/c1.sock $tmpdir/c2.sock
+start_child 1 file $tmpdir/c1.img
+start_child 2 file $tmpdir/c2.img
+resynced ()
+{
+  [ "$(grep -c "event=resync-end child=$1 " $tmpdir/syslog)" -ge $2 ]
+}
+wait_for "event=resync-end" 60 resynced 1 1
+wait_for "event=resync-end" 60 resynced 2 2
+grep 'event=resync-end child=[12] ' $tmpdir/syslog | tail -n 2 > $tmpdir/last
+assert_grep 'event=resync-end child=1 .* dirty=0x0 copied=0x[1-9a-f]' $tmpdir/last
+assert_grep 'event=resync-end child=2 .* dirty=0x0 copied=0x[1-9a-f]' $tmpdir/last
+nbdcopy "$q" null:
+cmp $tmpdir/c0.img $tmpdir/c1.img
+cmp $tmpdir/c0.img $tmpdir/c2.img
