@@ -66,7 +66,7 @@ int
 quorum_config (const char *key, const char *value)
 {
   if (strcmp (key, "child") == 0 || strcmp (key, "child-command") == 0) {
-    bool command = key[5] == '-';
+    bool command = strcmp (key, "child-command") == 0;
     struct child_spec *p;
 
     if (value[strspn (value, " \t\n")] == '\0') {
