@@ -53,10 +53,7 @@ done
 c2=$(ps --ppid $qpid -o pid=,args= | awk '/nbdkit/ { print $1 }')
 kill -9 $c2
 nbdsh -u "$q" -c 'h.pwrite(b"\x66" * 4096, 2 * 1048576)'
-for i in $(seq 100); do
-  grep -q 'event=resync-end child=2' $tmpdir/syslog && break
-  sleep 0.1
-done
+wait_for "event=resync-end" 10 grep -q 'event=resync-end child=2' $tmpdir/syslog
 assert_grep 'event=down child=2 name=command:nbdkit%20--exit-with-parent%20file%20c2.img reason=connection-lost' $tmpdir/syslog
 assert_grep 'event=resync-end child=2 .* dirty=0x0 copied=0x10000$' $tmpdir/syslog
 qemu-img convert -U -f qcow2 -O raw $tmpdir/c0.qcow2 $tmpdir/c0.raw

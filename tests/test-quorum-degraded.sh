@@ -35,10 +35,7 @@ nbdsh -u "$q" -c 'h.pwrite(b"\x07" * 4096, 0)' \
 assert_grep "^nbdkit-quorum-plugin warning event=down child=2 name=nbd\+unix:///\?socket=$tmpdir/c2.sock reason=unreachable\$" $tmpdir/syslog
 
 start_child 2 file $tmpdir/c2.img
-for i in $(seq 100); do
-  grep -q 'event=resync-end child=2' $tmpdir/syslog && break
-  sleep 0.1
-done
+wait_for "event=resync-end" 10 grep -q 'event=resync-end child=2' $tmpdir/syslog
 assert_grep 'event=resync-start child=2 .* dirty=0x100000$' $tmpdir/syslog
 assert_grep 'event=resync-end child=2 .* copied=0x100000$' $tmpdir/syslog
 cmp $tmpdir/c0.img $tmpdir/c2.img

@@ -28,10 +28,7 @@ refute cmp $tmpdir/c0.img $tmpdir/c2.img
 
 rm -f $tmpdir/c2.sock
 start_child 2 file $tmpdir/c2.img
-for i in $(seq 100); do
-  grep -q 'event=resync-end child=2' $tmpdir/syslog && break
-  sleep 0.1
-done
+wait_for "event=resync-end" 10 grep -q 'event=resync-end child=2' $tmpdir/syslog
 cat $tmpdir/syslog
 # 5 granules of 64 KiB were written while it was down.
 assert_grep 'event=resync-start child=2 .* dirty=0x50000$' $tmpdir/syslog
