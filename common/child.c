@@ -4,10 +4,9 @@
  */
 
 /* Remote children: one libnbd handle per child, shared by every client
- * connection, with an I/O thread that waits on the socket and feeds
- * replies to libnbd, which runs the completion callbacks there.
- * Request threads queue commands with nbd_aio_* (libnbd locks the
- * handle) and kick the I/O thread when libnbd has data left to send.
+ * connection.  Request threads queue commands with nbd_aio_* (libnbd
+ * locks the handle); the reactor, one thread for all children, reads
+ * the replies and libnbd runs the completion callbacks there.
  *
  * When a connection dies the child is down: it takes no part in
  * requests, every write it misses is recorded in its dirty map, and its
@@ -63,83 +62,190 @@ child_set_down (struct child *c, const char *why)
   report_down (c->index, why);
 }
 
-static void *
-child_io_thread (void *vp)
+/* The reactor: one thread serves the connections of every remote
+ * child.  It waits on all their sockets at once, feeds libnbd what
+ * arrives, and libnbd runs the completion callbacks there.  One thread
+ * for all children, not one each: the replies to one request arrive
+ * together, and a single wake-up takes them all.
+ *
+ * A child's handle is served from child_start_io until the reactor
+ * sees it die, or until child_stop_io asks and libnbd has retired every
+ * command on it; only then may the supervisor close or replace it.
+ * "serving" changes under reactor_lock, and c->nbd only while it is
+ * false.
+ */
+static pthread_mutex_t reactor_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t reactor_cond = PTHREAD_COND_INITIALIZER;
+static pthread_t reactor;
+static bool reactor_running, reactor_quit;
+static int reactor_wake[2] = { -1, -1 };
+
+static void
+reactor_kick (void)
 {
-  struct child *c = vp;
-  struct nbd_handle *nbd = c->nbd;  /* only the supervisor changes it,
-                                       after joining this thread */
-  int fd = nbd_aio_get_fd (nbd);
+  char ch = 0;
+  ssize_t r = write (reactor_wake[1], &ch, 1);
+  (void) r;           /* a full pipe already wakes the reactor */
+}
+
+/* Called with reactor_lock held. */
+static void
+stop_serving_locked (struct child *c)
+{
+  c->serving = false;
+  pthread_cond_broadcast (&reactor_cond);
+}
+
+/* msg: libnbd's, if this thread saw the error. */
+static void
+child_lost (struct child *c, const char *msg)
+{
+  nbdkit_error ("quorum: child %zu (%s): connection lost%s%s",
+                c->index, c->name, msg ? ": " : "", msg ? msg : "");
+  child_set_down (c, "connection-lost");
+}
+
+static void *
+reactor_thread (void *vp)
+{
+  struct pollfd fds[VOTE_MAX_CHILDREN + 1];
+  struct child *who[VOTE_MAX_CHILDREN], *lost[VOTE_MAX_CHILDREN];
 
   for (;;) {
-    struct pollfd fds[2];
-    unsigned dir = nbd_aio_get_direction (nbd);
+    size_t i, n = 0, nr_lost = 0;
 
-    fds[0].fd = fd;
-    fds[0].events = 0;
-    fds[0].revents = 0;
-    if (dir & LIBNBD_AIO_DIRECTION_READ)
-      fds[0].events |= POLLIN;
-    if (dir & LIBNBD_AIO_DIRECTION_WRITE)
-      fds[0].events |= POLLOUT;
-    fds[1].fd = c->wake[0];
-    fds[1].events = POLLIN;
-    fds[1].revents = 0;
+    pthread_mutex_lock (&reactor_lock);
+    if (reactor_quit) {
+      pthread_mutex_unlock (&reactor_lock);
+      break;
+    }
+    for (i = 0; i < quorum_nr_children; ++i) {
+      struct child *c = &quorum_children[i];
+      unsigned dir;
 
-    if (poll (fds, 2, -1) == -1) {
+      if (!c->serving)
+        continue;
+      /* After a timeout the supervisor asks us to stop as soon as the
+       * child is down, while child_abort is still shutting the socket
+       * down: carry on until libnbd has seen the end of file and
+       * retired every command, or requests waiting for them would wait
+       * until the child is reconnected.
+       */
+      if (c->io_stop &&
+          (__atomic_load_n (&c->quit, __ATOMIC_ACQUIRE) ||
+           nbd_aio_in_flight (c->nbd) == 0)) {
+        stop_serving_locked (c);
+        continue;
+      }
+      /* Killed by a request thread that found the socket broken. */
+      if (nbd_aio_is_dead (c->nbd) || nbd_aio_is_closed (c->nbd)) {
+        lost[nr_lost++] = c;
+        stop_serving_locked (c);
+        continue;
+      }
+      dir = nbd_aio_get_direction (c->nbd);
+      fds[n].fd = c->io_fd;
+      fds[n].events = ((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0) |
+        ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0);
+      fds[n].revents = 0;
+      who[n++] = c;
+    }
+    pthread_mutex_unlock (&reactor_lock);
+    for (i = 0; i < nr_lost; ++i)
+      child_lost (lost[i], "a request found the socket broken");
+
+    fds[n].fd = reactor_wake[0];
+    fds[n].events = POLLIN;
+    fds[n].revents = 0;
+    if (poll (fds, n + 1, -1) == -1) {
       if (errno == EINTR)
         continue;
-      nbdkit_error ("quorum: child %zu (%s): poll: %m", c->index, c->name);
-      break;
+      /* Only ENOMEM is possible here: try again. */
+      nbdkit_error ("quorum: reactor: poll: %m");
+      usleep (10000);
+      continue;
     }
 
-    if (fds[1].revents & (POLLIN | POLLHUP)) {
+    if (fds[n].revents & POLLIN) {
       char buf[64];
-      ssize_t r = read (c->wake[0], buf, sizeof buf);
+      ssize_t r = read (reactor_wake[0], buf, sizeof buf);
       (void) r;
-      /* After a timeout the supervisor stops us as soon as the child
-       * is down, while child_abort is still shutting the socket down:
-       * carry on until libnbd has seen the end of file and retired
-       * every command, or requests waiting for them would wait until
-       * the child is reconnected.
-       */
-      if (__atomic_load_n (&c->io_stop, __ATOMIC_ACQUIRE) &&
-          (__atomic_load_n (&c->quit, __ATOMIC_ACQUIRE) ||
-           nbd_aio_in_flight (nbd) == 0))
-        break;
     }
 
-    if (fds[0].revents & (POLLIN | POLLHUP | POLLERR))
-      nbd_aio_notify_read (nbd);
-    else if (fds[0].revents & POLLOUT)
-      nbd_aio_notify_write (nbd);
+    for (i = 0; i < n; ++i) {
+      struct child *c = who[i];
+      struct nbd_handle *nbd = c->nbd;
 
-    /* When the connection dies libnbd fails every command in flight and
-     * refuses new ones at once, so nobody waits on a dead child.
-     */
-    if (nbd_aio_is_dead (nbd) || nbd_aio_is_closed (nbd)) {
-      const char *msg = nbd_get_error ();
+      /* POLLNVAL too: a request thread whose command failed on a
+       * broken socket may have made libnbd close it.
+       */
+      if (fds[i].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) {
+        struct child_cmd *cmd;
 
-      nbdkit_error ("quorum: child %zu (%s): connection lost%s%s",
-                    c->index, c->name, msg ? ": " : "", msg ? msg : "");
-      child_set_down (c, "connection-lost");
-      break;
+        pthread_mutex_lock (&c->defer_lock);
+        c->in_notify = true;
+        pthread_mutex_unlock (&c->defer_lock);
+        nbd_aio_notify_read (nbd);
+        pthread_mutex_lock (&c->defer_lock);
+        c->in_notify = false;
+        cmd = c->deferred;
+        c->deferred = NULL;
+        c->deferred_tail = &c->deferred;
+        pthread_mutex_unlock (&c->defer_lock);
+        /* Even on a handle that just died: libnbd then fails them. */
+        while (cmd) {
+          struct child_cmd *next = cmd->next;
+
+          cmd->issue (cmd);
+          cmd = next;
+        }
+      }
+      else if (fds[i].revents & POLLOUT)
+        nbd_aio_notify_write (nbd);
+      else
+        continue;
+
+      /* When the connection dies libnbd fails every command in flight
+       * and refuses new ones at once, so nobody waits on a dead child.
+       */
+      if (nbd_aio_is_dead (nbd) || nbd_aio_is_closed (nbd)) {
+        child_lost (c, nbd_get_error ());
+        pthread_mutex_lock (&reactor_lock);
+        stop_serving_locked (c);
+        pthread_mutex_unlock (&reactor_lock);
+      }
     }
   }
   return NULL;
 }
 
 void
+child_check (struct child *c)
+{
+  (void) c;
+  reactor_kick ();
+}
+
+bool
+child_defer (struct child *c, struct child_cmd *cmd)
+{
+  SCOPED_LOCK (&c->defer_lock);
+  if (!c->in_notify)
+    return false;
+  cmd->next = NULL;
+  *c->deferred_tail = cmd;
+  c->deferred_tail = &cmd->next;
+  return true;
+}
+
+void
 child_kick (struct child *c)
 {
-  /* Only needed when libnbd could not send everything at once: the I/O
-   * thread may be polling for input only.
+  /* Only needed when libnbd could not send everything at once: the
+   * reactor may be polling this socket for input only.
    */
-  if (nbd_aio_get_direction (c->nbd) & LIBNBD_AIO_DIRECTION_WRITE) {
-    char ch = 0;
-    ssize_t r = write (c->wake[1], &ch, 1);
-    (void) r;         /* a full pipe already wakes the thread */
-  }
+  if (nbd_aio_get_direction (c->nbd) & LIBNBD_AIO_DIRECTION_WRITE)
+    reactor_kick ();
 }
 
 void
@@ -151,7 +257,7 @@ child_abort (struct child *c, const char *why)
                 c->name, why);
   child_set_down (c, "timeout");
   /* shutdown(2), not close(2): the descriptor stays libnbd's, and the
-   * I/O thread sees end of file, so libnbd retires every command.
+   * reactor sees end of file, so libnbd retires every command.
    */
   pthread_rwlock_rdlock (&c->nbd_lock);
   fd = nbd_aio_get_fd (c->nbd);
@@ -353,36 +459,30 @@ child_open_handle (struct child *c, int quit_fd, char **why)
   return NULL;
 }
 
-/* Threads do not survive nbdkit's fork, so they start afterwards. */
-static int
-child_start_io_thread (struct child *c)
+/* Hand c's handle to the reactor. */
+static void
+child_start_io (struct child *c)
 {
-  int err;
-
-  __atomic_store_n (&c->io_stop, false, __ATOMIC_RELEASE);
-  err = pthread_create (&c->thread, NULL, child_io_thread, c);
-  if (err) {
-    errno = err;
-    nbdkit_error ("pthread_create: %m");
-    return -1;
-  }
-  c->thread_running = true;
-  return 0;
+  pthread_mutex_lock (&reactor_lock);
+  c->io_fd = nbd_aio_get_fd (c->nbd);
+  c->io_stop = false;
+  c->serving = true;
+  pthread_mutex_unlock (&reactor_lock);
+  reactor_kick ();
 }
 
+/* Take it back, once libnbd has retired every command on it. */
 static void
-child_stop_io_thread (struct child *c)
+child_stop_io (struct child *c)
 {
-  char ch = 0;
-  ssize_t r;
-
-  if (!c->thread_running)
-    return;
-  __atomic_store_n (&c->io_stop, true, __ATOMIC_RELEASE);
-  r = write (c->wake[1], &ch, 1);
-  (void) r;
-  pthread_join (c->thread, NULL);
-  c->thread_running = false;
+  pthread_mutex_lock (&reactor_lock);
+  if (c->serving) {
+    c->io_stop = true;
+    reactor_kick ();
+    while (c->serving)
+      pthread_cond_wait (&reactor_cond, &reactor_lock);
+  }
+  pthread_mutex_unlock (&reactor_lock);
 }
 
 /* Copy every dirty region to c from the quorum.  -1 if c went down. */
@@ -475,8 +575,8 @@ child_supervisor (void *vp)
     }
     pthread_mutex_unlock (&c->state_lock);
 
-    /* Its I/O thread saw the death and is ending, or is told to. */
-    child_stop_io_thread (c);
+    /* The reactor saw the death and let go, or is told to. */
+    child_stop_io (c);
 
     if (!child_backoff (c, delay))
       break;
@@ -518,8 +618,7 @@ child_supervisor (void *vp)
       nbd_close (old);          /* dead: its commands were all retired */
     c->caps = caps;
     c->caps_known = true;
-    if (child_start_io_thread (c) == -1)
-      break;
+    child_start_io (c);
 
     pthread_mutex_lock (&c->state_lock);
     set_state_locked (c, CHILD_RESYNC);
@@ -684,18 +783,36 @@ child_start_all (void)
       continue;
     if (c->command && child_start_command (c) == -1)
       return -1;
-    if (pipe2 (c->wake, O_CLOEXEC) == -1 ||
-        pipe2 (c->quit_pipe, O_CLOEXEC) == -1) {
+    if (pipe2 (c->quit_pipe, O_CLOEXEC) == -1) {
       nbdkit_error ("pipe2: %m");
       return -1;
     }
-    /* A full pipe must not block a request thread. */
-    if (fcntl (c->wake[1], F_SETFL, O_NONBLOCK) == -1) {
-      nbdkit_error ("fcntl: %m");
-      return -1;
-    }
-    if (c->nbd && child_start_io_thread (c) == -1)
-      return -1;
+  }
+
+  if (pipe2 (reactor_wake, O_CLOEXEC) == -1) {
+    nbdkit_error ("pipe2: %m");
+    return -1;
+  }
+  /* A full pipe must not block a request thread. */
+  if (fcntl (reactor_wake[1], F_SETFL, O_NONBLOCK) == -1) {
+    nbdkit_error ("fcntl: %m");
+    return -1;
+  }
+  err = pthread_create (&reactor, NULL, reactor_thread, NULL);
+  if (err) {
+    errno = err;
+    nbdkit_error ("pthread_create: %m");
+    return -1;
+  }
+  reactor_running = true;
+
+  for (i = 0; i < quorum_nr_children; ++i) {
+    struct child *c = &quorum_children[i];
+
+    if (child_is_local (c))
+      continue;
+    if (c->nbd)
+      child_start_io (c);
     err = pthread_create (&c->supervisor, NULL, child_supervisor, c);
     if (err) {
       errno = err;
@@ -735,8 +852,8 @@ child_disconnect_all (void)
       pthread_join (c->supervisor, NULL);
       c->supervisor_running = false;
     }
-    child_stop_io_thread (c);
-    close_pair (c->wake);
+    if (reactor_running)
+      child_stop_io (c);
     close_pair (c->quit_pipe);
     if (c->nbd) {
       if (nbd_aio_is_ready (c->nbd))
@@ -745,4 +862,14 @@ child_disconnect_all (void)
       c->nbd = NULL;
     }
   }
+
+  if (reactor_running) {
+    pthread_mutex_lock (&reactor_lock);
+    reactor_quit = true;
+    pthread_mutex_unlock (&reactor_lock);
+    reactor_kick ();
+    pthread_join (reactor, NULL);
+    reactor_running = false;
+  }
+  close_pair (reactor_wake);
 }

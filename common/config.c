@@ -234,7 +234,9 @@ quorum_config_complete (bool has_local)
     struct child *c = &quorum_children[i];
 
     c->index = i;
-    c->wake[0] = c->wake[1] = -1;
+    c->io_fd = -1;
+    pthread_mutex_init (&c->defer_lock, NULL);
+    c->deferred_tail = &c->deferred;
     c->quit_pipe[0] = c->quit_pipe[1] = -1;
     pthread_rwlock_init (&c->nbd_lock, NULL);
     pthread_mutex_init (&c->state_lock, NULL);

@@ -19,6 +19,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <stddef.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,9 @@
 
 struct fanout;
 
+#define container_of(ptr, type, member) \
+  ((type *) ((char *) (ptr) - offsetof (type, member)))
+
 /* One child's part of a fan-out. */
 struct slot {
   struct fanout *f;
@@ -45,6 +49,15 @@ struct slot {
   void *buf;                    /* read: where its reply lands */
   bool pooled;                  /* buf came from the buffer pool */
   struct quorum_extent_list extents;
+  /* The command, for the reactor to queue if the request thread cannot
+   * (child_defer).
+   */
+  struct child_cmd cmd;
+  enum op_type type;
+  const void *wbuf;
+  uint32_t count;
+  uint64_t offset;
+  uint32_t flags;
 };
 
 struct fanout {
@@ -179,7 +192,7 @@ fanout_wait (struct fanout *f, const struct timespec *start)
       f->slots[i].err = ETIMEDOUT;
 }
 
-/* libnbd: the command finished (in the child's I/O thread). */
+/* libnbd: the command finished (in the reactor thread). */
 static int
 slot_complete (void *vp, int *error)
 {
@@ -199,6 +212,32 @@ slot_free (void *vp)
 
   pthread_mutex_lock (&f->lock);
   s->pending = false;
+  if (--f->pending == 0)
+    pthread_cond_broadcast (&f->cond);
+  last = --f->refs == 0;
+  pthread_mutex_unlock (&f->lock);
+  if (last)
+    fanout_free (f);
+}
+
+/* Hold f while a command is being queued, so that the request sees
+ * the errno of a command libnbd refused (and freed inside the call).
+ */
+static void
+fanout_hold (struct fanout *f)
+{
+  pthread_mutex_lock (&f->lock);
+  f->pending++;
+  f->refs++;
+  pthread_mutex_unlock (&f->lock);
+}
+
+static void
+fanout_release (struct fanout *f)
+{
+  bool last;
+
+  pthread_mutex_lock (&f->lock);
   if (--f->pending == 0)
     pthread_cond_broadcast (&f->cond);
   last = --f->refs == 0;
@@ -242,28 +281,26 @@ libnbd_flags (uint32_t flags)
   return r;
 }
 
-/* Queue one remote child's command. */
+/* Queue a slot's command on its child's handle, from the request
+ * thread or from the reactor.
+ */
 static void
-slot_issue (struct slot *s, enum op_type type, const void *wbuf,
-            uint32_t count, uint64_t offset, uint32_t flags)
+slot_send (struct child_cmd *cmd)
 {
+  struct slot *s = container_of (cmd, struct slot, cmd);
   struct fanout *f = s->f;
   struct child *c = &quorum_children[s->index];
   nbd_completion_callback cb = {
     .callback = slot_complete, .user_data = s, .free = slot_free,
   };
+  enum op_type type = s->type;
+  const void *wbuf = s->wbuf;
+  uint32_t count = s->count, flags = s->flags;
+  uint64_t offset = s->offset;
   uint32_t lflags = libnbd_flags (flags);
   int64_t r = -1;
 
-  /* Count it before libnbd can free it, which may happen inside the
-   * call when queueing fails.
-   */
-  pthread_mutex_lock (&f->lock);
-  s->pending = true;
-  f->pending++;
-  f->refs++;
-  pthread_mutex_unlock (&f->lock);
-
+  fanout_hold (f);
   /* The supervisor may be replacing a dead handle. */
   pthread_rwlock_rdlock (&c->nbd_lock);
   switch (type) {
@@ -302,8 +339,10 @@ slot_issue (struct slot *s, enum op_type type, const void *wbuf,
 
   if (r == -1) {
     /* libnbd says EINVAL ("invalid state") for a dead connection. */
-    if (nbd_aio_is_dead (c->nbd) || nbd_aio_is_closed (c->nbd))
+    if (nbd_aio_is_dead (c->nbd) || nbd_aio_is_closed (c->nbd)) {
       s->err = ENOTCONN;
+      child_check (c);
+    }
     else
       s->err = nbd_get_errno ();
     if (s->err == 0)
@@ -314,6 +353,33 @@ slot_issue (struct slot *s, enum op_type type, const void *wbuf,
   else
     child_kick (c);
   pthread_rwlock_unlock (&c->nbd_lock);
+  fanout_release (f);
+}
+
+/* Queue one remote child's command. */
+static void
+slot_issue (struct slot *s, enum op_type type, const void *wbuf,
+            uint32_t count, uint64_t offset, uint32_t flags)
+{
+  struct fanout *f = s->f;
+
+  /* Count it before libnbd can free it, which may happen inside the
+   * call when queueing fails.
+   */
+  pthread_mutex_lock (&f->lock);
+  s->pending = true;
+  f->pending++;
+  f->refs++;
+  pthread_mutex_unlock (&f->lock);
+
+  s->type = type;
+  s->wbuf = wbuf;
+  s->count = count;
+  s->offset = offset;
+  s->flags = flags;
+  s->cmd.issue = slot_send;
+  if (!child_defer (&quorum_children[s->index], &s->cmd))
+    slot_send (&s->cmd);
 }
 
 /* Run the local child's part on this thread. */

@@ -56,6 +56,14 @@ struct child_stats {
 /* The dirty map's granularity: 64 KiB. */
 #define DIRTY_SHIFT 16
 
+/* A command a request thread hands to the reactor, which queues it on
+ * the child's handle itself (see child_defer).
+ */
+struct child_cmd {
+  struct child_cmd *next;
+  void (*issue) (struct child_cmd *cmd);
+};
+
 /* All children: in the filter children[0] is the local plugin and has
  * no libnbd handle.
  */
@@ -73,10 +81,12 @@ struct child {
    */
   pthread_rwlock_t nbd_lock;
   struct nbd_handle *nbd;       /* NULL for the local child */
-  pthread_t thread;             /* reads replies, completes commands */
-  bool thread_running;
-  int wake[2];                  /* kicks the I/O thread */
-  bool io_stop;                 /* tells the I/O thread to end */
+  int io_fd;                    /* nbd's socket, for the reactor */
+  bool serving;                 /* the reactor polls nbd (reactor_lock) */
+  bool io_stop;                 /* asks it to stop when nbd is idle */
+  pthread_mutex_t defer_lock;   /* in_notify, deferred */
+  bool in_notify;               /* the reactor is reading from nbd */
+  struct child_cmd *deferred, **deferred_tail;
 
   pthread_mutex_t state_lock;   /* state, quit */
   pthread_cond_t state_cond;    /* wakes the supervisor */
@@ -99,12 +109,23 @@ extern int quorum_debug_votes;
 /* child.c */
 /* Connect every remote child and check their sizes agree (before
  * nbdkit forks, so that a failure stops it with a message), then start
- * their I/O threads (after the fork).
+ * the reactor and the supervisors (after the fork).
  */
 extern int child_connect_all (void);
 extern int child_start_all (void);
 extern void child_disconnect_all (void);
-/* Tell c's I/O thread that a command was queued. */
+/* While the reactor reads replies from c it holds libnbd's handle lock,
+ * and a request thread queueing a command there would sleep until it is
+ * done: instead the reactor takes the command and queues it itself as
+ * soon as it has finished.  true if it took cmd; false if the caller
+ * must queue it now.
+ */
+extern bool child_defer (struct child *c, struct child_cmd *cmd);
+/* Ask the reactor to look at c again: a command failed there because
+ * its connection is dead.
+ */
+extern void child_check (struct child *c);
+/* Tell the reactor that a command was queued on c. */
 extern void child_kick (struct child *c);
 /* Cut c's connection: libnbd then fails every command in flight on it. */
 extern void child_abort (struct child *c, const char *why);
