@@ -96,6 +96,31 @@ stop_serving_locked (struct child *c)
   pthread_cond_broadcast (&reactor_cond);
 }
 
+/* Queue what was handed over while we held c's handle, then let go. */
+static void
+submit_drain (struct child *c)
+{
+  for (;;) {
+    struct child_cmd *cmd;
+
+    pthread_mutex_lock (&c->submit_lock);
+    cmd = c->handed;
+    c->handed = NULL;
+    c->handed_tail = &c->handed;
+    if (cmd == NULL)
+      c->busy = false;
+    pthread_mutex_unlock (&c->submit_lock);
+    if (cmd == NULL)
+      return;
+    while (cmd) {
+      struct child_cmd *next = cmd->next;
+
+      cmd->issue (cmd);
+      cmd = next;
+    }
+  }
+}
+
 /* msg: libnbd's, if this thread saw the error. */
 static void
 child_lost (struct child *c, const char *msg)
@@ -180,25 +205,20 @@ reactor_thread (void *vp)
        * broken socket may have made libnbd close it.
        */
       if (fds[i].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) {
-        struct child_cmd *cmd;
+        bool owner;
 
-        pthread_mutex_lock (&c->defer_lock);
-        c->in_notify = true;
-        pthread_mutex_unlock (&c->defer_lock);
+        /* Take the handle, unless a request thread is sending on it:
+         * then libnbd's lock makes us wait a moment, and that thread
+         * queues what others hand it.
+         */
+        pthread_mutex_lock (&c->submit_lock);
+        owner = !c->busy;
+        c->busy = true;
+        pthread_mutex_unlock (&c->submit_lock);
         nbd_aio_notify_read (nbd);
-        pthread_mutex_lock (&c->defer_lock);
-        c->in_notify = false;
-        cmd = c->deferred;
-        c->deferred = NULL;
-        c->deferred_tail = &c->deferred;
-        pthread_mutex_unlock (&c->defer_lock);
         /* Even on a handle that just died: libnbd then fails them. */
-        while (cmd) {
-          struct child_cmd *next = cmd->next;
-
-          cmd->issue (cmd);
-          cmd = next;
-        }
+        if (owner)
+          submit_drain (c);
       }
       else if (fds[i].revents & POLLOUT)
         nbd_aio_notify_write (nbd);
@@ -226,16 +246,21 @@ child_check (struct child *c)
   reactor_kick ();
 }
 
-bool
-child_defer (struct child *c, struct child_cmd *cmd)
+void
+child_submit (struct child *c, struct child_cmd *cmd)
 {
-  SCOPED_LOCK (&c->defer_lock);
-  if (!c->in_notify)
-    return false;
-  cmd->next = NULL;
-  *c->deferred_tail = cmd;
-  c->deferred_tail = &cmd->next;
-  return true;
+  pthread_mutex_lock (&c->submit_lock);
+  if (c->busy) {
+    cmd->next = NULL;
+    *c->handed_tail = cmd;
+    c->handed_tail = &cmd->next;
+    pthread_mutex_unlock (&c->submit_lock);
+    return;
+  }
+  c->busy = true;
+  pthread_mutex_unlock (&c->submit_lock);
+  cmd->issue (cmd);
+  submit_drain (c);
 }
 
 void

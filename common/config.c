@@ -235,8 +235,8 @@ quorum_config_complete (bool has_local)
 
     c->index = i;
     c->io_fd = -1;
-    pthread_mutex_init (&c->defer_lock, NULL);
-    c->deferred_tail = &c->deferred;
+    pthread_mutex_init (&c->submit_lock, NULL);
+    c->handed_tail = &c->handed;
     c->quit_pipe[0] = c->quit_pipe[1] = -1;
     pthread_rwlock_init (&c->nbd_lock, NULL);
     pthread_mutex_init (&c->state_lock, NULL);

@@ -19,6 +19,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <semaphore.h>
 #include <stddef.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -49,9 +50,7 @@ struct slot {
   void *buf;                    /* read: where its reply lands */
   bool pooled;                  /* buf came from the buffer pool */
   struct quorum_extent_list extents;
-  /* The command, for the reactor to queue if the request thread cannot
-   * (child_defer).
-   */
+  /* The command, for whichever thread queues it (child_submit). */
   struct child_cmd cmd;
   enum op_type type;
   const void *wbuf;
@@ -60,11 +59,16 @@ struct slot {
   uint32_t flags;
 };
 
+/* Request threads, the reactor and the threads queueing commands all
+ * touch a fan-out at once: counters are atomic, and the request sleeps
+ * on a semaphore posted once, by whoever retires the last command.  (A
+ * mutex and condition variable here cost several futex calls per
+ * request, each thread waking another only to find the lock taken.)
+ */
 struct fanout {
-  pthread_mutex_t lock;
-  pthread_cond_t cond;
-  size_t pending;               /* remote commands not yet freed */
-  size_t refs;                  /* the request + pending */
+  sem_t done;                   /* posted when pending reaches 0 */
+  unsigned pending;             /* remote commands + 1 while issuing */
+  unsigned refs;                /* the request + remote commands */
   size_t buflen;
   struct slot slots[];          /* one per child */
 };
@@ -92,18 +96,13 @@ static struct fanout *
 fanout_new (size_t buflen)
 {
   struct fanout *f;
-  pthread_condattr_t attr;
   size_t i;
 
   f = calloc (1, sizeof *f + quorum_nr_children * sizeof f->slots[0]);
   if (f == NULL)
     return NULL;
-  pthread_mutex_init (&f->lock, NULL);
-  /* Deadlines must not move with the wall clock. */
-  pthread_condattr_init (&attr);
-  pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
-  pthread_cond_init (&f->cond, &attr);
-  pthread_condattr_destroy (&attr);
+  sem_init (&f->done, 0, 0);
+  f->pending = 1;               /* until every command is issued */
   f->refs = 1;
   f->buflen = buflen;
   for (i = 0; i < quorum_nr_children; ++i) {
@@ -123,8 +122,7 @@ fanout_free (struct fanout *f)
       bufpool_put (f->slots[i].buf, f->buflen);
     free (f->slots[i].extents.ptr);
   }
-  pthread_cond_destroy (&f->cond);
-  pthread_mutex_destroy (&f->lock);
+  sem_destroy (&f->done);
   free (f);
 }
 
@@ -132,13 +130,69 @@ fanout_free (struct fanout *f)
 static void
 fanout_put (struct fanout *f)
 {
-  bool last;
-
-  pthread_mutex_lock (&f->lock);
-  last = --f->refs == 0;
-  pthread_mutex_unlock (&f->lock);
-  if (last)
+  if (__atomic_sub_fetch (&f->refs, 1, __ATOMIC_ACQ_REL) == 0)
     fanout_free (f);
+}
+
+static void
+fanout_get (struct fanout *f)
+{
+  __atomic_add_fetch (&f->refs, 1, __ATOMIC_RELAXED);
+}
+
+/* One command more in flight, or one less; the caller holds a
+ * reference, so f outlives the post.
+ */
+static void
+fanout_pend (struct fanout *f)
+{
+  __atomic_add_fetch (&f->pending, 1, __ATOMIC_RELAXED);
+}
+
+static void
+fanout_unpend (struct fanout *f)
+{
+  if (__atomic_sub_fetch (&f->pending, 1, __ATOMIC_ACQ_REL) == 0)
+    sem_post (&f->done);
+}
+
+/* Sleep until done is posted, or the deadline if there is one; false
+ * if the deadline passed.
+ */
+static bool
+fanout_sleep (struct fanout *f, const struct timespec *deadline)
+{
+  for (;;) {
+    int r;
+
+    if (deadline == NULL)
+      r = sem_wait (&f->done);
+    else {
+#ifdef HAVE_SEM_CLOCKWAIT
+      /* Deadlines must not move with the wall clock. */
+      r = sem_clockwait (&f->done, CLOCK_MONOTONIC, deadline);
+#else
+      struct timespec now, rt;
+      int64_t ns;
+
+      clock_gettime (CLOCK_MONOTONIC, &now);
+      ns = (deadline->tv_sec - now.tv_sec) * INT64_C (1000000000) +
+        (deadline->tv_nsec - now.tv_nsec);
+      clock_gettime (CLOCK_REALTIME, &rt);
+      if (ns < 0)
+        ns = 0;
+      ns += rt.tv_nsec;
+      rt.tv_sec += ns / 1000000000;
+      rt.tv_nsec = ns % 1000000000;
+      r = sem_timedwait (&f->done, &rt);
+#endif
+    }
+    if (r == 0)
+      return true;
+    if (errno == ETIMEDOUT)
+      return false;
+    /* EINTR: again */
+  }
 }
 
 /* Wait for every remote command of f.  A child that has not answered
@@ -151,41 +205,32 @@ static void
 fanout_wait (struct fanout *f, const struct timespec *start)
 {
   struct timespec deadline = *start;
-  bool late[VOTE_MAX_CHILDREN] = { false };
-  size_t i, nr_late = 0;
+  size_t i;
 
   deadline.tv_sec += quorum_child_timeout;
 
-  pthread_mutex_lock (&f->lock);
-  while (f->pending > 0) {
-    if (quorum_child_timeout == 0 || nr_late > 0)
-      pthread_cond_wait (&f->cond, &f->lock);
-    else if (pthread_cond_timedwait (&f->cond, &f->lock,
-                                     &deadline) == ETIMEDOUT) {
-      for (i = 0; i < quorum_nr_children; ++i) {
-        if (f->slots[i].pending) {
-          f->slots[i].timed_out = true;
-          late[i] = true;
-          nr_late++;
-        }
-      }
-      /* Cutting connections takes libnbd's lock, which a completion
-       * callback (holding it) may be waiting to trade for ours.
-       */
-      pthread_mutex_unlock (&f->lock);
-      for (i = 0; i < quorum_nr_children; ++i) {
-        if (late[i]) {
-          char why[64];
+  /* Every command is issued: drop the issuing count. */
+  fanout_unpend (f);
+  if (!fanout_sleep (f, quorum_child_timeout ? &deadline : NULL)) {
+    bool late[VOTE_MAX_CHILDREN] = { false };
 
-          snprintf (why, sizeof why, "no reply within child-timeout=%u",
-                    quorum_child_timeout);
-          child_abort (&quorum_children[i], why);
-        }
+    for (i = 0; i < quorum_nr_children; ++i) {
+      if (__atomic_load_n (&f->slots[i].pending, __ATOMIC_ACQUIRE)) {
+        f->slots[i].timed_out = true;
+        late[i] = true;
       }
-      pthread_mutex_lock (&f->lock);
     }
+    for (i = 0; i < quorum_nr_children; ++i) {
+      if (late[i]) {
+        char why[64];
+
+        snprintf (why, sizeof why, "no reply within child-timeout=%u",
+                  quorum_child_timeout);
+        child_abort (&quorum_children[i], why);
+      }
+    }
+    fanout_sleep (f, NULL);
   }
-  pthread_mutex_unlock (&f->lock);
 
   for (i = 0; i < quorum_nr_children; ++i)
     if (f->slots[i].timed_out)
@@ -208,16 +253,10 @@ slot_free (void *vp)
 {
   struct slot *s = vp;
   struct fanout *f = s->f;
-  bool last;
 
-  pthread_mutex_lock (&f->lock);
-  s->pending = false;
-  if (--f->pending == 0)
-    pthread_cond_broadcast (&f->cond);
-  last = --f->refs == 0;
-  pthread_mutex_unlock (&f->lock);
-  if (last)
-    fanout_free (f);
+  __atomic_store_n (&s->pending, false, __ATOMIC_RELEASE);
+  fanout_unpend (f);
+  fanout_put (f);
 }
 
 /* Hold f while a command is being queued, so that the request sees
@@ -226,24 +265,15 @@ slot_free (void *vp)
 static void
 fanout_hold (struct fanout *f)
 {
-  pthread_mutex_lock (&f->lock);
-  f->pending++;
-  f->refs++;
-  pthread_mutex_unlock (&f->lock);
+  fanout_get (f);
+  fanout_pend (f);
 }
 
 static void
 fanout_release (struct fanout *f)
 {
-  bool last;
-
-  pthread_mutex_lock (&f->lock);
-  if (--f->pending == 0)
-    pthread_cond_broadcast (&f->cond);
-  last = --f->refs == 0;
-  pthread_mutex_unlock (&f->lock);
-  if (last)
-    fanout_free (f);
+  fanout_unpend (f);
+  fanout_put (f);
 }
 
 /* libnbd: block status for a remote child, appended to its slot. */
@@ -366,11 +396,9 @@ slot_issue (struct slot *s, enum op_type type, const void *wbuf,
   /* Count it before libnbd can free it, which may happen inside the
    * call when queueing fails.
    */
-  pthread_mutex_lock (&f->lock);
-  s->pending = true;
-  f->pending++;
-  f->refs++;
-  pthread_mutex_unlock (&f->lock);
+  __atomic_store_n (&s->pending, true, __ATOMIC_RELAXED);
+  fanout_get (f);
+  fanout_pend (f);
 
   s->type = type;
   s->wbuf = wbuf;
@@ -378,8 +406,7 @@ slot_issue (struct slot *s, enum op_type type, const void *wbuf,
   s->offset = offset;
   s->flags = flags;
   s->cmd.issue = slot_send;
-  if (!child_defer (&quorum_children[s->index], &s->cmd))
-    slot_send (&s->cmd);
+  child_submit (&quorum_children[s->index], &s->cmd);
 }
 
 /* Run the local child's part on this thread. */

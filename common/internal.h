@@ -56,9 +56,7 @@ struct child_stats {
 /* The dirty map's granularity: 64 KiB. */
 #define DIRTY_SHIFT 16
 
-/* A command a request thread hands to the reactor, which queues it on
- * the child's handle itself (see child_defer).
- */
+/* A command for a child's handle: see child_submit. */
 struct child_cmd {
   struct child_cmd *next;
   void (*issue) (struct child_cmd *cmd);
@@ -84,9 +82,9 @@ struct child {
   int io_fd;                    /* nbd's socket, for the reactor */
   bool serving;                 /* the reactor polls nbd (reactor_lock) */
   bool io_stop;                 /* asks it to stop when nbd is idle */
-  pthread_mutex_t defer_lock;   /* in_notify, deferred */
-  bool in_notify;               /* the reactor is reading from nbd */
-  struct child_cmd *deferred, **deferred_tail;
+  pthread_mutex_t submit_lock;  /* busy, handed */
+  bool busy;                    /* a thread is queueing on or reading nbd */
+  struct child_cmd *handed, **handed_tail;  /* for it to queue */
 
   pthread_mutex_t state_lock;   /* state, quit */
   pthread_cond_t state_cond;    /* wakes the supervisor */
@@ -114,13 +112,15 @@ extern int quorum_debug_votes;
 extern int child_connect_all (void);
 extern int child_start_all (void);
 extern void child_disconnect_all (void);
-/* While the reactor reads replies from c it holds libnbd's handle lock,
- * and a request thread queueing a command there would sleep until it is
- * done: instead the reactor takes the command and queues it itself as
- * soon as it has finished.  true if it took cmd; false if the caller
- * must queue it now.
+/* Queue cmd on c's handle (cmd->issue).  libnbd locks the handle while
+ * one thread sends a command or the reactor reads replies, for one or
+ * several system calls, and a thread that wanted it too would sleep and
+ * be woken: instead it hands its command to the thread in there, which
+ * queues it before it lets go.  Either way cmd is issued before the
+ * command that is in there completes, and a request never waits for
+ * another request's reply.
  */
-extern bool child_defer (struct child *c, struct child_cmd *cmd);
+extern void child_submit (struct child *c, struct child_cmd *cmd);
 /* Ask the reactor to look at c again: a command failed there because
  * its connection is dead.
  */
