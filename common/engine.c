@@ -187,8 +187,15 @@ fanout_sleep (struct fanout *f, const struct timespec *deadline)
       r = sem_timedwait (&f->done, &rt);
 #endif
     }
-    if (r == 0)
+    /* The acquire pairs with the release of the last fanout_unpend, so
+     * that the replies' results are seen here whatever the semaphore
+     * implementation (and ThreadSanitizer, which knows no
+     * sem_clockwait, sees it too).
+     */
+    if (r == 0) {
+      (void) __atomic_load_n (&f->pending, __ATOMIC_ACQUIRE);
       return true;
+    }
     if (errno == ETIMEDOUT)
       return false;
     /* EINTR: again */
