@@ -183,6 +183,23 @@ allocated_mib () { du -k "$1" | awk '{printf "%.1f", $1 / 1024}'; }
 
 cpu_ticks () { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hwm_kb () { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+# client_seconds VAR: set VAR to the CPU seconds (user + system) of
+# every process this shell has waited for so far (clients run in
+# command substitutions).  Not "$(client_seconds)": 'times' must run in
+# this shell, not in a subshell of its own.
+client_seconds () {
+  times > "$dir/times"
+  printf -v "$1" '%s' "$(awk 'NR == 2 {
+         n = split($0, f, /[ms ]+/); s = 0
+         for (i = 1; i + 1 <= n; i += 2) s += f[i] * 60 + f[i + 1]
+         print s }' "$dir/times")"
+}
+# children_ticks: CPU ticks of the child servers in $child_pids.
+children_ticks () {
+  local p s=0
+  for p in "${child_pids[@]}"; do s=$((s + $(cpu_ticks "$p"))); done
+  echo "$s"
+}
 now () { date +%s.%N; }
 median () { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 

@@ -87,7 +87,7 @@ run_limit () {
 
 workloads=(seqread seqread-1conn randread-qd1 randread-qd32 seqwrite randwrite-qd1 randwrite-qd32)
 fronts=(qemu filter plugin passthrough limit)
-declare -A val cpu rss
+declare -A val cpu rss cpuch cpucl
 hz=$(getconf CLK_TCK)
 
 # One pass: every workload on every front, children with or without
@@ -100,7 +100,10 @@ run_pass () {
     start_children 3 "$dir/c"
   fi
   for w in "${workloads[@]}"; do
-    for f in "${fronts[@]}"; do : > "$dir/$w.$f"; : > "$dir/$w.$f.cpu"; done
+    for f in "${fronts[@]}"; do
+      : > "$dir/$w.$f"; : > "$dir/$w.$f.cpu"
+      : > "$dir/$w.$f.cpuch"; : > "$dir/$w.$f.cpucl"
+    done
     for _ in $(seq "$reps"); do
       # Rows interleaved within each repetition: ratios share a window.
       for f in "${fronts[@]}"; do
@@ -109,10 +112,12 @@ run_pass () {
           continue
         fi
         start_front "$f" c0 c1 c2
-        c0=$(cpu_ticks "$front_pid")
+        c0=$(cpu_ticks "$front_pid"); k0=$(children_ticks); client_seconds l0
         run_workload "$w" "$front_uri" >> "$dir/$w.$f"
-        c1=$(cpu_ticks "$front_pid")
+        c1=$(cpu_ticks "$front_pid"); k1=$(children_ticks); client_seconds l1
         echo $((c1 - c0)) >> "$dir/$w.$f.cpu"
+        echo $((k1 - k0)) >> "$dir/$w.$f.cpuch"
+        echo "$l1 - $l0" | bc -l >> "$dir/$w.$f.cpucl"
         h=$(hwm_kb "$front_pid")
         [ "${rss[$pass.$f]:-0}" -lt "$h" ] && rss[$pass.$f]=$h
         stop_front
@@ -121,6 +126,8 @@ run_pass () {
     for f in "${fronts[@]}"; do
       val[$pass.$w.$f]=$(median < "$dir/$w.$f")
       cpu[$pass.$w.$f]=$( [ -s "$dir/$w.$f.cpu" ] && median < "$dir/$w.$f.cpu" || echo -)
+      cpuch[$pass.$w.$f]=$( [ -s "$dir/$w.$f.cpuch" ] && median < "$dir/$w.$f.cpuch" || echo -)
+      cpucl[$pass.$w.$f]=$( [ -s "$dir/$w.$f.cpucl" ] && median < "$dir/$w.$f.cpucl" || echo -)
     done
   done
   stop_children
@@ -151,6 +158,52 @@ print_pass () {
       printf ' %s=%.2f' "$f" "$(echo "${cpu[$pass.$w.$f]} / $hz" | bc -l)"
     done
     echo
+  done
+  # Where the cores go, and what that allows.  The children and the
+  # client are the same programs under every front, so their CPU per
+  # unit bounds any front on this machine:
+  #   bound0  the rate if the front cost nothing: cores / (children +
+  #           client) per unit;
+  #   bound1  the rate if the front cost what one forwarding hop costs
+  #           (the passthrough row's front CPU per unit, same run): a
+  #           quorum front serves the same requests through the same
+  #           nbdkit server code and sends them to three children, not
+  #           one, so this is what no nbdkit quorum front can beat;
+  #   /qemu   either divided by QEMU's rate: the best plugin/qemu ratio
+  #           this machine allows.
+  # Meaningful where the cores are busy (QD32, sequential rows); at QD1
+  # latency bounds the rate, and fio spins while it waits.
+  printf '\nCPU per unit (random rows: us per request; sequential rows: s per GiB), median runs\n'
+  printf '%-15s %-7s %8s %9s %8s %9s %9s %9s %9s\n' workload front front children client bound0 /qemu bound1 /qemu
+  for w in "${workloads[@]}"; do
+    for f in qemu plugin; do
+      python3 - "$w" "$f" "$hz" "$img_bytes" "$secs" "$(nproc)" \
+                "${val[$pass.$w.qemu]}" \
+                "${val[$pass.$w.$f]}" "${cpu[$pass.$w.$f]}" \
+                "${cpuch[$pass.$w.$f]}" "${cpucl[$pass.$w.$f]}" \
+                "${val[$pass.$w.passthrough]}" "${cpu[$pass.$w.passthrough]}" <<'PY'
+import sys
+w, f, hz, size, secs, cores, qemu, rate, fr, ch, cl, prate, pfr = sys.argv[1:]
+seq = w.startswith("seq")
+def units(rate):
+    # GiB moved by a sequential row, requests served by a random one
+    return float(size) / 2**30 if seq else float(rate) * float(secs)
+try:
+    hz, cores, qemu = float(hz), int(cores), float(qemu)
+    u = units(rate)
+    fr, ch, cl = float(fr) / hz / u, float(ch) / hz / u, float(cl) / u
+    hop = float(pfr) / hz / units(prate)
+except (ValueError, ZeroDivisionError):
+    print("%-15s %-7s %8s" % (w, f, "-")); sys.exit(0)
+scale = 1.0 if seq else 1e6
+per_s = 1024.0 if seq else 1.0          # MiB/s or IOPS
+b0 = cores / (ch + cl) * per_s
+b1 = cores / (ch + cl + hop) * per_s
+fmt = "%8.2f %9.2f %8.2f" if seq else "%8.1f %9.1f %8.1f"
+print(("%-15s %-7s " + fmt + " %9.0f %9.2f %9.0f %9.2f") %
+      (w, f, fr * scale, ch * scale, cl * scale, b0, b0 / qemu, b1, b1 / qemu))
+PY
+    done
   done
   printf 'peak RSS (MiB):'
   for f in qemu filter plugin passthrough; do
