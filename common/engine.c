@@ -318,8 +318,9 @@ libnbd_flags (uint32_t flags)
   return r;
 }
 
-/* Queue a slot's command on its child's handle, from the request
- * thread or from the reactor.
+/* Queue a slot's command on its child's handle: on the request's own
+ * thread, or on whichever thread held the handle when it asked (the
+ * reactor, or another request's thread; see child_submit).
  */
 static void
 slot_send (struct child_cmd *cmd)

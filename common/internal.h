@@ -116,9 +116,8 @@ extern void child_disconnect_all (void);
  * one thread sends a command or the reactor reads replies, for one or
  * several system calls, and a thread that wanted it too would sleep and
  * be woken: instead it hands its command to the thread in there, which
- * queues it before it lets go.  Either way cmd is issued before the
- * command that is in there completes, and a request never waits for
- * another request's reply.
+ * queues it before it lets go.  A holder only queues commands, which
+ * never blocks: nobody waits for another request's reply.
  */
 extern void child_submit (struct child *c, struct child_cmd *cmd);
 /* Ask the reactor to look at c again: a command failed there because
