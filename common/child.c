@@ -130,11 +130,95 @@ child_lost (struct child *c, const char *msg)
   child_set_down (c, "connection-lost");
 }
 
+/* libnbd fails every command on a handle that dies, and refuses new
+ * ones.  (These two calls take no lock.)
+ */
+static bool
+handle_gone (struct nbd_handle *nbd)
+{
+  return nbd_aio_is_dead (nbd) || nbd_aio_is_closed (nbd);
+}
+
+/* Called with reactor_lock held, when a handle of c died.  Cut the
+ * other one too, so that its commands fail at once rather than wait for
+ * the supervisor; the reactor stops serving c when both are gone.
+ * Returns true the first time, for the caller to report.
+ */
+static bool
+lost_locked (struct child *c)
+{
+  bool first = !c->io_lost;
+
+  c->io_lost = true;
+  if (c->meta && !handle_gone (c->nbd))
+    shutdown (c->io_fd, SHUT_RDWR);
+  if (c->meta && !handle_gone (c->meta))
+    shutdown (c->meta_fd, SHUT_RDWR);
+  return first;
+}
+
+/* Called with reactor_lock held: true if c needs no more serving. */
+static bool
+idle_locked (struct child *c)
+{
+  bool gone = handle_gone (c->nbd) && (!c->meta || handle_gone (c->meta));
+
+  if (gone)
+    return true;
+  /* After a timeout the supervisor asks us to stop as soon as the child
+   * is down, while child_abort is still shutting the sockets down:
+   * carry on until libnbd has seen the end of file and retired every
+   * command, or requests waiting for them would wait until the child is
+   * reconnected.
+   */
+  return c->io_stop &&
+    (__atomic_load_n (&c->quit, __ATOMIC_ACQUIRE) ||
+     (nbd_aio_in_flight (c->nbd) <= 0 &&
+      (!c->meta || nbd_aio_in_flight (c->meta) <= 0)));
+}
+
+/* Keep libnbd's reason for a failed read or write on c's socket,
+ * for the report at the top of the next pass.
+ */
+static void
+lost_why (struct child *c)
+{
+  const char *msg = nbd_get_error ();
+
+  if (c->io_why[0] == '\0')
+    snprintf (c->io_why, sizeof c->io_why, "%s", msg ? msg : "I/O error");
+}
+
+/* One socket to poll: a child's data handle, or its block status one. */
+struct watch {
+  struct child *c;
+  struct nbd_handle *nbd;
+  bool data;
+};
+
+static size_t
+watch_add (struct pollfd *fds, struct watch *w, size_t n, struct child *c,
+           struct nbd_handle *nbd, int fd, bool data)
+{
+  unsigned dir;
+
+  if (handle_gone (nbd))
+    return n;
+  dir = nbd_aio_get_direction (nbd);
+  fds[n].fd = fd;
+  fds[n].events = ((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0) |
+    ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0);
+  fds[n].revents = 0;
+  w[n] = (struct watch) { .c = c, .nbd = nbd, .data = data };
+  return n + 1;
+}
+
 static void *
 reactor_thread (void *vp)
 {
-  struct pollfd fds[VOTE_MAX_CHILDREN + 1];
-  struct child *who[VOTE_MAX_CHILDREN], *lost[VOTE_MAX_CHILDREN];
+  struct pollfd fds[2 * VOTE_MAX_CHILDREN + 1];
+  struct watch w[2 * VOTE_MAX_CHILDREN];
+  struct child *lost[VOTE_MAX_CHILDREN];
 
   for (;;) {
     size_t i, n = 0, nr_lost = 0;
@@ -146,38 +230,27 @@ reactor_thread (void *vp)
     }
     for (i = 0; i < quorum_nr_children; ++i) {
       struct child *c = &quorum_children[i];
-      unsigned dir;
 
       if (!c->serving)
         continue;
-      /* After a timeout the supervisor asks us to stop as soon as the
-       * child is down, while child_abort is still shutting the socket
-       * down: carry on until libnbd has seen the end of file and
-       * retired every command, or requests waiting for them would wait
-       * until the child is reconnected.
+      /* A handle died: a reply said so, or a request thread found its
+       * socket broken.
        */
-      if (c->io_stop &&
-          (__atomic_load_n (&c->quit, __ATOMIC_ACQUIRE) ||
-           nbd_aio_in_flight (c->nbd) == 0)) {
-        stop_serving_locked (c);
-        continue;
-      }
-      /* Killed by a request thread that found the socket broken. */
-      if (nbd_aio_is_dead (c->nbd) || nbd_aio_is_closed (c->nbd)) {
+      if ((handle_gone (c->nbd) || (c->meta && handle_gone (c->meta))) &&
+          lost_locked (c))
         lost[nr_lost++] = c;
+      if (idle_locked (c)) {
         stop_serving_locked (c);
         continue;
       }
-      dir = nbd_aio_get_direction (c->nbd);
-      fds[n].fd = c->io_fd;
-      fds[n].events = ((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0) |
-        ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0);
-      fds[n].revents = 0;
-      who[n++] = c;
+      n = watch_add (fds, w, n, c, c->nbd, c->io_fd, true);
+      if (c->meta)
+        n = watch_add (fds, w, n, c, c->meta, c->meta_fd, false);
     }
     pthread_mutex_unlock (&reactor_lock);
     for (i = 0; i < nr_lost; ++i)
-      child_lost (lost[i], "a request found the socket broken");
+      child_lost (lost[i], lost[i]->io_why[0] ? lost[i]->io_why :
+                  "a request found the socket broken");
 
     fds[n].fd = reactor_wake[0];
     fds[n].events = POLLIN;
@@ -197,42 +270,38 @@ reactor_thread (void *vp)
       (void) r;
     }
 
+    /* Whatever this does to a handle, even kill it, the next pass sees:
+     * the handles stay open until we stop serving the child.
+     */
     for (i = 0; i < n; ++i) {
-      struct child *c = who[i];
-      struct nbd_handle *nbd = c->nbd;
+      struct child *c = w[i].c;
 
       /* POLLNVAL too: a request thread whose command failed on a
        * broken socket may have made libnbd close it.
        */
       if (fds[i].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) {
-        bool owner;
+        bool owner = false;
 
-        /* Take the handle, unless a request thread is sending on it:
-         * then libnbd's lock makes us wait a moment, and that thread
-         * queues what others hand it.
+        /* Take the data handle, unless a request thread is sending on
+         * it: then libnbd's lock makes us wait a moment, and that
+         * thread queues what others hand it.  Block status is rare:
+         * its handle needs no such care.
          */
-        pthread_mutex_lock (&c->submit_lock);
-        owner = !c->busy;
-        c->busy = true;
-        pthread_mutex_unlock (&c->submit_lock);
-        nbd_aio_notify_read (nbd);
+        if (w[i].data) {
+          pthread_mutex_lock (&c->submit_lock);
+          owner = !c->busy;
+          c->busy = true;
+          pthread_mutex_unlock (&c->submit_lock);
+        }
+        if (nbd_aio_notify_read (w[i].nbd) == -1)
+          lost_why (c);
         /* Even on a handle that just died: libnbd then fails them. */
         if (owner)
           submit_drain (c);
       }
-      else if (fds[i].revents & POLLOUT)
-        nbd_aio_notify_write (nbd);
-      else
-        continue;
-
-      /* When the connection dies libnbd fails every command in flight
-       * and refuses new ones at once, so nobody waits on a dead child.
-       */
-      if (nbd_aio_is_dead (nbd) || nbd_aio_is_closed (nbd)) {
-        child_lost (c, nbd_get_error ());
-        pthread_mutex_lock (&reactor_lock);
-        stop_serving_locked (c);
-        pthread_mutex_unlock (&reactor_lock);
+      else if (fds[i].revents & POLLOUT) {
+        if (nbd_aio_notify_write (w[i].nbd) == -1)
+          lost_why (c);
       }
     }
   }
@@ -264,12 +333,13 @@ child_submit (struct child *c, struct child_cmd *cmd)
 }
 
 void
-child_kick (struct child *c)
+child_kick (struct child *c, struct nbd_handle *nbd)
 {
+  (void) c;
   /* Only needed when libnbd could not send everything at once: the
    * reactor may be polling this socket for input only.
    */
-  if (nbd_aio_get_direction (c->nbd) & LIBNBD_AIO_DIRECTION_WRITE)
+  if (nbd_aio_get_direction (nbd) & LIBNBD_AIO_DIRECTION_WRITE)
     reactor_kick ();
 }
 
@@ -288,6 +358,11 @@ child_abort (struct child *c, const char *why)
   fd = nbd_aio_get_fd (c->nbd);
   if (fd >= 0)
     shutdown (fd, SHUT_RDWR);
+  if (c->meta) {
+    fd = nbd_aio_get_fd (c->meta);
+    if (fd >= 0)
+      shutdown (fd, SHUT_RDWR);
+  }
   pthread_rwlock_unlock (&c->nbd_lock);
 }
 
@@ -388,11 +463,13 @@ child_get_caps (struct child *c, struct nbd_handle *nbd,
 }
 
 /* Open a connection to c's URI.  quit_fd, if not -1, interrupts it;
- * a handshake that takes longer than child-timeout is abandoned.  On
- * error returns NULL with the reason in *why (to be freed).
+ * a handshake that takes longer than child-timeout is abandoned.  With
+ * structured, ask for structured replies and block status.  On error
+ * returns NULL with the reason in *why (to be freed).
  */
 static struct nbd_handle *
-child_open_handle (struct child *c, int quit_fd, char **why)
+child_open_handle (struct child *c, int quit_fd, bool structured,
+                   char **why)
 {
   struct nbd_handle *nbd;
   struct timespec start, now;
@@ -406,8 +483,13 @@ child_open_handle (struct child *c, int quit_fd, char **why)
    * has no vote), and that memset was most of the front's own CPU time
    * on sequential reads.
    */
-  if (nbd_set_pread_initialize (nbd, false) == -1 ||
-      nbd_add_meta_context (nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1)
+  if (nbd_set_pread_initialize (nbd, false) == -1)
+    goto err;
+  if (structured) {
+    if (nbd_add_meta_context (nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1)
+      goto err;
+  }
+  else if (nbd_set_request_structured_replies (nbd, false) == -1)
     goto err;
   if (c->command) {
     /* libnbd starts the server with a listening socket (systemd socket
@@ -484,13 +566,108 @@ child_open_handle (struct child *c, int quit_fd, char **why)
   return NULL;
 }
 
+/* A connection to c without structured replies, which must show the
+ * export that caps describe; NULL if not (said in the debug log).
+ */
+static struct nbd_handle *
+child_open_plain (struct child *c, int quit_fd,
+                  const struct quorum_caps *caps)
+{
+  struct nbd_handle *nbd;
+  char *why = NULL;
+
+  nbd = child_open_handle (c, quit_fd, false, &why);
+  if (nbd == NULL) {
+    nbdkit_debug ("quorum: child %zu (%s): second connection failed: %s: "
+                  "one connection does everything", c->index, c->name,
+                  why ? why : "out of memory");
+    free (why);
+    return NULL;
+  }
+  if (nbd_get_size (nbd) != caps->size ||
+      (nbd_is_read_only (nbd) == 0) != caps->can_write) {
+    nbdkit_debug ("quorum: child %zu (%s): second connection differs in "
+                  "size or read-only: one connection does everything",
+                  c->index, c->name);
+    nbd_close (nbd);
+    return NULL;
+  }
+  return nbd;
+}
+
+static void close_handle (struct nbd_handle *nbd, bool polite);
+
+/* Connect to c and read its capabilities into *caps.
+ *
+ * With structured replies (needed for block status) a server sends a
+ * read's data behind a chunk header and an offset, which libnbd reads
+ * with two more system calls than a plain reply's: on small reads that
+ * was a fifth of the front's CPU.  So reads and writes go over a
+ * connection without them (*nbd) whenever possible:
+ *  - a child without block status needs them for nothing: the probing
+ *    connection is replaced by a plain one;
+ *  - one with block status keeps the probing connection for it (*meta)
+ *    if it advertises multi-conn, without which a second connection
+ *    might not see the first one's writes (a stale hole loses data),
+ *    and can flush, as multi-conn promises only that a flush makes
+ *    writes visible on every connection: the engine flushes before it
+ *    asks *meta about writes done since the last flush.
+ * Never for child-command (each connection would start a server).
+ * Otherwise, and if the plain connection fails, *meta is NULL and *nbd
+ * does everything.
+ */
+static int
+child_open (struct child *c, int quit_fd, struct quorum_caps *caps,
+            struct nbd_handle **nbd, struct nbd_handle **meta, char **why)
+{
+  struct nbd_handle *first, *plain;
+
+  first = child_open_handle (c, quit_fd, true, why);
+  if (first == NULL)
+    return -1;
+  child_get_caps (c, first, caps);
+  *nbd = first;
+  *meta = NULL;
+  if (c->command)
+    return 0;
+  if (!caps->can_extents) {
+    plain = child_open_plain (c, quit_fd, caps);
+    if (plain) {
+      close_handle (first, true);
+      *nbd = plain;
+    }
+  }
+  else if (caps->can_multi_conn && (caps->can_flush || !caps->can_write)) {
+    plain = child_open_plain (c, quit_fd, caps);
+    if (plain) {
+      *nbd = plain;
+      *meta = first;
+    }
+  }
+  return 0;
+}
+
+/* Close c's handles, politely if they still work. */
+static void
+close_handle (struct nbd_handle *nbd, bool polite)
+{
+  if (nbd == NULL)
+    return;
+  if (polite && nbd_aio_is_ready (nbd))
+    nbd_shutdown (nbd, 0);
+  nbd_close (nbd);
+}
+
 /* Hand c's handle to the reactor. */
 static void
 child_start_io (struct child *c)
 {
   pthread_mutex_lock (&reactor_lock);
   c->io_fd = nbd_aio_get_fd (c->nbd);
+  c->meta_fd = c->meta ? nbd_aio_get_fd (c->meta) : -1;
   c->io_stop = false;
+  c->io_lost = false;
+  c->io_why[0] = '\0';
   c->serving = true;
   pthread_mutex_unlock (&reactor_lock);
   reactor_kick ();
@@ -587,7 +764,7 @@ child_supervisor (void *vp)
   unsigned delay = quorum_reconnect_delay;
 
   for (;;) {
-    struct nbd_handle *nbd, *old;
+    struct nbd_handle *nbd, *meta, *old, *old_meta;
     struct quorum_caps caps;
     char *why = NULL;
 
@@ -605,8 +782,7 @@ child_supervisor (void *vp)
 
     if (!child_backoff (c, delay))
       break;
-    nbd = child_open_handle (c, c->quit_pipe[0], &why);
-    if (nbd == NULL) {
+    if (child_open (c, c->quit_pipe[0], &caps, &nbd, &meta, &why) == -1) {
       nbdkit_debug ("quorum: child %zu (%s): reconnect failed: %s; next "
                     "try in %u s", c->index, c->name,
                     why ? why : "out of memory",
@@ -617,12 +793,12 @@ child_supervisor (void *vp)
         delay * 2 : quorum_reconnect_max;
       continue;
     }
-    child_get_caps (c, nbd, &caps);
     if (caps.size != export_size) {
       nbdkit_error ("quorum: child %zu (%s): came back with size %" PRIi64
                     ", not %" PRIi64 ": not rejoining", c->index, c->name,
                     caps.size, export_size);
-      nbd_close (nbd);
+      close_handle (nbd, true);
+      close_handle (meta, true);
       delay = quorum_reconnect_max;
       continue;
     }
@@ -630,17 +806,21 @@ child_supervisor (void *vp)
     if (c->caps_known && c->caps.can_write && !caps.can_write) {
       nbdkit_error ("quorum: child %zu (%s): came back read-only: not "
                     "rejoining", c->index, c->name);
-      nbd_close (nbd);
+      close_handle (nbd, true);
+      close_handle (meta, true);
       delay = quorum_reconnect_max;
       continue;
     }
 
     pthread_rwlock_wrlock (&c->nbd_lock);
     old = c->nbd;
+    old_meta = c->meta;
     c->nbd = nbd;
+    c->meta = meta;
     pthread_rwlock_unlock (&c->nbd_lock);
-    if (old)
-      nbd_close (old);          /* dead: its commands were all retired */
+    /* Dead, or idle and cut: their commands were all retired. */
+    close_handle (old, false);
+    close_handle (old_meta, false);
     c->caps = caps;
     c->caps_known = true;
     child_start_io (c);
@@ -670,10 +850,8 @@ child_supervisor (void *vp)
 static void
 child_stop_command (struct child *c)
 {
-  if (c->nbd) {
-    nbd_close (c->nbd);         /* kills the server and waits for it */
-    c->nbd = NULL;
-  }
+  close_handle (c->nbd, false); /* kills the server and waits for it */
+  c->nbd = NULL;
 }
 
 static int
@@ -684,15 +862,13 @@ child_start_command (struct child *c)
 
   if (!c->caps_known)           /* unreachable at start-up: the */
     return 0;                   /* supervisor keeps trying */
-  c->nbd = child_open_handle (c, -1, &why);
-  if (c->nbd == NULL) {
+  if (child_open (c, -1, &caps, &c->nbd, &c->meta, &why) == -1) {
     nbdkit_error ("child-command=%s: cannot start child %zu again after "
                   "nbdkit forked: %s", c->command, c->index,
                   why ? why : "out of memory");
     free (why);
     return -1;
   }
-  child_get_caps (c, c->nbd, &caps);
   if (caps.size != export_size) {
     nbdkit_error ("child-command=%s: child %zu changed size from %" PRIi64
                   " to %" PRIi64 " when started again", c->command,
@@ -714,8 +890,7 @@ child_connect_all (void)
     struct child *c = &quorum_children[i];
     char *why = NULL;
 
-    c->nbd = child_open_handle (c, -1, &why);
-    if (c->nbd == NULL) {
+    if (child_open (c, -1, &c->caps, &c->nbd, &c->meta, &why) == -1) {
       if (!quorum_start_degraded) {
         nbdkit_error ("%s=%s: cannot connect to child %zu: %s (see "
                       "start-degraded)",
@@ -731,16 +906,16 @@ child_connect_all (void)
       c->state = CHILD_DOWN;
       continue;
     }
-    child_get_caps (c, c->nbd, &c->caps);
     c->caps_known = true;
     reachable++;
     if (ref == SIZE_MAX)
       ref = i;
     else if (c->caps.size != quorum_children[ref].caps.size)
       same = false;
-    nbdkit_debug ("quorum: child %zu (%s): size %" PRIi64 "%s",
+    nbdkit_debug ("quorum: child %zu (%s): size %" PRIi64 "%s%s",
                   c->index, c->name, c->caps.size,
-                  c->caps.can_write ? "" : ", read-only");
+                  c->caps.can_write ? "" : ", read-only",
+                  c->meta ? ", block status on a second connection" : "");
   }
 
   if (ref == SIZE_MAX || reachable < quorum_threshold) {
@@ -880,12 +1055,9 @@ child_disconnect_all (void)
     if (reactor_running)
       child_stop_io (c);
     close_pair (c->quit_pipe);
-    if (c->nbd) {
-      if (nbd_aio_is_ready (c->nbd))
-        nbd_shutdown (c->nbd, 0);
-      nbd_close (c->nbd);
-      c->nbd = NULL;
-    }
+    close_handle (c->nbd, true);
+    close_handle (c->meta, true);
+    c->nbd = c->meta = NULL;
   }
 
   if (reactor_running) {

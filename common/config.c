@@ -234,7 +234,7 @@ quorum_config_complete (bool has_local)
     struct child *c = &quorum_children[i];
 
     c->index = i;
-    c->io_fd = -1;
+    c->io_fd = c->meta_fd = -1;
     pthread_mutex_init (&c->submit_lock, NULL);
     c->handed_tail = &c->handed;
     c->quit_pipe[0] = c->quit_pipe[1] = -1;

@@ -57,6 +57,7 @@ struct slot {
   uint32_t count;
   uint64_t offset;
   uint32_t flags;
+  uint64_t flushes;             /* flush: writes_done when it was sent */
 };
 
 /* Request threads, the reactor and the threads queueing commands all
@@ -249,8 +250,29 @@ static int
 slot_complete (void *vp, int *error)
 {
   struct slot *s = vp;
+  struct child *c = &quorum_children[s->index];
 
   s->err = *error;
+  switch (s->type) {
+  case OP_WRITE: case OP_ZERO: case OP_TRIM:
+    /* Failed or not, it may have changed something. */
+    __atomic_add_fetch (&c->writes_done, 1, __ATOMIC_ACQ_REL);
+    break;
+  case OP_FLUSH:
+    if (*error == 0) {
+      uint64_t old = __atomic_load_n (&c->writes_flushed, __ATOMIC_ACQUIRE);
+
+      while (old < s->flushes &&
+             !__atomic_compare_exchange_n (&c->writes_flushed, &old,
+                                           s->flushes, false,
+                                           __ATOMIC_ACQ_REL,
+                                           __ATOMIC_ACQUIRE))
+        ;
+    }
+    break;
+  default:
+    break;
+  }
   return 1;                     /* retire the command */
 }
 
@@ -338,36 +360,41 @@ slot_send (struct child_cmd *cmd)
   uint32_t lflags = libnbd_flags (flags);
   int64_t r = -1;
 
+  struct nbd_handle *nbd;
+
   fanout_hold (f);
   /* The supervisor may be replacing a dead handle. */
   pthread_rwlock_rdlock (&c->nbd_lock);
+  nbd = type == OP_EXTENTS && c->meta ? c->meta : c->nbd;
   switch (type) {
   case OP_READ:
-    r = nbd_aio_pread (c->nbd, s->buf, count, offset, cb, 0);
+    r = nbd_aio_pread (nbd, s->buf, count, offset, cb, 0);
     break;
   case OP_WRITE:
-    r = nbd_aio_pwrite (c->nbd, wbuf, count, offset, cb,
+    r = nbd_aio_pwrite (nbd, wbuf, count, offset, cb,
                         lflags & LIBNBD_CMD_FLAG_FUA);
     break;
   case OP_ZERO:
     if (!(flags & NBDKIT_FLAG_MAY_TRIM))
       lflags |= LIBNBD_CMD_FLAG_NO_HOLE;
-    r = nbd_aio_zero (c->nbd, count, offset, cb,
+    r = nbd_aio_zero (nbd, count, offset, cb,
                       lflags & (LIBNBD_CMD_FLAG_FUA | LIBNBD_CMD_FLAG_NO_HOLE |
                                 LIBNBD_CMD_FLAG_FAST_ZERO));
     break;
   case OP_TRIM:
-    r = nbd_aio_trim (c->nbd, count, offset, cb,
+    r = nbd_aio_trim (nbd, count, offset, cb,
                       lflags & LIBNBD_CMD_FLAG_FUA);
     break;
   case OP_FLUSH:
-    r = nbd_aio_flush (c->nbd, cb, 0);
+    /* Covers the writes completed before it is sent. */
+    s->flushes = __atomic_load_n (&c->writes_done, __ATOMIC_ACQUIRE);
+    r = nbd_aio_flush (nbd, cb, 0);
     break;
   case OP_CACHE:
-    r = nbd_aio_cache (c->nbd, count, offset, cb, 0);
+    r = nbd_aio_cache (nbd, count, offset, cb, 0);
     break;
   case OP_EXTENTS:
-    r = nbd_aio_block_status (c->nbd, count, offset,
+    r = nbd_aio_block_status (nbd, count, offset,
                               (nbd_extent_callback) {
                                 .callback = slot_extent, .user_data = s,
                               },
@@ -377,7 +404,7 @@ slot_send (struct child_cmd *cmd)
 
   if (r == -1) {
     /* libnbd says EINVAL ("invalid state") for a dead connection. */
-    if (nbd_aio_is_dead (c->nbd) || nbd_aio_is_closed (c->nbd)) {
+    if (nbd_aio_is_dead (nbd) || nbd_aio_is_closed (nbd)) {
       s->err = ENOTCONN;
       child_check (c);
     }
@@ -389,7 +416,7 @@ slot_send (struct child_cmd *cmd)
                   op_name (type), nbd_get_error ());
   }
   else
-    child_kick (c);
+    child_kick (c, nbd);
   pthread_rwlock_unlock (&c->nbd_lock);
   fanout_release (f);
 }
@@ -408,6 +435,10 @@ slot_issue (struct slot *s, enum op_type type, const void *wbuf,
   fanout_get (f);
   fanout_pend (f);
 
+  /* Until libnbd says otherwise: a command it frees without completing
+   * (its handle closed under it) must not count as a success.
+   */
+  s->err = ENOTCONN;
   s->type = type;
   s->wbuf = wbuf;
   s->count = count;
@@ -966,16 +997,40 @@ quorum_extents (struct quorum_conn *conn, uint32_t count, uint64_t offset,
   size_t pos_i[VOTE_MAX_CHILDREN] = { 0 };
   uint64_t start_i[VOTE_MAX_CHILDREN];
   uint64_t end = offset + count, pos;
-  int errs[VOTE_MAX_CHILDREN];
+  int errs[VOTE_MAX_CHILDREN] = { 0 };
+  uint32_t mask = participants (OP_EXTENTS, offset, count), stale = 0;
   int r = -1;
 
-  f = fanout_run (conn, OP_EXTENTS, participants (OP_EXTENTS, offset, count),
-                  NULL, 0, NULL, count, offset, flags, err);
+  /* A child answering block status on a second connection sees the
+   * writes of its first only once they are flushed: flush those with
+   * writes completed since.  One whose flush fails has no vote.
+   */
+  for (i = 0; i < n; ++i) {
+    if ((mask & (UINT32_C (1) << i)) &&
+        child_meta_stale (&quorum_children[i]))
+      stale |= UINT32_C (1) << i;
+  }
+  if (stale) {
+    f = fanout_run (conn, OP_FLUSH, stale, NULL, 0, NULL, 0, 0, 0, err);
+    if (f == NULL)
+      return -1;
+    for (i = 0; i < n; ++i) {
+      if (f->slots[i].used && f->slots[i].err) {
+        errs[i] = f->slots[i].err;
+        mask &= ~(UINT32_C (1) << i);
+      }
+    }
+    fanout_put (f);
+  }
+
+  f = fanout_run (conn, OP_EXTENTS, mask, NULL, 0, NULL, count, offset,
+                  flags, err);
   if (f == NULL)
     return -1;
 
   for (i = 0; i < n; ++i) {
-    errs[i] = f->slots[i].used ? f->slots[i].err : 0;
+    if (f->slots[i].used)
+      errs[i] = f->slots[i].err;
     if (errs[i])
       report_bad (OP_EXTENTS, i, offset, count, errs[i]);
     else if (f->slots[i].used)

@@ -79,9 +79,15 @@ struct child {
    */
   pthread_rwlock_t nbd_lock;
   struct nbd_handle *nbd;       /* NULL for the local child */
-  int io_fd;                    /* nbd's socket, for the reactor */
-  bool serving;                 /* the reactor polls nbd (reactor_lock) */
-  bool io_stop;                 /* asks it to stop when nbd is idle */
+  /* Block status, when nbd was opened without structured replies (see
+   * child_open); else NULL and nbd answers it too.
+   */
+  struct nbd_handle *meta;
+  int io_fd, meta_fd;           /* their sockets, for the reactor */
+  bool serving;                 /* the reactor polls them (reactor_lock) */
+  bool io_stop;                 /* asks it to stop when they are idle */
+  bool io_lost;                 /* the reactor saw one die */
+  char io_why[160];             /* libnbd's reason, if it saw it */
   pthread_mutex_t submit_lock;  /* busy, handed */
   bool busy;                    /* a thread is queueing on or reading nbd */
   struct child_cmd *handed, **handed_tail;  /* for it to queue */
@@ -96,6 +102,12 @@ struct child {
 
   uint64_t *dirty;              /* bit per granule this child missed */
   uint64_t nr_dirty;            /* granules set, for a fast "clean" */
+
+  /* meta may not see a write done on nbd until a flush (multi-conn
+   * promises no more): writes completed on nbd, and how many of them
+   * the last successful flush covered (sent after them).
+   */
+  uint64_t writes_done, writes_flushed;
 };
 extern struct child *quorum_children;
 extern size_t quorum_nr_children;
@@ -124,8 +136,18 @@ extern void child_submit (struct child *c, struct child_cmd *cmd);
  * its connection is dead.
  */
 extern void child_check (struct child *c);
-/* Tell the reactor that a command was queued on c. */
-extern void child_kick (struct child *c);
+/* Tell the reactor that a command was queued on nbd, one of c's. */
+extern void child_kick (struct child *c, struct nbd_handle *nbd);
+/* True if meta needs a flush on nbd before it may answer block status
+ * for writes already completed.
+ */
+static inline bool
+child_meta_stale (struct child *c)
+{
+  return c->meta &&
+    __atomic_load_n (&c->writes_done, __ATOMIC_ACQUIRE) !=
+    __atomic_load_n (&c->writes_flushed, __ATOMIC_ACQUIRE);
+}
 /* Cut c's connection: libnbd then fails every command in flight on it. */
 extern void child_abort (struct child *c, const char *why);
 /* True for the filter's plugin, which is called in-process. */
