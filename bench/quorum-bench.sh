@@ -168,7 +168,10 @@ print_pass () {
   #           (the passthrough row's front CPU per unit, same run): a
   #           quorum front serves the same requests through the same
   #           nbdkit server code and sends them to three children, not
-  #           one, so this is what no nbdkit quorum front can beat;
+  #           one.  An estimate, not a proof: the quorum engine's own hop
+  #           is cheaper than nbdkit-nbd-plugin's (read-pattern=fifo,
+  #           one child: about 2/3 of the passthrough front's CPU per
+  #           4 KiB read, 2026-11-23), so a quorum front may come close to it;
   #   /qemu   either divided by QEMU's rate: the best plugin/qemu ratio
   #           this machine allows.
   # Meaningful where the cores are busy (QD32, sequential rows); at QD1

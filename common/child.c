@@ -816,7 +816,8 @@ child_supervisor (void *vp)
     old = c->nbd;
     old_meta = c->meta;
     c->nbd = nbd;
-    c->meta = meta;
+    /* child_meta_stale reads it without the lock. */
+    __atomic_store_n (&c->meta, meta, __ATOMIC_RELEASE);
     pthread_rwlock_unlock (&c->nbd_lock);
     /* Dead, or idle and cut: their commands were all retired. */
     close_handle (old, false);

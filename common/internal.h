@@ -144,7 +144,8 @@ extern void child_kick (struct child *c, struct nbd_handle *nbd);
 static inline bool
 child_meta_stale (struct child *c)
 {
-  return c->meta &&
+  /* Atomic: the supervisor may be replacing meta (under nbd_lock). */
+  return __atomic_load_n (&c->meta, __ATOMIC_ACQUIRE) &&
     __atomic_load_n (&c->writes_done, __ATOMIC_ACQUIRE) !=
     __atomic_load_n (&c->writes_flushed, __ATOMIC_ACQUIRE);
 }
