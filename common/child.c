@@ -93,6 +93,11 @@ static void
 stop_serving_locked (struct child *c)
 {
   c->serving = false;
+  if (c->io_fd >= 0)
+    close (c->io_fd);
+  if (c->meta_fd >= 0)
+    close (c->meta_fd);
+  c->io_fd = c->meta_fd = -1;
   pthread_cond_broadcast (&reactor_cond);
 }
 
@@ -150,9 +155,9 @@ lost_locked (struct child *c)
   bool first = !c->io_lost;
 
   c->io_lost = true;
-  if (c->meta && !handle_gone (c->nbd))
+  if (c->io_fd >= 0)
     shutdown (c->io_fd, SHUT_RDWR);
-  if (c->meta && !handle_gone (c->meta))
+  if (c->meta_fd >= 0)
     shutdown (c->meta_fd, SHUT_RDWR);
   return first;
 }
@@ -346,24 +351,18 @@ child_kick (struct child *c, struct nbd_handle *nbd)
 void
 child_abort (struct child *c, const char *why)
 {
-  int fd;
-
   nbdkit_error ("quorum: child %zu (%s): %s: disconnecting", c->index,
                 c->name, why);
   child_set_down (c, "timeout");
-  /* shutdown(2), not close(2): the descriptor stays libnbd's, and the
-   * reactor sees end of file, so libnbd retires every command.
+  /* shutdown(2): the reactor sees end of file, so libnbd retires every
+   * command.
    */
-  pthread_rwlock_rdlock (&c->nbd_lock);
-  fd = nbd_aio_get_fd (c->nbd);
-  if (fd >= 0)
-    shutdown (fd, SHUT_RDWR);
-  if (c->meta) {
-    fd = nbd_aio_get_fd (c->meta);
-    if (fd >= 0)
-      shutdown (fd, SHUT_RDWR);
-  }
-  pthread_rwlock_unlock (&c->nbd_lock);
+  pthread_mutex_lock (&reactor_lock);
+  if (c->io_fd >= 0)
+    shutdown (c->io_fd, SHUT_RDWR);
+  if (c->meta_fd >= 0)
+    shutdown (c->meta_fd, SHUT_RDWR);
+  pthread_mutex_unlock (&reactor_lock);
 }
 
 /* The dirty map. */
@@ -658,13 +657,26 @@ close_handle (struct nbd_handle *nbd, bool polite)
   nbd_close (nbd);
 }
 
-/* Hand c's handle to the reactor. */
+/* A descriptor of our own for nbd's socket: libnbd closes its own when
+ * the connection dies, in whichever thread sees that, and the number
+ * could be reused at once by any other open; ours is closed only when
+ * the reactor lets go.
+ */
+static int
+dup_fd (struct nbd_handle *nbd)
+{
+  int fd = nbd ? nbd_aio_get_fd (nbd) : -1;
+
+  return fd >= 0 ? fcntl (fd, F_DUPFD_CLOEXEC, 0) : -1;
+}
+
+/* Hand c's handles to the reactor. */
 static void
 child_start_io (struct child *c)
 {
   pthread_mutex_lock (&reactor_lock);
-  c->io_fd = nbd_aio_get_fd (c->nbd);
-  c->meta_fd = c->meta ? nbd_aio_get_fd (c->meta) : -1;
+  c->io_fd = dup_fd (c->nbd);
+  c->meta_fd = dup_fd (c->meta);
   c->io_stop = false;
   c->io_lost = false;
   c->io_why[0] = '\0';
