@@ -116,6 +116,8 @@ stop_children () {
 # over the named child servers; sets front_pid and front_uri.
 #   plugin       nbdkit quorum child=c0 child=c1 ...
 #   filter       nbdkit --filter=quorum nbd socket=c0 child=c1 ...
+#   filter-file  nbdkit --filter=quorum file c0.img child=c1 ... (child 0
+#                is the image itself, not a server: no hop)
 #   passthrough  nbdkit nbd socket=c0 (one forwarding hop, first child)
 #   qemu         qemu-nbd --image-opts driver=quorum,children.N...
 # Extra quorum parameters may be given in $front_args (an array).
@@ -132,6 +134,11 @@ start_front () {
       for c in "${@:2}"; do args+=("child=$(uri "$c")"); done
       nbdkit -P "$dir/front.pid" -U "$sock" --filter="$filter" \
              nbd socket="$dir/$1.sock" syslog=false \
+             "${args[@]}" "${front_args[@]}" ;;
+    filter-file)
+      for c in "${@:2}"; do args+=("child=$(uri "$c")"); done
+      nbdkit -P "$dir/front.pid" -U "$sock" --filter="$filter" \
+             file "$dir/$1.img" syslog=false \
              "${args[@]}" "${front_args[@]}" ;;
     passthrough)
       nbdkit -P "$dir/front.pid" -U "$sock" nbd socket="$dir/$1.sock" ;;

@@ -22,9 +22,12 @@
 #   quorum-fanout.sh 64M REPS SECONDS              delayed children
 #   quorum-scaling.sh SIZE REPS                    2/3/5 children x
 #                                                  4K..32M requests
+#   quorum-hop.sh SIZE REPS SECONDS                one hop's cost; the
+#                                                  filter with a local
+#                                                  plugin as child 0
 #   quorum-profile.sh SIZE SECONDS (--profile)     top symbols
 # Use a quiet machine: other load moves every figure.  A full run at
-# the defaults takes roughly 45 minutes on 2 cores.
+# the defaults takes roughly 50 minutes on 2 cores.
 
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -67,6 +70,7 @@ run quorum-bench.sh --pass=both "$size" "$reps" "$secs"
 run quorum-sparse.sh "$size" "$reps"
 run quorum-fanout.sh 64M "$reps" "$secs"
 run quorum-scaling.sh "$size" "$reps"
+run quorum-hop.sh "$size" "$reps" "$secs"
 $profile && run quorum-profile.sh "$size" "$secs"
 
 echo
