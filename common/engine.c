@@ -358,9 +358,8 @@ slot_send (struct child_cmd *cmd)
   uint32_t count = s->count, flags = s->flags;
   uint64_t offset = s->offset;
   uint32_t lflags = libnbd_flags (flags);
-  int64_t r = -1;
-
   struct nbd_handle *nbd;
+  int64_t r = -1;
 
   fanout_hold (f);
   /* The supervisor may be replacing a dead handle. */
