@@ -185,6 +185,18 @@ with open(path, 'wb') as f:
 EOF
 }
 
+# fio_iops URI RW DEPTH: IOPS of 4 KiB random RW (randread, randwrite)
+# at queue depth DEPTH for $secs seconds over $size, through fio's nbd
+# engine; fio's errors go to stderr if it fails.
+fio_iops () {
+  fio --name=q --ioengine=nbd --uri="$1" --rw="$2" --bs=4k \
+      --iodepth="$3" --runtime="$secs" --time_based \
+      --size="$size" --randrepeat=1 --buffer_pattern=0x5a5aa5a5 \
+      --output-format=json 2>"$dir/fio.err" |
+    python3 -c "import json,sys; s=sys.stdin.read(); j=json.loads(s[s.index('{'):])['jobs'][0]; print('%.0f' % (j['read']['iops'] + j['write']['iops']))" ||
+    { cat "$dir/fio.err" >&2; return 1; }
+}
+
 # allocated_mib FILE: what the file really occupies.
 allocated_mib () { du -k "$1" | awk '{printf "%.1f", $1 / 1024}'; }
 

@@ -61,13 +61,7 @@ run_workload () {
       t0=$(now); nbdcopy "$dir/src.img" "$uri"; t1=$(now)
       mib_per_s "$img_bytes" "$t0" "$t1" ;;
     randread-qd1|randread-qd32|randwrite-qd1|randwrite-qd32)
-      local rw=${w%-qd*} qd=${w#*-qd}
-      fio --name=q --ioengine=nbd --uri="$uri" --rw="$rw" --bs=4k \
-          --iodepth="$qd" --runtime="$secs" --time_based \
-          --size="$size" --randrepeat=1 --buffer_pattern=0x5a5aa5a5 \
-          --output-format=json 2>"$dir/fio.err" |
-        python3 -c "import json,sys; s=sys.stdin.read(); j=json.loads(s[s.index('{'):])['jobs'][0]; print('%.0f' % (j['read']['iops'] + j['write']['iops']))" ||
-        { cat "$dir/fio.err" >&2; return 1; } ;;
+      fio_iops "$uri" "${w%-qd*}" "${w#*-qd}" ;;
   esac
 }
 

@@ -43,15 +43,6 @@ rows=(passthrough plugin-1 plugin filter filter-file)
 workloads=(randread randwrite)
 declare -A iops us
 
-# fio_iops URI RW: IOPS of 4 KiB random RW at depth 32.
-fio_iops () {
-  fio --name=q --ioengine=nbd --uri="$1" --rw="$2" --bs=4k --iodepth=32 \
-      --runtime="$secs" --time_based --size="$size" --randrepeat=1 \
-      --output-format=json 2>"$dir/fio.err" |
-    python3 -c "import json,sys; s=sys.stdin.read(); j=json.loads(s[s.index('{'):])['jobs'][0]; print('%.0f' % (j['read']['iops'] + j['write']['iops']))" ||
-    { cat "$dir/fio.err" >&2; return 1; }
-}
-
 echo "nbdkit-quorum hop cost: size=$size reps=$reps fio=${secs}s QD32 4 KiB $(date -u +%Y-%m-%d) $(nproc) cores"
 for w in "${workloads[@]}"; do
   for r in "${rows[@]}"; do : > "$dir/$w.$r"; : > "$dir/$w.$r.us"; done
@@ -64,7 +55,7 @@ for w in "${workloads[@]}"; do
         *) start_front "$r" c0 c1 c2 ;;
       esac
       c0=$(cpu_ticks "$front_pid")
-      n=$(fio_iops "$front_uri" "$w")
+      n=$(fio_iops "$front_uri" "$w" 32)
       c1=$(cpu_ticks "$front_pid")
       stop_front
       echo "$n" >> "$dir/$w.$r"

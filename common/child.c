@@ -338,9 +338,8 @@ child_submit (struct child *c, struct child_cmd *cmd)
 }
 
 void
-child_kick (struct child *c, struct nbd_handle *nbd)
+child_kick (struct nbd_handle *nbd)
 {
-  (void) c;
   /* Only needed when libnbd could not send everything at once: the
    * reactor may be polling this socket for input only.
    */

@@ -415,7 +415,7 @@ slot_send (struct child_cmd *cmd)
                   op_name (type), nbd_get_error ());
   }
   else
-    child_kick (c, nbd);
+    child_kick (nbd);
   pthread_rwlock_unlock (&c->nbd_lock);
   fanout_release (f);
 }

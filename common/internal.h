@@ -136,8 +136,8 @@ extern void child_submit (struct child *c, struct child_cmd *cmd);
  * its connection is dead.
  */
 extern void child_check (struct child *c);
-/* Tell the reactor that a command was queued on nbd, one of c's. */
-extern void child_kick (struct child *c, struct nbd_handle *nbd);
+/* Tell the reactor that a command was queued on nbd (a child's). */
+extern void child_kick (struct nbd_handle *nbd);
 /* True if meta needs a flush on nbd before it may answer block status
  * for writes already completed.
  */
