@@ -200,7 +200,10 @@ fio_iops () {
 # allocated_mib FILE: what the file really occupies.
 allocated_mib () { du -k "$1" | awk '{printf "%.1f", $1 / 1024}'; }
 
+# cpu_ticks PID: user + system CPU ticks; sys_ticks PID: system only
+# (the kernel's work for the process's system calls).
 cpu_ticks () { awk '{print $14 + $15}' "/proc/$1/stat"; }
+sys_ticks () { awk '{print $15}' "/proc/$1/stat"; }
 hwm_kb () { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 # client_seconds VAR: set VAR to the CPU seconds (user + system) of
 # every process this shell has waited for so far (clients run in

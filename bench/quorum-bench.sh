@@ -81,7 +81,7 @@ run_limit () {
 
 workloads=(seqread seqread-1conn randread-qd1 randread-qd32 seqwrite randwrite-qd1 randwrite-qd32)
 fronts=(qemu filter plugin passthrough limit)
-declare -A val cpu rss cpuch cpucl
+declare -A val cpu cpusys rss cpuch cpucl
 hz=$(getconf CLK_TCK)
 
 # One pass: every workload on every front, children with or without
@@ -96,7 +96,7 @@ run_pass () {
   for w in "${workloads[@]}"; do
     for f in "${fronts[@]}"; do
       : > "$dir/$w.$f"; : > "$dir/$w.$f.cpu"
-      : > "$dir/$w.$f.cpuch"; : > "$dir/$w.$f.cpucl"
+      : > "$dir/$w.$f.cpuch"; : > "$dir/$w.$f.cpucl"; : > "$dir/$w.$f.cpusys"
     done
     for _ in $(seq "$reps"); do
       # Rows interleaved within each repetition: ratios share a window.
@@ -106,10 +106,13 @@ run_pass () {
           continue
         fi
         start_front "$f" c0 c1 c2
-        c0=$(cpu_ticks "$front_pid"); k0=$(children_ticks); client_seconds l0
+        c0=$(cpu_ticks "$front_pid"); s0=$(sys_ticks "$front_pid")
+        k0=$(children_ticks); client_seconds l0
         run_workload "$w" "$front_uri" >> "$dir/$w.$f"
-        c1=$(cpu_ticks "$front_pid"); k1=$(children_ticks); client_seconds l1
+        c1=$(cpu_ticks "$front_pid"); s1=$(sys_ticks "$front_pid")
+        k1=$(children_ticks); client_seconds l1
         echo $((c1 - c0)) >> "$dir/$w.$f.cpu"
+        echo $((s1 - s0)) >> "$dir/$w.$f.cpusys"
         echo $((k1 - k0)) >> "$dir/$w.$f.cpuch"
         echo "$l1 - $l0" | bc -l >> "$dir/$w.$f.cpucl"
         h=$(hwm_kb "$front_pid")
@@ -120,6 +123,7 @@ run_pass () {
     for f in "${fronts[@]}"; do
       val[$pass.$w.$f]=$(median < "$dir/$w.$f")
       cpu[$pass.$w.$f]=$( [ -s "$dir/$w.$f.cpu" ] && median < "$dir/$w.$f.cpu" || echo -)
+      cpusys[$pass.$w.$f]=$( [ -s "$dir/$w.$f.cpusys" ] && median < "$dir/$w.$f.cpusys" || echo -)
       cpuch[$pass.$w.$f]=$( [ -s "$dir/$w.$f.cpuch" ] && median < "$dir/$w.$f.cpuch" || echo -)
       cpucl[$pass.$w.$f]=$( [ -s "$dir/$w.$f.cpucl" ] && median < "$dir/$w.$f.cpucl" || echo -)
     done
@@ -166,21 +170,28 @@ print_pass () {
   #           is cheaper than nbdkit-nbd-plugin's (read-pattern=fifo,
   #           one child: about 2/3 of the passthrough front's CPU per
   #           4 KiB read, 2026-11-23), so a quorum front may come close to it;
-  #   /qemu   either divided by QEMU's rate: the best plugin/qemu ratio
-  #           this machine allows.
+  #   boundK  the rate if this front's user-space code (ours, libnbd's,
+  #           nbdkit's, QEMU's, the C library's) cost nothing and only
+  #           the kernel's work for its system calls remained: cores /
+  #           (children + client + front system time) per unit.  What
+  #           this front's way of moving the data allows;
+  #   /qemu   each divided by QEMU's rate: the best plugin/qemu ratio
+  #           that bound allows.
   # Meaningful where the cores are busy (QD32, sequential rows); at QD1
   # latency bounds the rate, and fio spins while it waits.
   printf '\nCPU per unit (random rows: us per request; sequential rows: s per GiB), median runs\n'
-  printf '%-15s %-7s %8s %9s %8s %9s %9s %9s %9s\n' workload front front children client bound0 /qemu bound1 /qemu
+  printf '%-15s %-7s %8s %8s %9s %8s %9s %6s %9s %6s %9s %6s\n' \
+         workload front front sys children client bound0 /qemu bound1 /qemu boundK /qemu
   for w in "${workloads[@]}"; do
     for f in qemu plugin; do
       python3 - "$w" "$f" "$hz" "$img_bytes" "$secs" "$(nproc)" \
                 "${val[$pass.$w.qemu]}" \
                 "${val[$pass.$w.$f]}" "${cpu[$pass.$w.$f]}" \
+                "${cpusys[$pass.$w.$f]}" \
                 "${cpuch[$pass.$w.$f]}" "${cpucl[$pass.$w.$f]}" \
                 "${val[$pass.$w.passthrough]}" "${cpu[$pass.$w.passthrough]}" <<'PY'
 import sys
-w, f, hz, size, secs, cores, qemu, rate, fr, ch, cl, prate, pfr = sys.argv[1:]
+w, f, hz, size, secs, cores, qemu, rate, fr, fs, ch, cl, prate, pfr = sys.argv[1:]
 seq = w.startswith("seq")
 def units(rate):
     # GiB moved by a sequential row, requests served by a random one
@@ -188,7 +199,8 @@ def units(rate):
 try:
     hz, cores, qemu = float(hz), int(cores), float(qemu)
     u = units(rate)
-    fr, ch, cl = float(fr) / hz / u, float(ch) / hz / u, float(cl) / u
+    fr, fs = float(fr) / hz / u, float(fs) / hz / u
+    ch, cl = float(ch) / hz / u, float(cl) / u
     hop = float(pfr) / hz / units(prate)
 except (ValueError, ZeroDivisionError):
     print("%-15s %-7s %8s" % (w, f, "-")); sys.exit(0)
@@ -196,9 +208,11 @@ scale = 1.0 if seq else 1e6
 per_s = 1024.0 if seq else 1.0          # MiB/s or IOPS
 b0 = cores / (ch + cl) * per_s
 b1 = cores / (ch + cl + hop) * per_s
-fmt = "%8.2f %9.2f %8.2f" if seq else "%8.1f %9.1f %8.1f"
-print(("%-15s %-7s " + fmt + " %9.0f %9.2f %9.0f %9.2f") %
-      (w, f, fr * scale, ch * scale, cl * scale, b0, b0 / qemu, b1, b1 / qemu))
+bk = cores / (ch + cl + fs) * per_s
+fmt = "%8.2f %8.2f %9.2f %8.2f" if seq else "%8.1f %8.1f %9.1f %8.1f"
+print(("%-15s %-7s " + fmt + " %9.0f %6.2f %9.0f %6.2f %9.0f %6.2f") %
+      (w, f, fr * scale, fs * scale, ch * scale, cl * scale,
+       b0, b0 / qemu, b1, b1 / qemu, bk, bk / qemu))
 PY
     done
   done
