@@ -44,6 +44,17 @@ child_get_state (struct child *c)
   return __atomic_load_n (&c->state, __ATOMIC_ACQUIRE);
 }
 
+/* What child c offers, in *caps; false while it has never been
+ * reached (unreachable since start-up).
+ */
+bool
+child_known_caps (struct child *c, struct quorum_caps *caps)
+{
+  SCOPED_LOCK (&c->state_lock);
+  *caps = c->caps;
+  return c->caps_known;
+}
+
 /* Called with state_lock held. */
 static void
 set_state_locked (struct child *c, enum child_state state)
@@ -88,15 +99,28 @@ reactor_kick (void)
   (void) r;           /* a full pipe already wakes the reactor */
 }
 
-/* Called with reactor_lock held. */
+/* Called with reactor_lock held.  Unless nbdkit is unloading (the
+ * handles are then closed politely), a handle that is no longer read
+ * is cut first: a request thread that saw the child up a moment ago
+ * may still queue a command on it, and must see it fail at once rather
+ * than wait for a reply nobody reads.
+ */
 static void
 stop_serving_locked (struct child *c)
 {
+  bool cut = !__atomic_load_n (&c->quit, __ATOMIC_ACQUIRE);
+
   c->serving = false;
-  if (c->io_fd >= 0)
+  if (c->io_fd >= 0) {
+    if (cut)
+      shutdown (c->io_fd, SHUT_RDWR);
     close (c->io_fd);
-  if (c->meta_fd >= 0)
+  }
+  if (c->meta_fd >= 0) {
+    if (cut)
+      shutdown (c->meta_fd, SHUT_RDWR);
     close (c->meta_fd);
+  }
   c->io_fd = c->meta_fd = -1;
   pthread_cond_broadcast (&reactor_cond);
 }
@@ -352,15 +376,20 @@ child_abort (struct child *c, const char *why)
 {
   nbdkit_error ("quorum: child %zu (%s): %s: disconnecting", c->index,
                 c->name, why);
-  child_set_down (c, "timeout");
   /* shutdown(2): the reactor sees end of file, so libnbd retires every
-   * command.
+   * command, and a command queued from now on fails at once.  Cut
+   * before marking the child down: once it is down the supervisor has
+   * the reactor let go of an idle handle, and a handle nobody reads
+   * must not be left able to take a command.  Both under reactor_lock,
+   * so that the reactor cannot report the end of file as a lost
+   * connection first.
    */
   pthread_mutex_lock (&reactor_lock);
   if (c->io_fd >= 0)
     shutdown (c->io_fd, SHUT_RDWR);
   if (c->meta_fd >= 0)
     shutdown (c->meta_fd, SHUT_RDWR);
+  child_set_down (c, "timeout");
   pthread_mutex_unlock (&reactor_lock);
 }
 
@@ -743,7 +772,8 @@ child_resync (struct child *c)
   for (g = 0; g < nr_granules; ) {
     uint64_t run = 0, offset, count;
 
-    if (child_get_state (c) == CHILD_DOWN || c->quit)
+    if (child_get_state (c) == CHILD_DOWN ||
+        __atomic_load_n (&c->quit, __ATOMIC_ACQUIRE))
       return -1;
     if (!(__atomic_load_n (&c->dirty[g >> 6], __ATOMIC_ACQUIRE) &
           (UINT64_C (1) << (g & 63)))) {
@@ -857,8 +887,11 @@ child_supervisor (void *vp)
     /* Dead, or idle and cut: their commands were all retired. */
     close_handle (old, false);
     close_handle (old_meta, false);
+    /* Client connections being opened read them (child_known_caps). */
+    pthread_mutex_lock (&c->state_lock);
     c->caps = caps;
     c->caps_known = true;
+    pthread_mutex_unlock (&c->state_lock);
     child_start_io (c);
 
     pthread_mutex_lock (&c->state_lock);
@@ -1080,7 +1113,7 @@ child_disconnect_all (void)
 
     if (c->supervisor_running) {
       pthread_mutex_lock (&c->state_lock);
-      c->quit = true;
+      __atomic_store_n (&c->quit, true, __ATOMIC_RELEASE);
       pthread_cond_broadcast (&c->state_cond);
       pthread_mutex_unlock (&c->state_lock);
       close (c->quit_pipe[1]);  /* interrupts a handshake */

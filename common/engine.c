@@ -1263,17 +1263,18 @@ quorum_conn_init (struct quorum_conn *conn,
 
   q.size = -1;
   for (i = 0; i < quorum_nr_children; ++i) {
-    const struct quorum_caps *c =
-      child_is_local (&quorum_children[i]) ? local_caps
-      : &quorum_children[i].caps;
+    struct quorum_caps remote;
+    const struct quorum_caps *c = local_caps;
 
-    assert (c);
     /* A child unreachable since start-up says nothing; it must offer
      * the same as the others to rejoin.
      */
-    if (!child_is_local (&quorum_children[i]) &&
-        !quorum_children[i].caps_known)
-      continue;
+    if (!child_is_local (&quorum_children[i])) {
+      if (!child_known_caps (&quorum_children[i], &remote))
+        continue;
+      c = &remote;
+    }
+    assert (c);
     if (q.size == -1)
       q.size = c->size;
     else if (c->size != q.size) {

@@ -158,6 +158,7 @@ child_is_local (const struct child *c)
   return c->uri == NULL && c->command == NULL;
 }
 extern enum child_state child_get_state (struct child *c);
+extern bool child_known_caps (struct child *c, struct quorum_caps *caps);
 /* Regions a child missed: mark every granule touched, clear only the
  * granules a write covered entirely, test whether any is touched.
  */
