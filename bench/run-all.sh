@@ -27,7 +27,7 @@
 #                                                  plugin as child 0
 #   quorum-profile.sh SIZE SECONDS (--profile)     top symbols
 # Use a quiet machine: other load moves every figure.  A full run at
-# the defaults takes roughly 50 minutes on 2 cores.
+# the defaults takes roughly 55 minutes on 2 cores.
 
 set -u
 cd "$(dirname "$0")/.." || exit 1
