@@ -99,6 +99,19 @@ reactor_kick (void)
   (void) r;           /* a full pipe already wakes the reactor */
 }
 
+/* Called with reactor_lock held: shutdown(2) c's sockets.  libnbd
+ * then sees end of file (the reactor reads it and retires every
+ * command), and fails at once any command queued from now on.
+ */
+static void
+cut_locked (struct child *c)
+{
+  if (c->io_fd >= 0)
+    shutdown (c->io_fd, SHUT_RDWR);
+  if (c->meta_fd >= 0)
+    shutdown (c->meta_fd, SHUT_RDWR);
+}
+
 /* Called with reactor_lock held.  Unless nbdkit is unloading (the
  * handles are then closed politely), a handle that is no longer read
  * is cut first: a request thread that saw the child up a moment ago
@@ -108,19 +121,13 @@ reactor_kick (void)
 static void
 stop_serving_locked (struct child *c)
 {
-  bool cut = !__atomic_load_n (&c->quit, __ATOMIC_ACQUIRE);
-
+  if (!__atomic_load_n (&c->quit, __ATOMIC_ACQUIRE))
+    cut_locked (c);
   c->serving = false;
-  if (c->io_fd >= 0) {
-    if (cut)
-      shutdown (c->io_fd, SHUT_RDWR);
+  if (c->io_fd >= 0)
     close (c->io_fd);
-  }
-  if (c->meta_fd >= 0) {
-    if (cut)
-      shutdown (c->meta_fd, SHUT_RDWR);
+  if (c->meta_fd >= 0)
     close (c->meta_fd);
-  }
   c->io_fd = c->meta_fd = -1;
   pthread_cond_broadcast (&reactor_cond);
 }
@@ -159,15 +166,6 @@ child_lost (struct child *c, const char *msg)
   child_set_down (c, "connection-lost");
 }
 
-/* libnbd fails every command on a handle that dies, and refuses new
- * ones.  (These two calls take no lock.)
- */
-static bool
-handle_gone (struct nbd_handle *nbd)
-{
-  return nbd_aio_is_dead (nbd) || nbd_aio_is_closed (nbd);
-}
-
 /* Called with reactor_lock held, when a handle of c died.  Cut the
  * other one too, so that its commands fail at once rather than wait for
  * the supervisor; the reactor stops serving c when both are gone.
@@ -179,10 +177,7 @@ lost_locked (struct child *c)
   bool first = !c->io_lost;
 
   c->io_lost = true;
-  if (c->io_fd >= 0)
-    shutdown (c->io_fd, SHUT_RDWR);
-  if (c->meta_fd >= 0)
-    shutdown (c->meta_fd, SHUT_RDWR);
+  cut_locked (c);
   return first;
 }
 
@@ -190,13 +185,13 @@ lost_locked (struct child *c)
 static bool
 idle_locked (struct child *c)
 {
-  bool gone = handle_gone (c->nbd) && (!c->meta || handle_gone (c->meta));
+  bool gone = child_handle_gone (c->nbd) && (!c->meta || child_handle_gone (c->meta));
 
   if (gone)
     return true;
   /* After a timeout the supervisor asks us to stop as soon as the child
-   * is down, while child_abort is still shutting the sockets down:
-   * carry on until libnbd has seen the end of file and retired every
+   * is down, when child_abort has cut the sockets but libnbd may not
+   * have read the end of file yet: carry on until it has retired every
    * command, or requests waiting for them would wait until the child is
    * reconnected.
    */
@@ -231,7 +226,7 @@ watch_add (struct pollfd *fds, struct watch *w, size_t n, struct child *c,
 {
   unsigned dir;
 
-  if (handle_gone (nbd))
+  if (child_handle_gone (nbd))
     return n;
   dir = nbd_aio_get_direction (nbd);
   fds[n].fd = fd;
@@ -265,7 +260,7 @@ reactor_thread (void *vp)
       /* A handle died: a reply said so, or a request thread found its
        * socket broken.
        */
-      if ((handle_gone (c->nbd) || (c->meta && handle_gone (c->meta))) &&
+      if ((child_handle_gone (c->nbd) || (c->meta && child_handle_gone (c->meta))) &&
           lost_locked (c))
         lost[nr_lost++] = c;
       if (idle_locked (c)) {
@@ -376,19 +371,14 @@ child_abort (struct child *c, const char *why)
 {
   nbdkit_error ("quorum: child %zu (%s): %s: disconnecting", c->index,
                 c->name, why);
-  /* shutdown(2): the reactor sees end of file, so libnbd retires every
-   * command, and a command queued from now on fails at once.  Cut
-   * before marking the child down: once it is down the supervisor has
-   * the reactor let go of an idle handle, and a handle nobody reads
+  /* Cut before marking the child down: once it is down the supervisor
+   * has the reactor let go of an idle handle, and a handle nobody reads
    * must not be left able to take a command.  Both under reactor_lock,
    * so that the reactor cannot report the end of file as a lost
    * connection first.
    */
   pthread_mutex_lock (&reactor_lock);
-  if (c->io_fd >= 0)
-    shutdown (c->io_fd, SHUT_RDWR);
-  if (c->meta_fd >= 0)
-    shutdown (c->meta_fd, SHUT_RDWR);
+  cut_locked (c);
   child_set_down (c, "timeout");
   pthread_mutex_unlock (&reactor_lock);
 }

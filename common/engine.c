@@ -157,6 +157,25 @@ fanout_unpend (struct fanout *f)
     sem_post (&f->done);
 }
 
+/* One reference and one pending count more on f, and back: for each
+ * command until libnbd frees it, and around the call that queues one,
+ * so that the request sees the errno of a command libnbd refused (and
+ * freed inside the call).
+ */
+static void
+fanout_hold (struct fanout *f)
+{
+  fanout_get (f);
+  fanout_pend (f);
+}
+
+static void
+fanout_release (struct fanout *f)
+{
+  fanout_unpend (f);
+  fanout_put (f);
+}
+
 /* Sleep until done is posted, or the deadline if there is one; false
  * if the deadline passed.
  */
@@ -220,16 +239,12 @@ fanout_wait (struct fanout *f, const struct timespec *start)
   /* Every command is issued: drop the issuing count. */
   fanout_unpend (f);
   if (!fanout_sleep (f, quorum_child_timeout ? &deadline : NULL)) {
-    bool late[VOTE_MAX_CHILDREN] = { false };
-
-    for (i = 0; i < quorum_nr_children; ++i) {
-      if (__atomic_load_n (&f->slots[i].pending, __ATOMIC_ACQUIRE)) {
+    /* Who is late, all at one moment; then cut them. */
+    for (i = 0; i < quorum_nr_children; ++i)
+      if (__atomic_load_n (&f->slots[i].pending, __ATOMIC_ACQUIRE))
         f->slots[i].timed_out = true;
-        late[i] = true;
-      }
-    }
     for (i = 0; i < quorum_nr_children; ++i) {
-      if (late[i]) {
+      if (f->slots[i].timed_out) {
         char why[64];
 
         snprintf (why, sizeof why, "no reply within child-timeout=%u",
@@ -284,25 +299,7 @@ slot_free (void *vp)
   struct fanout *f = s->f;
 
   __atomic_store_n (&s->pending, false, __ATOMIC_RELEASE);
-  fanout_unpend (f);
-  fanout_put (f);
-}
-
-/* Hold f while a command is being queued, so that the request sees
- * the errno of a command libnbd refused (and freed inside the call).
- */
-static void
-fanout_hold (struct fanout *f)
-{
-  fanout_get (f);
-  fanout_pend (f);
-}
-
-static void
-fanout_release (struct fanout *f)
-{
-  fanout_unpend (f);
-  fanout_put (f);
+  fanout_release (f);
 }
 
 /* libnbd: block status for a remote child, appended to its slot. */
@@ -403,7 +400,7 @@ slot_send (struct child_cmd *cmd)
 
   if (r == -1) {
     /* libnbd says EINVAL ("invalid state") for a dead connection. */
-    if (nbd_aio_is_dead (nbd) || nbd_aio_is_closed (nbd)) {
+    if (child_handle_gone (nbd)) {
       s->err = ENOTCONN;
       child_check (c);
     }
@@ -431,8 +428,7 @@ slot_issue (struct slot *s, enum op_type type, const void *wbuf,
    * call when queueing fails.
    */
   __atomic_store_n (&s->pending, true, __ATOMIC_RELAXED);
-  fanout_get (f);
-  fanout_pend (f);
+  fanout_hold (f);
 
   /* Until libnbd says otherwise: a command it frees without completing
    * (its handle closed under it) must not count as a success.

@@ -149,6 +149,14 @@ child_meta_stale (struct child *c)
     __atomic_load_n (&c->writes_done, __ATOMIC_ACQUIRE) !=
     __atomic_load_n (&c->writes_flushed, __ATOMIC_ACQUIRE);
 }
+/* libnbd fails every command on a handle that dies, and refuses new
+ * ones.  (These two calls take no lock.)
+ */
+static inline bool
+child_handle_gone (struct nbd_handle *nbd)
+{
+  return nbd_aio_is_dead (nbd) || nbd_aio_is_closed (nbd);
+}
 /* Cut c's connection: libnbd then fails every command in flight on it. */
 extern void child_abort (struct child *c, const char *why);
 /* True for the filter's plugin, which is called in-process. */
