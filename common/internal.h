@@ -191,6 +191,21 @@ extern char *uri_redact (const char *uri);
  * encoded like a URI's bytes.
  */
 extern char *command_name (const char *command);
+/* msg with c's secrets removed, for any message that may quote c's
+ * URI or a libnbd error about it: the URI as given becomes c's name,
+ * and every secret of it (the password, the value of every query key
+ * not known to be harmless), as given or percent-decoded, "***".  A
+ * child-command's messages are returned as they are.  NULL only on
+ * ENOMEM: then print nothing of msg.
+ */
+extern char *child_redact (const struct child *c, const char *msg);
+/* What identifies the disk uri names, to refuse a child given twice:
+ * the transport, the host and port (default 10809) or the socket
+ * (through realpath(3) if it exists), and the export name; not the
+ * user, the TLS settings or the order of the query.  Equal strings,
+ * same disk.  NULL on ENOMEM.
+ */
+extern char *uri_disk (const char *uri);
 
 /* report.c */
 extern char *quorum_report_file;        /* report=FILE, or NULL */

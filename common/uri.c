@@ -9,10 +9,16 @@
  * harmless keep their values.  Bytes that would break a one-line
  * key=value report (spaces, quotes, control characters, non-ASCII) are
  * percent-encoded.
+ *
+ * The same parse of a URI also removes its secrets from any message
+ * (libnbd's errors quote the URI as given, and the key file's path as
+ * decoded), and says which disk it names, to refuse duplicates.
  */
 
 #include <config.h>
 
+#include <ctype.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,9 +26,12 @@
 
 #include "internal.h"
 
+/* Query keys whose values are printed.  Everything else, known to
+ * libnbd or not, may be a secret or a path to one (tls-psk-file,
+ * tls-certificates, whatever a later libnbd adds): its value is not.
+ */
 static const char *const public_keys[] = {
-  "socket", "tls", "tls-hostname", "tls-verify-peer", "tls-username",
-  "tls-certificates", NULL
+  "socket", "tls", "tls-hostname", "tls-verify-peer", "tls-username", NULL
 };
 
 static bool
@@ -35,6 +44,100 @@ is_public_key (const char *key, size_t len)
         strncmp (public_keys[i], key, len) == 0)
       return true;
   return false;
+}
+
+/* A URI cut into pieces, each [start, end) of the string; a piece is
+ * absent if start is NULL.  Only what the name, the secrets and the
+ * disk need: scheme://[user[:password]@]host[:port][/path][?query]
+ * (and the fragment, ignored).  The user information ends at the last
+ * '@' of the authority, which ends at the first '/' or '?': a password
+ * may hold '@' or ':', never '/', '?' or '#'.
+ */
+struct uri_parts {
+  const char *scheme, *scheme_end;
+  const char *authority;        /* after "://" */
+  const char *user, *user_end;  /* before ':' or '@' */
+  const char *password, *password_end;
+  const char *host, *host_end;  /* host[:port] */
+  const char *path, *path_end;
+  const char *query, *query_end; /* after '?' */
+  const char *end;              /* at the fragment or the final NUL */
+};
+
+static void
+uri_split (const char *uri, struct uri_parts *p)
+{
+  const char *qmark, *sep, *slash, *at, *colon, *before_query;
+
+  memset (p, 0, sizeof *p);
+  p->end = strchr (uri, '#');
+  if (p->end == NULL)
+    p->end = uri + strlen (uri);
+  qmark = memchr (uri, '?', p->end - uri);
+  before_query = qmark ? qmark : p->end;
+  if (qmark) {
+    p->query = qmark + 1;
+    p->query_end = p->end;
+  }
+
+  sep = strstr (uri, "://");
+  if (sep == NULL || sep >= before_query) {
+    p->path = uri;              /* no authority: all of it */
+    p->path_end = before_query;
+    return;
+  }
+  p->scheme = uri;
+  p->scheme_end = sep;
+  p->authority = sep + 3;
+  slash = memchr (p->authority, '/', before_query - p->authority);
+  if (slash == NULL)
+    slash = before_query;
+  p->path = slash;
+  p->path_end = before_query;
+
+  at = NULL;
+  for (colon = p->authority; colon < slash; ++colon)
+    if (*colon == '@')
+      at = colon;
+  p->host = at ? at + 1 : p->authority;
+  p->host_end = slash;
+  if (at) {
+    p->user = p->authority;
+    colon = memchr (p->authority, ':', at - p->authority);
+    p->user_end = colon ? colon : at;
+    if (colon) {
+      p->password = colon + 1;
+      p->password_end = at;
+    }
+  }
+}
+
+/* Call fn for each key=value of the query, in order. */
+static void
+query_each (const struct uri_parts *p,
+            void (*fn) (const char *key, size_t klen, const char *value,
+                        size_t vlen, void *opaque),
+            void *opaque)
+{
+  const char *q = p->query;
+
+  if (q == NULL)
+    return;
+  while (q <= p->query_end) {
+    const char *amp = memchr (q, '&', p->query_end - q);
+    const char *item_end = amp ? amp : p->query_end;
+    const char *eq = memchr (q, '=', item_end - q);
+
+    if (item_end > q) {
+      if (eq)
+        fn (q, eq - q, eq + 1, item_end - eq - 1, opaque);
+      else
+        fn (q, item_end - q, NULL, 0, opaque);
+    }
+    if (amp == NULL)
+      break;
+    q = amp + 1;
+  }
 }
 
 static void
@@ -55,76 +158,70 @@ put_bytes (FILE *fp, const char *s, size_t len)
     put_byte (fp, s[i]);
 }
 
+/* Close a memory stream of *ret, which it then holds: NULL on error. */
+static char *
+close_stream (FILE *fp, char **ret)
+{
+  if (fclose (fp) == EOF) {
+    free (*ret);
+    return NULL;
+  }
+  return *ret;
+}
+
+struct redact_query {
+  FILE *fp;
+  bool first;
+};
+
+static void
+redact_item (const char *key, size_t klen, const char *value, size_t vlen,
+             void *opaque)
+{
+  struct redact_query *rq = opaque;
+
+  if (!rq->first)
+    fputc ('&', rq->fp);
+  rq->first = false;
+  put_bytes (rq->fp, key, klen);
+  if (value == NULL)
+    return;
+  fputc ('=', rq->fp);
+  if (is_public_key (key, klen))
+    put_bytes (rq->fp, value, vlen);
+  else
+    fputs ("***", rq->fp);
+}
+
 char *
 uri_redact (const char *uri)
 {
   char *ret = NULL;
   size_t size = 0;
   FILE *fp;
-  const char *p, *authority, *at, *query, *fragment, *end;
+  struct uri_parts p;
+  const char *from = uri;
 
   fp = open_memstream (&ret, &size);
   if (fp == NULL)
     return NULL;
+  uri_split (uri, &p);
 
-  end = uri + strlen (uri);
-  fragment = strchr (uri, '#');
-  if (fragment)
-    end = fragment;
-  query = memchr (uri, '?', end - uri);
-  p = uri;
-
-  /* scheme://[user[:password]@]host... : drop the password. */
-  authority = strstr (uri, "://");
-  if (authority && (query == NULL || authority < query)) {
-    const char *slash;
-
-    authority += 3;
-    put_bytes (fp, p, authority - p);
-    p = authority;
-    slash = strchr (authority, '/');
-    if (slash == NULL || (query && query < slash))
-      slash = query ? query : end;
-    at = memchr (authority, '@', slash - authority);
-    if (at) {
-      const char *colon = memchr (authority, ':', at - authority);
-
-      if (colon) {
-        put_bytes (fp, authority, colon - authority);
-        fputs (":***", fp);
-        p = at;
-      }
-    }
+  if (p.password) {
+    put_bytes (fp, uri, p.user_end - uri);
+    fputs (":***", fp);
+    from = p.password_end;      /* the '@' */
   }
-  put_bytes (fp, p, (query ? query : end) - p);
+  put_bytes (fp, from, p.path_end - from);
 
-  if (query) {
-    const char *q = query + 1;
+  if (p.query) {
+    struct redact_query rq = { .fp = fp, .first = true };
 
     fputc ('?', fp);
-    while (q < end) {
-      const char *amp = memchr (q, '&', end - q);
-      const char *item_end = amp ? amp : end;
-      const char *eq = memchr (q, '=', item_end - q);
-
-      if (eq == NULL || is_public_key (q, eq - q))
-        put_bytes (fp, q, item_end - q);
-      else {
-        put_bytes (fp, q, eq - q);
-        fputs ("=***", fp);
-      }
-      if (amp)
-        fputc ('&', fp);
-      q = amp ? amp + 1 : end;
-    }
+    query_each (&p, redact_item, &rq);
   }
   /* The fragment is not used by NBD URIs; drop it with anything odd. */
-
-  if (fclose (fp) == EOF) {
-    free (ret);
-    return NULL;
-  }
-  return ret;
+  return close_stream (fp, &ret);
 }
 
 char *
@@ -138,9 +235,314 @@ command_name (const char *command)
     return NULL;
   fputs ("command:", fp);
   put_bytes (fp, command, strlen (command));
-  if (fclose (fp) == EOF) {
-    free (ret);
+  return close_stream (fp, &ret);
+}
+
+static int
+hex_digit (char ch)
+{
+  if (ch >= '0' && ch <= '9')
+    return ch - '0';
+  ch = tolower ((unsigned char) ch);
+  if (ch >= 'a' && ch <= 'f')
+    return ch - 'a' + 10;
+  return -1;
+}
+
+/* [s, s+len) with %XX decoded, as libnbd does, in a new string. */
+static char *
+percent_decode (const char *s, size_t len)
+{
+  char *ret = malloc (len + 1), *o = ret;
+  size_t i;
+
+  if (ret == NULL)
     return NULL;
+  for (i = 0; i < len; ++i) {
+    int hi, lo;
+
+    if (s[i] == '%' && i + 2 < len &&
+        (hi = hex_digit (s[i + 1])) >= 0 &&
+        (lo = hex_digit (s[i + 2])) >= 0) {
+      *o++ = hi * 16 + lo;
+      i += 2;
+    }
+    else
+      *o++ = s[i];
   }
+  *o = '\0';
   return ret;
+}
+
+/* The secrets of a URI, raw and decoded, to mask in messages. */
+struct secret {
+  const char *raw;
+  size_t len;
+  char *decoded;
+};
+struct secrets {
+  struct secret *v;
+  size_t nr;
+  bool enomem;
+};
+
+static void
+add_secret (struct secrets *s, const char *value, size_t len)
+{
+  struct secret *v;
+
+  if (len == 0 || s->enomem)
+    return;
+  v = realloc (s->v, (s->nr + 1) * sizeof *v);
+  if (v == NULL) {
+    s->enomem = true;
+    return;
+  }
+  s->v = v;
+  v[s->nr].raw = value;
+  v[s->nr].len = len;
+  v[s->nr].decoded = percent_decode (value, len);
+  if (v[s->nr].decoded == NULL)
+    s->enomem = true;
+  s->nr++;
+}
+
+static void
+secret_item (const char *key, size_t klen, const char *value, size_t vlen,
+             void *opaque)
+{
+  if (value && !is_public_key (key, klen))
+    add_secret (opaque, value, vlen);
+}
+
+/* Set mask[i] for every byte of msg inside an occurrence of
+ * [s, s+len).
+ */
+static void
+mask_all (const char *msg, size_t msg_len, bool *mask, const char *s,
+          size_t len)
+{
+  const char *p = msg;
+
+  if (len == 0)
+    return;
+  while ((p = memmem (p, msg_len - (p - msg), s, len)) != NULL) {
+    memset (mask + (p - msg), true, len);
+    p++;
+  }
+}
+
+char *
+child_redact (const struct child *c, const char *msg)
+{
+  struct uri_parts p;
+  struct secrets s = { .v = NULL };
+  char *named = NULL, *ret = NULL;
+  size_t named_len = 0, size = 0, i, ulen;
+  bool *mask = NULL;
+  FILE *fp;
+  const char *m;
+
+  if (c->uri == NULL || c->uri[0] == '\0')
+    return strdup (msg);
+
+  /* The raw URI, wherever it appears, becomes the child's name. */
+  fp = open_memstream (&named, &named_len);
+  if (fp == NULL)
+    return NULL;
+  ulen = strlen (c->uri);
+  for (m = msg; *m; ) {
+    if (strncmp (m, c->uri, ulen) == 0) {
+      fputs (c->name ? c->name : "***", fp);
+      m += ulen;
+    }
+    else
+      fputc (*m++, fp);
+  }
+  named = close_stream (fp, &named);
+  if (named == NULL)
+    return NULL;
+
+  /* Then every secret, as given and as decoded, becomes "***": mark
+   * the bytes of every occurrence first, so that overlapping secrets
+   * are removed whole, then write each run of marked bytes as one
+   * "***".
+   */
+  uri_split (c->uri, &p);
+  if (p.password)
+    add_secret (&s, p.password, p.password_end - p.password);
+  query_each (&p, secret_item, &s);
+  if (s.enomem)
+    goto out;                   /* ret NULL: nothing is printed */
+  mask = calloc (named_len + 1, sizeof *mask);
+  if (mask == NULL)
+    goto out;
+  for (i = 0; i < s.nr; ++i) {
+    mask_all (named, named_len, mask, s.v[i].raw, s.v[i].len);
+    mask_all (named, named_len, mask, s.v[i].decoded,
+              strlen (s.v[i].decoded));
+  }
+  fp = open_memstream (&ret, &size);
+  if (fp == NULL)
+    goto out;
+  for (i = 0; i < named_len; ++i) {
+    if (!mask[i])
+      fputc (named[i], fp);
+    else if (i == 0 || !mask[i - 1])
+      fputs ("***", fp);
+  }
+  ret = close_stream (fp, &ret);
+
+ out:
+  for (i = 0; i < s.nr; ++i)
+    free (s.v[i].decoded);
+  free (s.v);
+  free (mask);
+  free (named);
+  return ret;
+}
+
+/* The disk a URI names.  TLS settings and the user do not change the
+ * disk, nor do the order of the query or spelling the default port:
+ * only the transport (TCP, Unix or vsock socket), the host and port (or
+ * the socket's path, resolved if it exists) and the export name count.
+ */
+struct disk_query {
+  const char *socket;
+  size_t socket_len;
+};
+
+static void
+disk_item (const char *key, size_t klen, const char *value, size_t vlen,
+           void *opaque)
+{
+  struct disk_query *dq = opaque;
+
+  if (value && klen == 6 && strncmp (key, "socket", 6) == 0 &&
+      dq->socket == NULL) {
+    dq->socket = value;
+    dq->socket_len = vlen;
+  }
+}
+
+/* Each piece written as LENGTH:BYTES, so that no two differ only in
+ * where one ends.
+ */
+static void
+put_piece (FILE *fp, const char *s, size_t len)
+{
+  fprintf (fp, "%zu:", len);
+  fwrite (s, 1, len, fp);
+  fputc (' ', fp);
+}
+
+char *
+uri_disk (const char *uri)
+{
+  struct uri_parts p;
+  struct disk_query dq = { NULL, 0 };
+  char *ret = NULL, *exp = NULL, *host = NULL, *sock = NULL, *real = NULL;
+  size_t size = 0, slen, i;
+  const char *transport, *h, *h_end, *port = NULL, *port_end = NULL;
+  FILE *fp;
+
+  fp = open_memstream (&ret, &size);
+  if (fp == NULL)
+    return NULL;
+  uri_split (uri, &p);
+  if (p.scheme == NULL) {       /* not a URI: as written */
+    fputs ("raw ", fp);
+    put_piece (fp, uri, strlen (uri));
+    return close_stream (fp, &ret);
+  }
+
+  slen = p.scheme_end - p.scheme;
+  if ((slen == 3 && strncasecmp (p.scheme, "nbd", 3) == 0) ||
+      (slen == 4 && strncasecmp (p.scheme, "nbds", 4) == 0))
+    transport = "tcp";
+  else if ((slen == 8 && strncasecmp (p.scheme, "nbd+unix", 8) == 0) ||
+           (slen == 9 && strncasecmp (p.scheme, "nbds+unix", 9) == 0))
+    transport = "unix";
+  else if ((slen == 9 && strncasecmp (p.scheme, "nbd+vsock", 9) == 0) ||
+           (slen == 10 && strncasecmp (p.scheme, "nbds+vsock", 10) == 0))
+    transport = "vsock";
+  else
+    transport = NULL;
+  if (transport == NULL) {
+    fputs ("scheme ", fp);
+    for (i = 0; i < slen; ++i)
+      fputc (tolower ((unsigned char) p.scheme[i]), fp);
+    fputc (' ', fp);
+  }
+  else
+    fprintf (fp, "%s ", transport);
+
+  /* The export name: the path less its first '/'. */
+  if (p.path < p.path_end && *p.path == '/')
+    exp = percent_decode (p.path + 1, p.path_end - p.path - 1);
+  else
+    exp = percent_decode (p.path, p.path_end - p.path);
+  if (exp == NULL)
+    goto err;
+  put_piece (fp, exp, strlen (exp));
+
+  if (transport && strcmp (transport, "unix") == 0) {
+    query_each (&p, disk_item, &dq);
+    sock = percent_decode (dq.socket ? dq.socket : "", dq.socket_len);
+    if (sock == NULL)
+      goto err;
+    real = sock[0] ? realpath (sock, NULL) : NULL;
+    put_piece (fp, real ? real : sock, strlen (real ? real : sock));
+  }
+  else {
+    /* host[:port], or [v6]:port; the port defaults to 10809. */
+    h = p.host;
+    h_end = p.host_end;
+    if (h < h_end && *h == '[') {
+      const char *close = memchr (h, ']', h_end - h);
+
+      if (close && close + 1 < h_end && close[1] == ':') {
+        port = close + 2;
+        port_end = h_end;
+        h_end = close + 1;
+      }
+    }
+    else {
+      const char *colon = memchr (h, ':', h_end - h);
+
+      if (colon) {
+        port = colon + 1;
+        port_end = h_end;
+        h_end = colon;
+      }
+    }
+    host = percent_decode (h, h_end - h);
+    if (host == NULL)
+      goto err;
+    for (i = 0; host[i]; ++i)
+      host[i] = tolower ((unsigned char) host[i]);
+    put_piece (fp, host, strlen (host));
+    if (port == NULL || port == port_end)
+      put_piece (fp, "10809", 5);
+    else {
+      /* Leading zeroes do not make another port. */
+      while (port + 1 < port_end && *port == '0')
+        port++;
+      put_piece (fp, port, port_end - port);
+    }
+  }
+  free (exp);
+  free (host);
+  free (sock);
+  free (real);
+  return close_stream (fp, &ret);
+
+ err:
+  fclose (fp);
+  free (ret);
+  free (exp);
+  free (host);
+  free (sock);
+  free (real);
+  return NULL;
 }
