@@ -48,6 +48,33 @@ static struct child_spec *child_specs;
 static size_t nr_child_specs;
 static bool threshold_set;
 
+/* The longest child-timeout and reconnection delays, in seconds: a
+ * day.  Beyond it a number stops meaning anything useful, and every
+ * computation on them (milliseconds in an int, doubling) must stay
+ * exact.
+ */
+#define MAX_SECONDS 86400
+
+/* An unsigned key=value in [min, max]: refuse anything else, naming
+ * the range (min_text says what min means).
+ */
+static int
+parse_seconds (const char *key, const char *value, unsigned min,
+               const char *min_text, unsigned *ret)
+{
+  unsigned r;
+
+  if (nbdkit_parse_unsigned (key, value, &r) == -1)
+    return -1;
+  if (r < min || r > MAX_SECONDS) {
+    nbdkit_error ("%s=%s: out of range: must be between %s and %d "
+                  "seconds (one day)", key, value, min_text, MAX_SECONDS);
+    return -1;
+  }
+  *ret = r;
+  return 0;
+}
+
 static int
 parse_bool (const char *key, const char *value, bool *ret)
 {
@@ -107,14 +134,14 @@ quorum_config (const char *key, const char *value)
     return 1;
   }
   if (strcmp (key, "child-timeout") == 0)
-    return nbdkit_parse_unsigned ("child-timeout", value,
-                                  &quorum_child_timeout) == -1 ? -1 : 1;
+    return parse_seconds (key, value, 0, "0 (no timeout)",
+                          &quorum_child_timeout) == -1 ? -1 : 1;
   if (strcmp (key, "reconnect-delay") == 0)
-    return nbdkit_parse_unsigned ("reconnect-delay", value,
-                                  &quorum_reconnect_delay) == -1 ? -1 : 1;
+    return parse_seconds (key, value, 1, "1",
+                          &quorum_reconnect_delay) == -1 ? -1 : 1;
   if (strcmp (key, "reconnect-max-delay") == 0)
-    return nbdkit_parse_unsigned ("reconnect-max-delay", value,
-                                  &quorum_reconnect_max) == -1 ? -1 : 1;
+    return parse_seconds (key, value, 1, "1",
+                          &quorum_reconnect_max) == -1 ? -1 : 1;
   if (strcmp (key, "vote-block-size") == 0) {
     int64_t r = nbdkit_parse_size (value);
 
@@ -157,6 +184,65 @@ quorum_config (const char *key, const char *value)
   return 0;
 }
 
+/* What identifies a child's disk, for refuse_duplicates: "command "
+ * and the command less surrounding blanks, or uri_disk's key.
+ */
+static char *
+child_disk (const struct child *c)
+{
+  char *ret;
+
+  if (c->command) {
+    const char *s = c->command + strspn (c->command, " \t\n");
+    size_t len = strlen (s);
+
+    while (len > 0 && strchr (" \t\n", s[len - 1]))
+      len--;
+    if (asprintf (&ret, "command %.*s", (int) len, s) == -1)
+      return NULL;
+    return ret;
+  }
+  return uri_disk (c->uri);
+}
+
+/* A disk given twice would vote twice: with three children, one disk
+ * given twice would outvote the third alone.
+ */
+static int
+refuse_duplicates (void)
+{
+  char *disk[VOTE_MAX_CHILDREN] = { NULL };
+  size_t i, j, n = quorum_nr_children;
+  int r = 0;
+
+  for (i = 0; i < n && r == 0; ++i) {
+    const struct child *c = &quorum_children[i];
+
+    if (child_is_local (c))
+      continue;
+    disk[i] = child_disk (c);
+    if (disk[i] == NULL) {
+      nbdkit_error ("malloc: %m");
+      r = -1;
+      break;
+    }
+    for (j = 0; j < i; ++j) {
+      if (disk[j] && strcmp (disk[i], disk[j]) == 0) {
+        nbdkit_error ("%s=: child %zu (%s) is the same disk as child %zu "
+                      "(%s): each disk may vote only once; remove one "
+                      "of them, or give another disk",
+                      c->command ? "child-command" : "child", i, c->name,
+                      j, quorum_children[j].name);
+        r = -1;
+        break;
+      }
+    }
+  }
+  for (i = 0; i < n; ++i)
+    free (disk[i]);
+  return r;
+}
+
 int
 quorum_config_complete (bool has_local)
 {
@@ -191,8 +277,7 @@ quorum_config_complete (bool has_local)
     return -1;
   }
 
-  if (quorum_reconnect_delay == 0 ||
-      quorum_reconnect_max < quorum_reconnect_delay) {
+  if (quorum_reconnect_max < quorum_reconnect_delay) {
     nbdkit_error ("reconnect-delay=%u, reconnect-max-delay=%u: need "
                   "1 <= reconnect-delay <= reconnect-max-delay",
                   quorum_reconnect_delay, quorum_reconnect_max);
@@ -265,6 +350,9 @@ quorum_config_complete (bool has_local)
   child_specs = NULL;
   nr_child_specs = 0;
 
+  if (refuse_duplicates () == -1)
+    return -1;
+
   /* A child command runs where nbdkit was started, also when it is
    * restarted after nbdkit has changed directory.
    */
@@ -329,4 +417,20 @@ quorum_unload (void)
   free (quorum_workdir);
   quorum_workdir = NULL;
   quorum_nr_children = 0;
+  nr_child_specs = 0;
+  child_specs = NULL;
+
+  /* The defaults again, as if never loaded. */
+  quorum_threshold = 0;
+  threshold_set = false;
+  quorum_read_pattern = READ_PATTERN_QUORUM;
+  quorum_blkverify = false;
+  quorum_rewrite_corrupted = false;
+  quorum_syslog = true;
+  quorum_child_timeout = 30;
+  quorum_reconnect_delay = 1;
+  quorum_reconnect_max = 30;
+  quorum_start_degraded = false;
+  quorum_vote_block = 4096;
+  quorum_has_local = false;
 }
