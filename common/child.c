@@ -207,10 +207,12 @@ idle_locked (struct child *c)
 static void
 lost_why (struct child *c)
 {
-  const char *msg = nbd_get_error ();
+  CLEANUP_FREE char *msg = NULL;
 
-  if (c->io_why[0] == '\0')
+  if (c->io_why[0] == '\0') {
+    msg = child_redact (c, nbd_get_error () ?: "I/O error");
     snprintf (c->io_why, sizeof c->io_why, "%s", msg ? msg : "I/O error");
+  }
 }
 
 /* One socket to poll: a child's data handle, or its block status one. */
@@ -568,8 +570,9 @@ child_open_handle (struct child *c, int quit_fd, bool structured,
     fds[1].events = POLLIN;
     fds[1].revents = 0;
     if (quorum_child_timeout) {
+      /* child-timeout is at most a day: this fits an int. */
       clock_gettime (CLOCK_MONOTONIC, &now);
-      ms = quorum_child_timeout * 1000 -
+      ms = (int64_t) quorum_child_timeout * 1000 -
         ((now.tv_sec - start.tv_sec) * 1000 +
          (now.tv_nsec - start.tv_nsec) / 1000000);
       if (ms <= 0) {
@@ -601,8 +604,10 @@ child_open_handle (struct child *c, int quit_fd, bool structured,
   return nbd;
 
  err:
-  /* libnbd's message names the cause (refused, no such socket, TLS). */
-  *why = strdup (nbd_get_error () ?: "connection failed");
+  /* libnbd's message names the cause (refused, no such socket, TLS),
+   * quoting the URI and the key file as given.
+   */
+  *why = child_redact (c, nbd_get_error () ?: "connection failed");
   nbd_close (nbd);
   return NULL;
 }
@@ -838,14 +843,13 @@ child_supervisor (void *vp)
     if (!child_backoff (c, delay))
       break;
     if (child_open (c, c->quit_pipe[0], &caps, &nbd, &meta, &why) == -1) {
-      nbdkit_debug ("quorum: child %zu (%s): reconnect failed: %s; next "
-                    "try in %u s", c->index, c->name,
-                    why ? why : "out of memory",
-                    delay * 2 < quorum_reconnect_max ?
-                    delay * 2 : quorum_reconnect_max);
-      free (why);
+      /* Both at most a day: the double cannot wrap. */
       delay = delay * 2 < quorum_reconnect_max ?
         delay * 2 : quorum_reconnect_max;
+      nbdkit_debug ("quorum: child %zu (%s): reconnect failed: %s; next "
+                    "try in %u s", c->index, c->name,
+                    why ? why : "out of memory", delay);
+      free (why);
       continue;
     }
     if (caps.size != export_size) {

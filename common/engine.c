@@ -408,8 +408,13 @@ slot_send (struct child_cmd *cmd)
       s->err = nbd_get_errno ();
     if (s->err == 0)
       s->err = EIO;
-    nbdkit_debug ("quorum: child %zu (%s): %s: %s", c->index, c->name,
-                  op_name (type), nbd_get_error ());
+    {
+      char *msg = child_redact (c, nbd_get_error () ?: "failed");
+
+      nbdkit_debug ("quorum: child %zu (%s): %s: %s", c->index, c->name,
+                    op_name (type), msg ? msg : "failed");
+      free (msg);
+    }
   }
   else
     child_kick (nbd);
