@@ -25,6 +25,7 @@
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include <nbdkit-filter.h>
 
@@ -47,6 +48,29 @@ op_name (enum op_type type)
   return op_names[type];
 }
 
+/* report= names something other than a regular file. */
+static int
+report_refuse (mode_t mode)
+{
+  const char *what =
+    S_ISLNK (mode) ? "a symbolic link" :
+    S_ISFIFO (mode) ? "a FIFO" :
+    S_ISDIR (mode) ? "a directory" :
+    S_ISCHR (mode) ? "a character device" :
+    S_ISBLK (mode) ? "a block device" :
+    S_ISSOCK (mode) ? "a socket" : "not a file";
+
+  if (S_ISLNK (mode))
+    nbdkit_error ("report=%s: is a symbolic link, which is never followed: "
+                  "give the path of a regular file, or of a new one",
+                  quorum_report_file);
+  else
+    nbdkit_error ("report=%s: is %s, not a regular file: give the path of "
+                  "a regular file, or of a new one", quorum_report_file,
+                  what);
+  return -1;
+}
+
 int
 report_open (const char *ident)
 {
@@ -57,11 +81,45 @@ report_open (const char *ident)
     openlog (ident, LOG_PID, LOG_DAEMON);
 
   if (quorum_report_file) {
+    struct stat st;
+    int flags;
+
+    /* Only a regular file, or a new one.  nbdkit may run as root: a
+     * symbolic link planted where the file will be could make it
+     * append to any file, so the last component is never followed; a
+     * FIFO would block start-up until someone reads it (and then
+     * block the reports), and a device is no report.  Refused before
+     * opening if seen, and after if it appeared in between.
+     */
+    if (lstat (quorum_report_file, &st) == 0 && !S_ISREG (st.st_mode))
+      return report_refuse (st.st_mode);
     /* Appended to, never truncated; private, as it names children. */
     report_fd = open (quorum_report_file,
-                      O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+                      O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC |
+                      O_NOFOLLOW | O_NONBLOCK | O_NOCTTY, 0600);
     if (report_fd == -1) {
+      int err = errno;
+
+      if (lstat (quorum_report_file, &st) == 0 && !S_ISREG (st.st_mode))
+        return report_refuse (st.st_mode);
+      errno = err;
       nbdkit_error ("report=%s: %m", quorum_report_file);
+      return -1;
+    }
+    if (fstat (report_fd, &st) == -1) {
+      nbdkit_error ("report=%s: fstat: %m", quorum_report_file);
+      report_close ();
+      return -1;
+    }
+    if (!S_ISREG (st.st_mode)) {
+      report_close ();
+      return report_refuse (st.st_mode);
+    }
+    /* A regular file never blocks anyway: back to ordinary writes. */
+    flags = fcntl (report_fd, F_GETFL);
+    if (flags == -1 || fcntl (report_fd, F_SETFL, flags & ~O_NONBLOCK) == -1) {
+      nbdkit_error ("report=%s: fcntl: %m", quorum_report_file);
+      report_close ();
       return -1;
     }
   }
@@ -96,6 +154,7 @@ struct field {
   const char *s;                /* F_STR; F_LIST as key=value */
   const char *json;             /* F_LIST as JSON */
   uint64_t u;
+  bool shorten;                 /* F_STR that may be cut in key=value */
 };
 
 #define STR(k, v) { .key = (k), .kind = F_STR, .s = (v) }
@@ -126,42 +185,128 @@ json_string (FILE *fp, const char *s)
   fputc ('"', fp);
 }
 
+/* The longest key=value line: syslog daemons cut or split longer ones
+ * (RFC 3164 says 1024 bytes).  A field is never dropped to fit: a long
+ * child name is cut in its middle instead, marked with "...", and the
+ * JSON line keeps it whole.
+ */
+#define KV_LINE_MAX 1024
+#define CUT_MARK "..."
+
+static void
+put_field (FILE *fp, const struct field *f, const char *sep, const char *s)
+{
+  switch (f->kind) {
+  case F_STR: case F_LIST:
+    fprintf (fp, "%s%s=%s", sep, f->key, s);
+    break;
+  case F_HEX:
+    fprintf (fp, "%s%s=0x%" PRIx64, sep, f->key, f->u);
+    break;
+  case F_UINT:
+    fprintf (fp, "%s%s=%" PRIu64, sep, f->key, f->u);
+    break;
+  case F_BOOL:
+    fprintf (fp, "%s%s", sep, f->key);
+    break;
+  }
+}
+
+/* The first len bytes of s, and its last, around CUT_MARK, into buf of
+ * len + 1 bytes, never cutting a %XX escape.
+ */
+static void
+cut_middle (const char *s, size_t len, char *buf)
+{
+  size_t slen = strlen (s), keep = len - strlen (CUT_MARK);
+  size_t head = keep / 2, tail_start = slen - (keep - head);
+
+  /* Back off from an escape the head would cut, and skip one that the
+   * tail would start inside.
+   */
+  if (head >= 1 && s[head - 1] == '%')
+    head -= 1;
+  else if (head >= 2 && s[head - 2] == '%')
+    head -= 2;
+  if (tail_start >= 1 && s[tail_start - 1] == '%')
+    tail_start += 2;
+  else if (tail_start >= 2 && s[tail_start - 2] == '%')
+    tail_start += 1;
+  if (tail_start > slen)
+    tail_start = slen;
+  snprintf (buf, len + 1, "%.*s%s%s", (int) head, s, CUT_MARK,
+            s + tail_start);
+}
+
+/* The key=value line of fields, in a new string (NULL on ENOMEM). */
+static char *
+kv_line (const struct field *fields, size_t nr)
+{
+  char *line = NULL, *cut = NULL;
+  size_t len = 0, i, j, over;
+  FILE *fp;
+
+  fp = open_memstream (&line, &len);
+  if (fp == NULL)
+    return NULL;
+  for (i = 0; i < nr; ++i)
+    put_field (fp, &fields[i], i ? " " : "", fields[i].s);
+  if (fclose (fp) == EOF)
+    return NULL;
+  if (len <= KV_LINE_MAX)
+    return line;
+
+  /* Too long: cut the longest name that may be cut, to fit if it can,
+   * else to 32 bytes.
+   */
+  over = len - KV_LINE_MAX;
+  for (i = 0; i < nr; ++i) {
+    const struct field *f = &fields[i];
+    size_t slen, want;
+
+    if (!f->shorten || f->kind != F_STR)
+      continue;
+    slen = strlen (f->s);
+    want = slen > over + 32 ? slen - over : 32;
+    if (want >= slen)
+      continue;
+    cut = malloc (want + 1);
+    if (cut == NULL)
+      break;
+    cut_middle (f->s, want, cut);
+    free (line);
+    line = NULL;
+    fp = open_memstream (&line, &len);
+    if (fp == NULL) {
+      free (cut);
+      return NULL;
+    }
+    for (j = 0; j < nr; ++j)
+      put_field (fp, &fields[j], j ? " " : "",
+                 j == i ? cut : fields[j].s);
+    free (cut);
+    if (fclose (fp) == EOF)
+      return NULL;
+    break;
+  }
+  return line;
+}
+
 static void
 emit (int priority, const struct field *fields, size_t nr)
 {
-  char line[1024];
-  size_t i, len = 0;
+  char *line = kv_line (fields, nr);
+  size_t i;
 
-  for (i = 0; i < nr && len < sizeof line; ++i) {
-    const struct field *f = &fields[i];
-    const char *sep = i ? " " : "";
-    int n = 0;
-
-    switch (f->kind) {
-    case F_STR: case F_LIST:
-      n = snprintf (line + len, sizeof line - len, "%s%s=%s", sep, f->key,
-                    f->s);
-      break;
-    case F_HEX:
-      n = snprintf (line + len, sizeof line - len, "%s%s=0x%" PRIx64, sep,
-                    f->key, f->u);
-      break;
-    case F_UINT:
-      n = snprintf (line + len, sizeof line - len, "%s%s=%" PRIu64, sep,
-                    f->key, f->u);
-      break;
-    case F_BOOL:
-      n = snprintf (line + len, sizeof line - len, "%s%s", sep, f->key);
-      break;
-    }
-    if (n > 0)
-      len += n;
+  if (line == NULL) {
+    nbdkit_debug ("quorum: report: out of memory");
+    return;
   }
-
   nbdkit_debug ("quorum: %s", line);
   /* The summary is for the debug log and the report file only. */
   if (quorum_syslog && priority != LOG_INFO)
     syslog (priority, "%s", line);
+  free (line);
 
   if (report_fd >= 0) {
     char *json = NULL;
@@ -206,7 +351,7 @@ emit (int priority, const struct field *fields, size_t nr)
 
 #define NAME(c) \
   { .key = "name", .json_key = "child_name", .kind = F_STR, \
-    .s = quorum_children[c].name }
+    .s = quorum_children[c].name, .shorten = true }
 
 void
 report_bad (enum op_type type, size_t child, uint64_t offset,
