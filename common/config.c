@@ -107,8 +107,9 @@ quorum_config (const char *key, const char *value)
       return -1;
     }
     if (nr_child_specs >= VOTE_MAX_CHILDREN) {
-      nbdkit_error ("%s=%s: too many children (at most %d)",
-                    key, value, VOTE_MAX_CHILDREN);
+      /* Not the value: it may hold a password. */
+      nbdkit_error ("%s=: too many children (at most %d)",
+                    key, VOTE_MAX_CHILDREN);
       return -1;
     }
     p = realloc (child_specs, (nr_child_specs + 1) * sizeof *p);

@@ -450,9 +450,17 @@ uri_disk (const char *uri)
   if (fp == NULL)
     return NULL;
   uri_split (uri, &p);
-  if (p.scheme == NULL) {       /* not a URI: as written */
+  if (p.scheme == NULL) {
+    /* Not a URI we can read (libnbd will say): as written, less its
+     * secrets, which must decide nothing.
+     */
+    char *name = uri_redact (uri);
+
+    if (name == NULL)
+      goto err;
     fputs ("raw ", fp);
-    put_piece (fp, uri, strlen (uri));
+    put_piece (fp, name, strlen (name));
+    free (name);
     return close_stream (fp, &ret);
   }
 
