@@ -159,15 +159,18 @@ extern int quorum_extents (struct quorum_conn *conn, uint32_t count,
   "child-command=COMMAND     Or a server the quorum starts itself with\n" \
   "                          systemd socket activation (run by /bin/sh)\n"
 #define QUORUM_CONFIG_HELP \
-  "vote-threshold=N          Votes a version needs (default: majority)\n" \
+  "vote-threshold=N          Votes a version needs, 1 to the number of\n" \
+  "                          children (default: majority)\n" \
   "child-timeout=SECONDS     A remote child that has not answered by then\n" \
-  "                          loses its vote and is disconnected\n" \
-  "                          (default: 30, 0 = wait for ever)\n" \
-  "reconnect-delay=SECONDS   First retry after a child is lost (default: 1)\n" \
+  "                          loses its vote and is disconnected, 0 to\n" \
+  "                          86400 (default: 30, 0 = wait for ever)\n" \
+  "reconnect-delay=SECONDS   First retry after a child is lost, 1 to\n" \
+  "                          86400 (default: 1)\n" \
   "reconnect-max-delay=SECONDS  Longest wait between retries, doubling\n" \
-  "                          from reconnect-delay (default: 30)\n" \
-  "vote-block-size=SIZE      Children are voted on per block of SIZE\n" \
-  "                          (default: 4K)\n" \
+  "                          from reconnect-delay, up to 86400\n" \
+  "                          (default: 30)\n" \
+  "vote-block-size=SIZE      Children are voted on per block of SIZE, a\n" \
+  "                          power of 2 from 512 to 32M (default: 4K)\n" \
   "read-pattern=quorum|fifo  Read all and vote, or first that works\n" \
   "                          (default: quorum)\n" \
   "blkverify=BOOL            Two children must agree byte for byte;\n" \
@@ -177,6 +180,7 @@ extern int quorum_extents (struct quorum_conn *conn, uint32_t count,
   "start-degraded=BOOL       Start with unreachable children if enough\n" \
   "                          are reachable (default: false)\n" \
   "report=FILE               Append every event as a JSON line to FILE\n" \
+  "                          (a regular file or a new one, never a link)\n" \
   "syslog=BOOL               Send reports to syslog(3) (default: true)"
 
 #endif /* QUORUM_H */
