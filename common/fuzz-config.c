@@ -43,6 +43,9 @@
 
 char *quorum_report_file;       /* report.c's, not linked */
 
+/* The stubs pass nbdkit's format strings on. */
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+
 /* Every message nbdkit_error and nbdkit_debug print, one per line. */
 static char *messages;
 static size_t messages_len;
