@@ -116,9 +116,11 @@ quorum -U - $QUORUM_PLUGIN $c0 $c1 child-timeout=0 reconnect-delay=1 \
 # link, never a FIFO (which would block start-up), nothing else.  Each
 # must fail at once with a message, not hang (hence the short timeout).
 refuse_fast () {
-    local pattern=$1 r=0
+    local pattern=$1 r=0 pre=$SYSLOG_SHIM
     shift
-    LD_PRELOAD=$SYSLOG_SHIM QUORUM_SYSLOG_FILE=$tmpdir/syslog \
+    # As the harness's quorum function preloads, with a short timeout.
+    [ -n "$QUORUM_PRELOAD" ] && pre="$QUORUM_PRELOAD:$pre"
+    LD_PRELOAD=$pre QUORUM_SYSLOG_FILE=$tmpdir/syslog \
         timeout -k 1 10 nbdkit "$@" -U - --run true > $tmpdir/log 2>&1 || r=$?
     cat $tmpdir/log
     if [ $r -eq 0 ] || [ $r -ge 124 ]; then
