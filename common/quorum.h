@@ -112,8 +112,9 @@ extern int quorum_get_ready (const char *ident);
 
 /* Start the children's I/O and supervisor threads.  Runs in
  * .after_fork, the first hook whose threads survive daemonizing.  The
- * filter passes a context of its plugin not tied to any client
- * connection (or NULL), from which returning children are resynced.
+ * filter passes a way to read its plugin outside a request (or NULL),
+ * from which returning children are resynced too while it is
+ * available (see quorum_local_ops.available).
  */
 extern int quorum_after_fork (const struct quorum_local_ops *local,
                               void *local_ctx);
