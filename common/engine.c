@@ -1137,7 +1137,10 @@ engine_resync_range (struct child *c, uint64_t offset, uint32_t count)
   mask = participants (OP_READ, offset, count) &
     ~(UINT32_C (1) << c->index);
   for (i = 0; i < quorum_nr_children; ++i) {
-    if (child_is_local (&quorum_children[i]) && !background_conn.local)
+    if (child_is_local (&quorum_children[i]) &&
+        (!background_conn.local ||
+         (background_conn.local->available &&
+          !background_conn.local->available (background_conn.local_ctx))))
       mask &= ~(UINT32_C (1) << i);
     if (mask & (UINT32_C (1) << i))
       sources++;

@@ -79,6 +79,11 @@ struct quorum_local_ops {
   int (*extents) (void *ctx, uint32_t count, uint64_t offset,
                   uint32_t flags, struct quorum_extent_list *list,
                   int *err);
+  /* Optional, for the background source passed to quorum_after_fork:
+   * whether it can be read now (the filter's plugin only can while a
+   * client connection lends its context).
+   */
+  bool (*available) (void *ctx);
 };
 
 /* Per client connection. */
@@ -107,11 +112,20 @@ extern int quorum_get_ready (const char *ident);
 
 /* Start the children's I/O and supervisor threads.  Runs in
  * .after_fork, the first hook whose threads survive daemonizing.  The
- * filter passes a context of its plugin not tied to any client
- * connection (or NULL), from which returning children are resynced.
+ * filter passes a way to read its plugin outside a request (or NULL),
+ * from which returning children are resynced too while it is
+ * available (see quorum_local_ops.available).
  */
 extern int quorum_after_fork (const struct quorum_local_ops *local,
                               void *local_ctx);
+
+/* export-name=: the only export the quorum serves ("" by default). */
+extern const char *quorum_export (void);
+
+/* 0 if a client may open exportname (NBD's canonical name, after
+ * .default_export), else -1 with an error naming it and export-name=.
+ */
+extern int quorum_check_export (const char *exportname);
 
 /* --dump-plugin: quorum_* keys on stdout, one per line. */
 extern void quorum_dump (void);
@@ -177,6 +191,8 @@ extern int quorum_extents (struct quorum_conn *conn, uint32_t count,
   "start-degraded=BOOL       Start with unreachable children if enough\n" \
   "                          are reachable (default: false)\n" \
   "report=FILE               Append every event as a JSON line to FILE\n" \
-  "syslog=BOOL               Send reports to syslog(3) (default: true)"
+  "syslog=BOOL               Send reports to syslog(3) (default: true)\n" \
+  "export-name=NAME          The one export served; clients asking for\n" \
+  "                          another are refused (default: \"\")"
 
 #endif /* QUORUM_H */
