@@ -1486,6 +1486,31 @@ engine_caps_lacking (const struct quorum_caps *c, char *buf, size_t len)
   return NULL;
 }
 
+static void
+refuse_sizes (const struct quorum_caps *local_caps)
+{
+  char *msg = NULL;
+  size_t len = 0, i;
+  FILE *fp = open_memstream (&msg, &len);
+
+  if (fp) {
+    for (i = 0; i < quorum_nr_children; ++i) {
+      const struct child *c = &quorum_children[i];
+
+      if (child_is_local (c))
+        fprintf (fp, "%s child %zu (%s): %" PRIi64, i ? "," : "", i,
+                 c->name, local_caps->size);
+      else if (c->caps_known)
+        fprintf (fp, "%s child %zu (%s): %" PRIi64, i ? "," : "", i,
+                 c->name, c->caps.size);
+    }
+    fclose (fp);
+  }
+  nbdkit_error ("quorum: children have different sizes, refusing the "
+                "connection:%s", msg ? msg : " (out of memory)");
+  free (msg);
+}
+
 int
 quorum_conn_init (struct quorum_conn *conn,
                   const struct quorum_local_ops *local, void *local_ctx,
@@ -1499,9 +1524,7 @@ quorum_conn_init (struct quorum_conn *conn,
 
   if (local_caps) {
     if (local_caps->size != q.size) {
-      nbdkit_error ("quorum: children have different sizes, refusing the "
-                    "connection: the plugin (child 0): %" PRIi64 ", the "
-                    "others: %" PRIi64, local_caps->size, q.size);
+      refuse_sizes (local_caps);
       return -1;
     }
     conn->local_caps = *local_caps;
