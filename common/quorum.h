@@ -42,15 +42,20 @@ extern int quorum_extent_append (struct quorum_extent_list *list,
                                  uint64_t offset, uint64_t length,
                                  uint32_t type);
 
-/* What one child, or the quorum as a whole, can do. */
+/* What one child, or the quorum as a whole, can do.  For a child,
+ * can_fua and can_zero say that it takes the flag or the command (the
+ * plugin below the filter may have nbdkit emulate them); for the
+ * export, can_fua says that FUA is offered (the engine emulates it,
+ * child by child, with a flush where a child lacks it).
+ */
 struct quorum_caps {
   int64_t size;
   bool can_write;
   bool can_flush;
   bool can_trim;
-  bool can_zero;                /* natively */
+  bool can_zero;
   bool can_fast_zero;
-  bool can_fua;                 /* natively */
+  bool can_fua;
   bool can_extents;
   bool can_multi_conn;
   bool can_cache;               /* natively */
@@ -69,8 +74,6 @@ struct quorum_local_ops {
   int (*pwrite) (void *ctx, const void *buf, uint32_t count,
                  uint64_t offset, uint32_t flags, int *err);
   int (*zero) (void *ctx, uint32_t count, uint64_t offset, uint32_t flags,
-               int *err);
-  int (*trim) (void *ctx, uint32_t count, uint64_t offset, uint32_t flags,
                int *err);
   int (*flush) (void *ctx, uint32_t flags, int *err);
   int (*cache) (void *ctx, uint32_t count, uint64_t offset, uint32_t flags,
@@ -91,7 +94,8 @@ struct quorum_conn {
   const struct quorum_local_ops *local; /* NULL in the plugin */
   void *local_ctx;                      /* the filter's nbdkit_next */
   bool readonly;
-  struct quorum_caps caps;              /* combined over all children */
+  struct quorum_caps caps;              /* what the export offers */
+  struct quorum_caps local_caps;        /* child 0's, in the filter */
 };
 
 /* Parameters.  quorum_config returns 1 if the key is the quorum's, 0 if
@@ -137,8 +141,11 @@ extern void quorum_cleanup (void);
 extern void quorum_unload (void);
 
 /* Set up a client connection: local_caps describes child 0 in the
- * filter (NULL in the plugin).  Refuses children of different sizes
- * and rewrite-corrupted on a read-only export.
+ * filter (NULL in the plugin).  The export offers what the remote
+ * children reachable at start-up offered (fixed then: a child that
+ * joins later must offer as much) and the plugin below the filter
+ * offers.  Refuses a plugin of another size, and rewrite-corrupted on
+ * a read-only export.
  */
 extern int quorum_conn_init (struct quorum_conn *conn,
                              const struct quorum_local_ops *local,

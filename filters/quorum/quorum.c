@@ -60,14 +60,6 @@ local_zero (void *ctx, uint32_t count, uint64_t offset, uint32_t flags,
 }
 
 static int
-local_trim (void *ctx, uint32_t count, uint64_t offset, uint32_t flags,
-            int *err)
-{
-  nbdkit_next *next = ctx;
-  return next->trim (next, count, offset, flags, err);
-}
-
-static int
 local_flush (void *ctx, uint32_t flags, int *err)
 {
   nbdkit_next *next = ctx;
@@ -121,7 +113,6 @@ static const struct quorum_local_ops local_ops = {
   .pread = local_pread,
   .pwrite = local_pwrite,
   .zero = local_zero,
-  .trim = local_trim,
   .flush = local_flush,
   .cache = local_cache,
   .extents = local_extents,
@@ -312,7 +303,6 @@ static const struct quorum_local_ops background_ops = {
   .pread = background_pread,
   .pwrite = background_pwrite,
   .zero = background_zero,
-  .trim = background_zero,
   .flush = background_flush,
   .cache = background_cache,
   .extents = background_extents,
@@ -395,7 +385,8 @@ quorum_filter_prepare (nbdkit_next *next, void *handle, int readonly)
     return -1;
   c.can_trim = r;
   /* The plugin below may be emulating zero or FUA: either way its
-   * zero and FUA work, so it can take them from us.
+   * zero and FUA work, so it can take them from us.  Its trim is never
+   * called: a trim is a zero that may punch holes.
    */
   if ((r = next->can_zero (next)) == -1)
     return -1;
@@ -508,14 +499,14 @@ quorum_filter_can_extents (nbdkit_next *next, void *handle)
   return h->conn.caps.can_extents;
 }
 
+/* The engine honours FUA on each child, with a flush where one lacks
+ * it: nbdkit need not emulate it by flushing every child.
+ */
 static int
 quorum_filter_can_fua (nbdkit_next *next, void *handle)
 {
   struct quorum_handle *h = handle;
-
-  if (h->conn.caps.can_fua)
-    return NBDKIT_FUA_NATIVE;
-  return h->conn.caps.can_flush ? NBDKIT_FUA_EMULATE : NBDKIT_FUA_NONE;
+  return h->conn.caps.can_fua ? NBDKIT_FUA_NATIVE : NBDKIT_FUA_NONE;
 }
 
 static int

@@ -180,14 +180,14 @@ quorum_plugin_can_extents (void *handle)
   return h->conn.caps.can_extents;
 }
 
+/* The engine honours FUA on each child, with a flush where one lacks
+ * it: nbdkit need not emulate it by flushing every child.
+ */
 static int
 quorum_plugin_can_fua (void *handle)
 {
   struct quorum_handle *h = handle;
-
-  if (h->conn.caps.can_fua)
-    return NBDKIT_FUA_NATIVE;
-  return h->conn.caps.can_flush ? NBDKIT_FUA_EMULATE : NBDKIT_FUA_NONE;
+  return h->conn.caps.can_fua ? NBDKIT_FUA_NATIVE : NBDKIT_FUA_NONE;
 }
 
 static int
