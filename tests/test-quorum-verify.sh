@@ -201,7 +201,9 @@ run_verify 1 $P --format=qcow2 q0.qcow2 q1.qcow2 q2.qcow2
 assert_grep '^differ: 0x10000-0x10fff \(4096 bytes\): odd one out: q1.qcow2; q0.qcow2 q2.qcow2 agree$' $tmpdir/out
 # --format=qcow2 on a raw image is a start-up error.
 run_verify 2 $P --format=qcow2 q0.qcow2 r.img
-assert_grep 'r.img: qemu-img info failed' $tmpdir/out
+assert_grep 'r.img: not a qcow2 image' $tmpdir/out
+# And the default reads qcow2 files as the bytes they hold.
+run_verify 1 $P q0.qcow2 q1.qcow2
 
 # --- A sparse 1 GiB disk: 64 KiB of data at 100 MiB and at 700 MiB, a
 # byte changed in s2 at 700 MiB + 5000.  The holes are not read: every
@@ -271,11 +273,11 @@ cat > $tmpdir/nbdkit-stop-c0 <<EOF
 #!/usr/bin/env bash
 for a in "\$@"; do
   case \$a in
-    child=*c0.sock) d=\${a#*socket=}; d=\${d%/c0.sock} ;;
+    child=*c0.sock) d=\${a#*socket=}; d=\${d%c0.sock}; d=\${d:-./} ;;
   esac
 done
-kill -STOP "\$(cat "\$d/c0.pid")"
-cp "\$d/c0.pid" $tmpdir/stopped
+kill -STOP "\$(cat "\${d}c0.pid")"
+cp "\${d}c0.pid" $tmpdir/stopped
 exec ${QUORUM_NBDKIT:-nbdkit} "\$@"
 EOF
 chmod +x $tmpdir/nbdkit-stop-c0
@@ -368,7 +370,7 @@ corrupt $tmpdir/n/p2.img 900000 'x'
 corrupt $tmpdir/n/f2.img 900000 'x'
 ( exec > $tmpdir/secret.fifo; touch $tmpdir/fifo-opened ) &
 fifo_writer=$!
-cleanup_fn kill_pid $fifo_writer
+cleanup_fn eval "kill $fifo_writer 2>/dev/null"
 n_verify 1 $P p0.img p1.img p2.img
 cat > $tmpdir/expected <<'EOF'
 differ: 0xdb000-0xdbfff (4096 bytes): odd one out: p2.img; p0.img p1.img agree
