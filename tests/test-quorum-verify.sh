@@ -661,3 +661,34 @@ EOF
 assert_output
 /usr/bin/python3 $tmpdir/reads.py $tmpdir/qlog $tmpdir/stale.jsonl 16777216 2
 rm $tmpdir/n/*
+
+# --- A copy that cannot be read: named with the error over the reads
+# that failed, each byte still read once.  A wrapper puts child 1
+# behind the error filter (a child-command over the tool's socket).
+cat > $tmpdir/nbdkit-err1 <<EOF
+#!/usr/bin/env bash
+args=()
+for a in "\$@"; do
+  case \$a in
+    child=*c1.sock)
+      a="child-command=nbdkit --exit-with-parent --filter=error nbd socket=c1.sock error-pread=EIO error-pread-rate=1" ;;
+  esac
+  args+=("\$a")
+done
+exec ${QUORUM_NBDKIT:-nbdkit} "\${args[@]}"
+EOF
+chmod +x $tmpdir/nbdkit-err1
+cd_n nbdkit -U - pattern 8M --run 'nbdcopy "$uri" c0.img'
+cd_n cp c0.img c1.img
+cd_n cp c0.img c2.img
+corrupt $tmpdir/n/c2.img 5000000 'E'
+QUORUM_NBDKIT=$tmpdir/nbdkit-err1 n_verify 1 $P c0.img c1.img c2.img
+cat > $tmpdir/expected <<'EOF'
+differ: 0x0-0x4c3fff (4997120 bytes): unreadable: c1.img (EIO)
+differ: 0x4c4000-0x4c4fff (4096 bytes): no majority: c0.img | c2.img; unreadable: c1.img (EIO)
+differ: 0x4c5000-0x7fffff (3387392 bytes): unreadable: c1.img (EIO)
+total: 3 copies, 8388608 bytes; 3 ranges differ, 8388608 bytes
+  c1.img: unreadable in 8388608 bytes
+EOF
+assert_output
+rm $tmpdir/n/*
