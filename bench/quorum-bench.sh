@@ -5,7 +5,10 @@
 # Copyright (C) 2026 the nbdkit-quorum authors.
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# Usage: bench/quorum-bench.sh [--pass=both|noextents|extents] [SIZE [REPS [SECONDS]]]
+# Usage: bench/quorum-bench.sh [--root=DIR] [--pass=both|noextents|extents] [SIZE [REPS [SECONDS]]]
+#   --root   the same run on Debian 13's stack (nbdkit 1.42, libnbd 1.22,
+#            QEMU 10: its quorum driver is the baseline), built and run in
+#            the root that scripts/in-debian13 keeps in DIR
 #   --pass   which children (default both, one after the other, see below)
 #   SIZE     image size (default 1G), in /dev/shm
 #   REPS     repetitions of each measurement (default 3); medians shown
@@ -24,6 +27,12 @@
 # table divides each rate of the second by the first.
 # bench/run-all runs this with the other benchmarks of this directory.
 # Not part of 'make check': timing belongs here, never in tests.
+
+case ${1:-} in
+  --root=*)
+    exec "$(dirname "$0")/../scripts/in-debian13" "$1" --with="fio bc" \
+         --build bench/quorum-bench.sh "${@:2}" ;;
+esac
 
 # shellcheck source=bench/bench-lib.sh
 source "$(dirname "$0")/bench-lib.sh"

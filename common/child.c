@@ -44,17 +44,6 @@ child_get_state (struct child *c)
   return __atomic_load_n (&c->state, __ATOMIC_ACQUIRE);
 }
 
-/* What child c offers, in *caps; false while it has never been
- * reached (unreachable since start-up).
- */
-bool
-child_known_caps (struct child *c, struct quorum_caps *caps)
-{
-  SCOPED_LOCK (&c->state_lock);
-  *caps = c->caps;
-  return c->caps_known;
-}
-
 /* Called with state_lock held. */
 static void
 set_state_locked (struct child *c, enum child_state state)
@@ -817,6 +806,23 @@ child_backoff (struct child *c, unsigned seconds)
   return !quit;
 }
 
+/* Whether c, offering caps, may join: it must offer what the export
+ * promised that the engine cannot make up for it (engine_caps_lacking).
+ * Else it is said why, and it stays down.
+ */
+static bool
+child_fits (struct child *c, const struct quorum_caps *caps)
+{
+  char buf[128];
+  const char *lack = engine_caps_lacking (caps, buf, sizeof buf);
+
+  if (lack == NULL)
+    return true;
+  nbdkit_error ("quorum: child %zu (%s): not joining: it %s; next try "
+                "in %u s", c->index, c->name, lack, quorum_reconnect_max);
+  return false;
+}
+
 static void *
 child_supervisor (void *vp)
 {
@@ -862,9 +868,7 @@ child_supervisor (void *vp)
       continue;
     }
 
-    if (c->caps_known && c->caps.can_write && !caps.can_write) {
-      nbdkit_error ("quorum: child %zu (%s): came back read-only: not "
-                    "rejoining", c->index, c->name);
+    if (!child_fits (c, &caps)) {
       close_handle (nbd, true);
       close_handle (meta, true);
       delay = quorum_reconnect_max;
@@ -877,15 +881,13 @@ child_supervisor (void *vp)
     c->nbd = nbd;
     /* child_meta_stale reads it without the lock. */
     __atomic_store_n (&c->meta, meta, __ATOMIC_RELEASE);
+    /* Commands read them under the lock: they go with the handle. */
+    c->caps = caps;
+    c->caps_known = true;
     pthread_rwlock_unlock (&c->nbd_lock);
     /* Dead, or idle and cut: their commands were all retired. */
     close_handle (old, false);
     close_handle (old_meta, false);
-    /* Client connections being opened read them (child_known_caps). */
-    pthread_mutex_lock (&c->state_lock);
-    c->caps = caps;
-    c->caps_known = true;
-    pthread_mutex_unlock (&c->state_lock);
     child_start_io (c);
 
     pthread_mutex_lock (&c->state_lock);
@@ -938,6 +940,8 @@ child_start_command (struct child *c)
                   c->index, export_size, caps.size);
     return -1;
   }
+  if (!child_fits (c, &caps))
+    return -1;
   c->caps = caps;
   return 0;
 }

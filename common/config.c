@@ -89,9 +89,81 @@ parse_bool (const char *key, const char *value, bool *ret)
   return 0;
 }
 
+/* export-name=: the one export the quorum serves.  Its children hold
+ * the replicas of that export alone, so a client asking for another is
+ * refused rather than given these replicas under another name.
+ */
+static char *export_name;       /* NULL: "" */
+
+const char *
+quorum_export (void)
+{
+  return export_name ? export_name : "";
+}
+
+static int
+config_export_name (const char *value)
+{
+  size_t len = strlen (value);
+
+  /* The longest string NBD carries. */
+  if (len > 4096) {
+    nbdkit_error ("export-name=: too long (%zu bytes, at most 4096)", len);
+    return -1;
+  }
+  free (export_name);
+  export_name = strdup (value);
+  if (export_name == NULL) {
+    nbdkit_error ("strdup: %m");
+    return -1;
+  }
+  return 1;
+}
+
+/* Write at most max bytes of s into buf (of max*4+1), printable ASCII
+ * as is, anything else as \xNN: the export name comes from a client.
+ */
+static void
+printable (char *buf, const char *s, size_t max)
+{
+  size_t i;
+
+  for (i = 0; s[i] && i < max; ++i) {
+    unsigned char ch = s[i];
+
+    if (ch >= 0x20 && ch < 0x7f && ch != '\\' && ch != '"')
+      *buf++ = ch;
+    else
+      buf += sprintf (buf, "\\x%02x", ch);
+  }
+  *buf = '\0';
+}
+
+int
+quorum_check_export (const char *exportname)
+{
+  char asked[64 * 4 + 1], served[64 * 4 + 1];
+
+  if (exportname == NULL)       /* nbdkit_export_name failed: said why */
+    return -1;
+  if (strcmp (exportname, quorum_export ()) == 0)
+    return 0;
+  printable (asked, exportname, 64);
+  printable (served, quorum_export (), 64);
+  nbdkit_error ("quorum: export \"%s%s\" refused: this quorum serves only "
+                "the export \"%s%s\" (export-name=), whose replicas its "
+                "children hold; connect to that one, or run another "
+                "nbdkit with export-name= and children for this one",
+                asked, strlen (exportname) > 64 ? "..." : "",
+                served, strlen (quorum_export ()) > 64 ? "..." : "");
+  return -1;
+}
+
 int
 quorum_config (const char *key, const char *value)
 {
+  if (strcmp (key, "export-name") == 0)
+    return config_export_name (value);
   if (strcmp (key, "child") == 0 || strcmp (key, "child-command") == 0) {
     bool command = strcmp (key, "child-command") == 0;
     struct child_spec *p;
@@ -418,6 +490,8 @@ quorum_unload (void)
   free (quorum_workdir);
   quorum_workdir = NULL;
   quorum_nr_children = 0;
+  free (export_name);
+  export_name = NULL;
   nr_child_specs = 0;
   child_specs = NULL;
 

@@ -36,6 +36,8 @@
 
 struct fanout;
 
+static void promise_init (void);
+
 #define container_of(ptr, type, member) \
   ((type *) ((char *) (ptr) - offsetof (type, member)))
 
@@ -46,7 +48,14 @@ struct slot {
   bool used;                    /* child takes part in this operation */
   bool pending;                 /* remote command owned by libnbd */
   bool timed_out;               /* child-timeout passed first */
+  bool flush_after;             /* FUA asked of a child without it */
   int err;                      /* its errno, 0 if it succeeded */
+  /* A remote command may be split in parts (the child's maximum block
+   * size): those in flight plus one while they are queued, those that
+   * succeeded, and the first error of any.
+   */
+  unsigned parts, parts_sent, parts_ok;
+  int part_err;
   void *buf;                    /* read: where its reply lands */
   bool pooled;                  /* buf came from the buffer pool */
   struct quorum_extent_list extents;
@@ -267,7 +276,14 @@ slot_complete (void *vp, int *error)
   struct slot *s = vp;
   struct child *c = &quorum_children[s->index];
 
-  s->err = *error;
+  if (*error) {
+    int zero = 0;
+
+    __atomic_compare_exchange_n (&s->part_err, &zero, *error, false,
+                                 __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+  }
+  else
+    __atomic_add_fetch (&s->parts_ok, 1, __ATOMIC_ACQ_REL);
   switch (s->type) {
   case OP_WRITE: case OP_ZERO: case OP_TRIM:
     /* Failed or not, it may have changed something. */
@@ -291,15 +307,43 @@ slot_complete (void *vp, int *error)
   return 1;                     /* retire the command */
 }
 
-/* libnbd: the command is gone, whether it ran or could not be queued. */
+/* The slot's last part is gone: its result, and the fan-out's count. */
+static void
+slot_done (struct slot *s)
+{
+  int err = __atomic_load_n (&s->part_err, __ATOMIC_ACQUIRE);
+
+  /* A part libnbd freed without completing it (its handle closed under
+   * it) must not count as a success.
+   */
+  if (err == 0 &&
+      __atomic_load_n (&s->parts_ok, __ATOMIC_ACQUIRE) != s->parts_sent)
+    err = ENOTCONN;
+  s->err = err;
+  __atomic_store_n (&s->pending, false, __ATOMIC_RELEASE);
+  fanout_release (s->f);
+}
+
+static void
+slot_part_put (struct slot *s)
+{
+  if (__atomic_sub_fetch (&s->parts, 1, __ATOMIC_ACQ_REL) == 0)
+    slot_done (s);
+}
+
+/* libnbd: a part is gone, whether it ran or could not be queued. */
 static void
 slot_free (void *vp)
 {
-  struct slot *s = vp;
-  struct fanout *f = s->f;
+  slot_part_put (vp);
+}
 
-  __atomic_store_n (&s->pending, false, __ATOMIC_RELEASE);
-  fanout_release (f);
+/* The slot's answer without a word to the child. */
+static void
+slot_answer (struct slot *s, int err)
+{
+  if (err)
+    s->part_err = err;
 }
 
 /* libnbd: block status for a remote child, appended to its slot. */
@@ -323,23 +367,67 @@ slot_extent (void *vp, const char *metacontext, uint64_t offset,
   return 0;
 }
 
-static uint32_t
-libnbd_flags (uint32_t flags)
+/* Where the part of [offset, end) that starts at pos ends, for a child
+ * taking at most max bytes at a time (0: no limit): a cut falls on a
+ * multiple of align (its minimum block size) when the request allows.
+ */
+static uint64_t
+part_end (uint64_t pos, uint64_t end, uint32_t max, uint32_t align)
 {
-  uint32_t r = 0;
+  uint64_t e;
 
-  if (flags & NBDKIT_FLAG_FUA)
-    r |= LIBNBD_CMD_FLAG_FUA;
-  if (flags & NBDKIT_FLAG_REQ_ONE)
-    r |= LIBNBD_CMD_FLAG_REQ_ONE;
-  if (flags & NBDKIT_FLAG_FAST_ZERO)
-    r |= LIBNBD_CMD_FLAG_FAST_ZERO;
-  return r;
+  if (max == 0 || end - pos <= max)
+    return end;
+  e = pos + max;
+  if (align > 1 && e % align && e - e % align > pos)
+    e -= e % align;
+  return e;
+}
+
+/* Queue one part of a slot's command: [offset, +count) of it. */
+static int64_t
+slot_send_part (struct slot *s, struct nbd_handle *nbd, uint64_t offset,
+                uint32_t count, uint32_t lflags)
+{
+  nbd_completion_callback cb = {
+    .callback = slot_complete, .user_data = s, .free = slot_free,
+  };
+  uint64_t rel = offset - s->offset;
+
+  __atomic_add_fetch (&s->parts, 1, __ATOMIC_ACQ_REL);
+  s->parts_sent++;
+  switch (s->type) {
+  case OP_READ:
+    return nbd_aio_pread (nbd, (char *) s->buf + rel, count, offset, cb, 0);
+  case OP_WRITE:
+    return nbd_aio_pwrite (nbd, (const char *) s->wbuf + rel, count, offset,
+                           cb, lflags);
+  case OP_ZERO: case OP_TRIM:
+    return nbd_aio_zero (nbd, count, offset, cb, lflags);
+  case OP_CACHE:
+    return nbd_aio_cache (nbd, count, offset, cb, 0);
+  case OP_FLUSH:
+    return nbd_aio_flush (nbd, cb, 0);
+  case OP_EXTENTS:
+    return nbd_aio_block_status (nbd, count, offset,
+                                 (nbd_extent_callback) {
+                                   .callback = slot_extent, .user_data = s,
+                                 },
+                                 cb, lflags);
+  }
+  abort ();
 }
 
 /* Queue a slot's command on its child's handle: on the request's own
  * thread, or on whichever thread held the handle when it asked (the
  * reactor, or another request's thread; see child_submit).
+ *
+ * Only what the child offers is sent (c->caps, which goes with the
+ * handle): a request longer than its maximum block size goes in parts;
+ * FUA it lacks is asked of write_op as a flush after the write; a
+ * trim is a zero that may punch holes, so that every child reads the
+ * same afterwards; a fast zero it cannot do fails here with ENOTSUP;
+ * block status it lacks says data, and cache it lacks is skipped.
  */
 static void
 slot_send (struct child_cmd *cmd)
@@ -347,67 +435,87 @@ slot_send (struct child_cmd *cmd)
   struct slot *s = container_of (cmd, struct slot, cmd);
   struct fanout *f = s->f;
   struct child *c = &quorum_children[s->index];
-  nbd_completion_callback cb = {
-    .callback = slot_complete, .user_data = s, .free = slot_free,
-  };
+  const struct quorum_caps *cc = &c->caps;
   enum op_type type = s->type;
-  const void *wbuf = s->wbuf;
-  uint32_t count = s->count, flags = s->flags;
-  uint64_t offset = s->offset;
-  uint32_t lflags = libnbd_flags (flags);
+  uint32_t flags = s->flags, lflags = 0;
+  uint64_t pos = s->offset, end = s->offset + s->count;
   struct nbd_handle *nbd;
-  int64_t r = -1;
+  int64_t r = 0;
 
   fanout_hold (f);
   /* The supervisor may be replacing a dead handle. */
   pthread_rwlock_rdlock (&c->nbd_lock);
   nbd = type == OP_EXTENTS && c->meta ? c->meta : c->nbd;
   switch (type) {
-  case OP_READ:
-    r = nbd_aio_pread (nbd, s->buf, count, offset, cb, 0);
-    break;
-  case OP_WRITE:
-    r = nbd_aio_pwrite (nbd, wbuf, count, offset, cb,
-                        lflags & LIBNBD_CMD_FLAG_FUA);
-    break;
-  case OP_ZERO:
-    if (!(flags & NBDKIT_FLAG_MAY_TRIM))
+  case OP_WRITE: case OP_ZERO: case OP_TRIM:
+    if (!cc->can_write || (type != OP_WRITE && !cc->can_zero)) {
+      slot_answer (s, EROFS);
+      goto out;
+    }
+    if (flags & NBDKIT_FLAG_FUA) {
+      if (cc->can_fua)
+        lflags |= LIBNBD_CMD_FLAG_FUA;
+      else
+        s->flush_after = true;
+    }
+    if (type == OP_ZERO && !(flags & NBDKIT_FLAG_MAY_TRIM))
       lflags |= LIBNBD_CMD_FLAG_NO_HOLE;
-    r = nbd_aio_zero (nbd, count, offset, cb,
-                      lflags & (LIBNBD_CMD_FLAG_FUA | LIBNBD_CMD_FLAG_NO_HOLE |
-                                LIBNBD_CMD_FLAG_FAST_ZERO));
-    break;
-  case OP_TRIM:
-    r = nbd_aio_trim (nbd, count, offset, cb,
-                      lflags & LIBNBD_CMD_FLAG_FUA);
+    if (type == OP_ZERO && (flags & NBDKIT_FLAG_FAST_ZERO)) {
+      if (!cc->can_fast_zero) {
+        slot_answer (s, ENOTSUP);
+        goto out;
+      }
+      lflags |= LIBNBD_CMD_FLAG_FAST_ZERO;
+    }
     break;
   case OP_FLUSH:
+    if (!cc->can_flush) {
+      slot_answer (s, EINVAL);
+      goto out;
+    }
     /* Covers the writes completed before it is sent. */
     s->flushes = __atomic_load_n (&c->writes_done, __ATOMIC_ACQUIRE);
-    r = nbd_aio_flush (nbd, cb, 0);
+    end = pos + 1;              /* one part */
     break;
   case OP_CACHE:
-    r = nbd_aio_cache (nbd, count, offset, cb, 0);
+    if (!cc->can_cache)
+      goto out;
     break;
   case OP_EXTENTS:
-    r = nbd_aio_block_status (nbd, count, offset,
-                              (nbd_extent_callback) {
-                                .callback = slot_extent, .user_data = s,
-                              },
-                              cb, lflags & LIBNBD_CMD_FLAG_REQ_ONE);
+    if (!cc->can_extents) {
+      if (quorum_extent_append (&s->extents, s->offset, s->count, 0) == -1)
+        slot_answer (s, ENOMEM);
+      goto out;
+    }
+    /* The child may answer for less: never split. */
+    lflags = flags & NBDKIT_FLAG_REQ_ONE ? LIBNBD_CMD_FLAG_REQ_ONE : 0;
+    r = slot_send_part (s, nbd, pos, s->count, lflags);
+    goto sent;
+  case OP_READ:
     break;
   }
 
+  while (pos < end) {
+    uint64_t e = part_end (pos, end, cc->block_max, cc->block_min);
+
+    r = slot_send_part (s, nbd, pos, e - pos, lflags);
+    if (r == -1)
+      break;
+    pos = e;
+  }
+
+ sent:
   if (r == -1) {
+    int err;
+
     /* libnbd says EINVAL ("invalid state") for a dead connection. */
     if (child_handle_gone (nbd)) {
-      s->err = ENOTCONN;
+      err = ENOTCONN;
       child_check (c);
     }
     else
-      s->err = nbd_get_errno ();
-    if (s->err == 0)
-      s->err = EIO;
+      err = nbd_get_errno ();
+    slot_answer (s, err ? err : EIO);
     {
       char *msg = child_redact (c, nbd_get_error () ?: "failed");
 
@@ -416,9 +524,11 @@ slot_send (struct child_cmd *cmd)
       free (msg);
     }
   }
-  else
+  else if (s->parts_sent)
     child_kick (nbd);
+ out:
   pthread_rwlock_unlock (&c->nbd_lock);
+  slot_part_put (s);            /* every part is queued */
   fanout_release (f);
 }
 
@@ -435,9 +545,9 @@ slot_issue (struct slot *s, enum op_type type, const void *wbuf,
   __atomic_store_n (&s->pending, true, __ATOMIC_RELAXED);
   fanout_hold (f);
 
-  /* Until libnbd says otherwise: a command it frees without completing
-   * (its handle closed under it) must not count as a success.
-   */
+  s->parts = 1;                 /* until slot_send has queued them all */
+  s->parts_sent = s->parts_ok = 0;
+  s->part_err = 0;
   s->err = ENOTCONN;
   s->type = type;
   s->wbuf = wbuf;
@@ -448,41 +558,102 @@ slot_issue (struct slot *s, enum op_type type, const void *wbuf,
   child_submit (&quorum_children[s->index], &s->cmd);
 }
 
-/* Run the local child's part on this thread. */
+/* One call to the local child, for [offset, +count) of the request. */
+static int
+local_part (struct quorum_conn *conn, struct slot *s, enum op_type type,
+            const void *wbuf, uint32_t count, uint64_t offset,
+            uint32_t flags, int *err)
+{
+  const struct quorum_local_ops *ops = conn->local;
+  void *ctx = conn->local_ctx;
+  uint64_t rel = offset - s->offset;
+
+  switch (type) {
+  case OP_READ:
+    return ops->pread (ctx, (char *) s->buf + rel, count, offset, 0, err);
+  case OP_WRITE:
+    return ops->pwrite (ctx, (const char *) wbuf + rel, count, offset,
+                        flags, err);
+  case OP_ZERO: case OP_TRIM:
+    return ops->zero (ctx, count, offset, flags, err);
+  case OP_CACHE:
+    return ops->cache (ctx, count, offset, 0, err);
+  default:
+    abort ();
+  }
+}
+
+/* Run the local child's part on this thread, with what it offers
+ * (conn->local_caps), as slot_send does for a remote child; FUA it
+ * lacks is a flush after the write, here.
+ */
 static void
 slot_run_local (struct quorum_conn *conn, struct slot *s,
                 enum op_type type, const void *wbuf, uint32_t count,
                 uint64_t offset, uint32_t flags)
 {
   const struct quorum_local_ops *ops = conn->local;
+  const struct quorum_caps *lc = &conn->local_caps;
   void *ctx = conn->local_ctx;
-  int err = 0, r = -1;
+  uint64_t pos = offset, end = offset + count;
+  uint32_t lflags = 0;
+  bool flush_after = false;
+  int err = 0, r = 0;
 
+  s->offset = offset;
   switch (type) {
-  case OP_READ:
-    r = ops->pread (ctx, s->buf, count, offset, 0, &err);
-    break;
-  case OP_WRITE:
-    r = ops->pwrite (ctx, wbuf, count, offset, flags & NBDKIT_FLAG_FUA,
-                     &err);
-    break;
-  case OP_ZERO:
-    r = ops->zero (ctx, count, offset, flags, &err);
-    break;
-  case OP_TRIM:
-    r = ops->trim (ctx, count, offset, flags & NBDKIT_FLAG_FUA, &err);
-    break;
   case OP_FLUSH:
-    r = ops->flush (ctx, 0, &err);
-    break;
-  case OP_CACHE:
-    r = ops->cache (ctx, count, offset, 0, &err);
-    break;
+    r = lc->can_flush ? ops->flush (ctx, 0, &err) : (err = EINVAL, -1);
+    goto out;
   case OP_EXTENTS:
-    r = ops->extents (ctx, count, offset, flags & NBDKIT_FLAG_REQ_ONE,
-                      &s->extents, &err);
+    if (lc->can_extents)
+      r = ops->extents (ctx, count, offset, flags & NBDKIT_FLAG_REQ_ONE,
+                        &s->extents, &err);
+    else if (quorum_extent_append (&s->extents, offset, count, 0) == -1)
+      r = -1, err = ENOMEM;
+    goto out;
+  case OP_CACHE:
+    if (!lc->can_cache)
+      goto out;
+    break;
+  case OP_WRITE: case OP_ZERO: case OP_TRIM:
+    if (!lc->can_write || (type != OP_WRITE && !lc->can_zero)) {
+      r = -1, err = EROFS;
+      goto out;
+    }
+    if (flags & NBDKIT_FLAG_FUA) {
+      if (lc->can_fua)
+        lflags |= NBDKIT_FLAG_FUA;
+      else
+        flush_after = true;
+    }
+    if (type == OP_TRIM)
+      lflags |= NBDKIT_FLAG_MAY_TRIM;
+    else if (type == OP_ZERO) {
+      lflags |= flags & NBDKIT_FLAG_MAY_TRIM;
+      if (flags & NBDKIT_FLAG_FAST_ZERO) {
+        if (!lc->can_fast_zero) {
+          r = -1, err = ENOTSUP;
+          goto out;
+        }
+        lflags |= NBDKIT_FLAG_FAST_ZERO;
+      }
+    }
+    break;
+  case OP_READ:
     break;
   }
+
+  while (r == 0 && pos < end) {
+    uint64_t e = part_end (pos, end, lc->block_max, lc->block_min);
+
+    r = local_part (conn, s, type, wbuf, e - pos, pos, lflags, &err);
+    pos = e;
+  }
+  if (r == 0 && flush_after)
+    r = lc->can_flush ? ops->flush (ctx, 0, &err) : (err = EINVAL, -1);
+
+ out:
   if (r == -1)
     s->err = err ? err : EIO;
 }
@@ -656,6 +827,32 @@ write_vote (struct fanout *f, enum op_type type, uint32_t count,
   return -1;
 }
 
+/* FUA on the remote children that lack it: a flush of each of them
+ * once its write succeeded, which fails its part of the write if it
+ * fails.
+ */
+static void
+fua_flush (struct quorum_conn *conn, struct fanout *f)
+{
+  struct fanout *fl;
+  uint32_t mask = 0;
+  size_t i;
+  int err;
+
+  for (i = 0; i < quorum_nr_children; ++i)
+    if (f->slots[i].used && f->slots[i].err == 0 && f->slots[i].flush_after)
+      mask |= UINT32_C (1) << i;
+  if (mask == 0)
+    return;
+  fl = fanout_run (conn, OP_FLUSH, mask, NULL, 0, NULL, 0, 0, 0, &err);
+  for (i = 0; i < quorum_nr_children; ++i) {
+    if (mask & (UINT32_C (1) << i))
+      f->slots[i].err = fl ? fl->slots[i].err : err;
+  }
+  if (fl)
+    fanout_put (fl);
+}
+
 /* Write-type operations: all children, then vote.  Writes, zeroes and
  * trims hold their range exclusively so that every child applies
  * overlapping ones in the same order.
@@ -673,6 +870,8 @@ write_op (struct quorum_conn *conn, enum op_type type, const void *buf,
     range_lock (&rl, offset, count, true);
   f = fanout_run (conn, type, participants (type, offset, count), NULL, 0,
                   buf, count, offset, flags, err);
+  if (f && (flags & NBDKIT_FLAG_FUA))
+    fua_flush (conn, f);
   if (f) {
     r = write_vote (f, type, count, offset, flags, err);
     fanout_put (f);
@@ -696,11 +895,17 @@ quorum_zero (struct quorum_conn *conn, uint32_t count, uint64_t offset,
   return write_op (conn, OP_ZERO, NULL, count, offset, flags, err);
 }
 
+/* NBD leaves trimmed bytes unspecified: a child may read zeroes there
+ * or the old data, and children that differ would be outvoted.  So a
+ * trim goes to every child as a zero that may punch holes (slot_send,
+ * slot_run_local), offered only when every child can zero.
+ */
 int
 quorum_trim (struct quorum_conn *conn, uint32_t count, uint64_t offset,
              uint32_t flags, int *err)
 {
-  return write_op (conn, OP_TRIM, NULL, count, offset, flags, err);
+  return write_op (conn, OP_TRIM, NULL, count, offset,
+                   flags & NBDKIT_FLAG_FUA, err);
 }
 
 int
@@ -1111,7 +1316,10 @@ quorum_get_ready (const char *ident)
 {
   if (report_open (ident) == -1)
     return -1;
-  return child_connect_all ();
+  if (child_connect_all () == -1)
+    return -1;
+  promise_init ();
+  return 0;
 }
 
 /* Resync runs outside any client connection: in the filter it reaches
@@ -1142,7 +1350,10 @@ engine_resync_range (struct child *c, uint64_t offset, uint32_t count)
   mask = participants (OP_READ, offset, count) &
     ~(UINT32_C (1) << c->index);
   for (i = 0; i < quorum_nr_children; ++i) {
-    if (child_is_local (&quorum_children[i]) && !background_conn.local)
+    if (child_is_local (&quorum_children[i]) &&
+        (!background_conn.local ||
+         (background_conn.local->available &&
+          !background_conn.local->available (background_conn.local_ctx))))
       mask &= ~(UINT32_C (1) << i);
     if (mask & (UINT32_C (1) << i))
       sources++;
@@ -1205,16 +1416,18 @@ quorum_cleanup (void)
   bufpool_drain ();
 }
 
-/* Combine what one child can do into what the quorum can do. */
+/* Combine what one child can do into what the quorum can do.  FUA is
+ * offered where every child has it or can flush (the engine flushes
+ * those without it after the write).
+ */
 static void
 caps_merge (struct quorum_caps *q, const struct quorum_caps *c)
 {
   q->can_write &= c->can_write;
   q->can_flush &= c->can_flush;
-  q->can_trim &= c->can_trim;
   q->can_zero &= c->can_zero;
   q->can_fast_zero &= c->can_fast_zero;
-  q->can_fua &= c->can_fua;
+  q->can_fua &= c->can_fua || c->can_flush;
   q->can_extents &= c->can_extents;
   q->can_cache &= c->can_cache;
   q->is_rotational |= c->is_rotational;
@@ -1226,6 +1439,61 @@ caps_merge (struct quorum_caps *q, const struct quorum_caps *c)
     q->block_max = c->block_max;
 }
 
+struct quorum_caps quorum_promise;
+
+/* The remote children reachable at start-up make the promise. */
+static void
+promise_init (void)
+{
+  struct quorum_caps q = {
+    .size = -1,
+    .can_write = true, .can_flush = true, .can_zero = true,
+    .can_fast_zero = true, .can_fua = true, .can_extents = true,
+    .can_cache = true, .can_multi_conn = true,
+  };
+  size_t i;
+
+  for (i = 0; i < quorum_nr_children; ++i) {
+    const struct child *c = &quorum_children[i];
+
+    if (child_is_local (c) || !c->caps_known)
+      continue;
+    if (q.size == -1)
+      q.size = c->caps.size;
+    caps_merge (&q, &c->caps);
+  }
+  quorum_promise = q;
+}
+
+/* 0 stands for no minimum. */
+static uint32_t
+min_block (uint32_t m)
+{
+  return m ? m : 1;
+}
+
+const char *
+engine_caps_lacking (const struct quorum_caps *c, char *buf, size_t len)
+{
+  const struct quorum_caps *p = &quorum_promise;
+
+  if (p->can_write && !c->can_write)
+    return "is read-only, and the export is writable";
+  if (p->can_flush && !c->can_flush)
+    return "cannot flush, and the export offers flush";
+  if (p->can_zero && !c->can_zero)
+    return "cannot write zeroes, and the export offers zero and trim";
+  if (p->can_fua && !c->can_fua && !c->can_flush)
+    return "has neither FUA nor flush, and the export offers FUA";
+  if (min_block (c->block_min) > min_block (p->block_min)) {
+    snprintf (buf, len, "needs requests aligned to %" PRIu32 " bytes, and "
+              "the export's minimum block size is %" PRIu32,
+              c->block_min, min_block (p->block_min));
+    return buf;
+  }
+  return NULL;
+}
+
 static void
 refuse_sizes (const struct quorum_caps *local_caps)
 {
@@ -1234,11 +1502,16 @@ refuse_sizes (const struct quorum_caps *local_caps)
   FILE *fp = open_memstream (&msg, &len);
 
   if (fp) {
-    for (i = 0; i < quorum_nr_children; ++i)
-      fprintf (fp, "%s child %zu (%s): %" PRIi64, i ? "," : "", i,
-               quorum_children[i].name,
-               i == 0 && local_caps ? local_caps->size
-               : quorum_children[i].caps.size);
+    for (i = 0; i < quorum_nr_children; ++i) {
+      const struct child *c = &quorum_children[i];
+
+      if (child_is_local (c))
+        fprintf (fp, "%s child %zu (%s): %" PRIi64, i ? "," : "", i,
+                 c->name, local_caps->size);
+      else if (c->caps_known)
+        fprintf (fp, "%s child %zu (%s): %" PRIi64, i ? "," : "", i,
+                 c->name, c->caps.size);
+    }
     fclose (fp);
   }
   nbdkit_error ("quorum: children have different sizes, refusing the "
@@ -1251,53 +1524,35 @@ quorum_conn_init (struct quorum_conn *conn,
                   const struct quorum_local_ops *local, void *local_ctx,
                   const struct quorum_caps *local_caps, bool readonly)
 {
-  struct quorum_caps q = {
-    .can_write = true, .can_flush = true, .can_trim = true,
-    .can_zero = true, .can_fast_zero = true, .can_fua = true,
-    .can_extents = true, .can_cache = true,
-  };
-  size_t i;
+  struct quorum_caps q = quorum_promise;
 
   conn->local = local;
   conn->local_ctx = local_ctx;
   conn->readonly = readonly;
 
-  q.size = -1;
-  for (i = 0; i < quorum_nr_children; ++i) {
-    struct quorum_caps remote;
-    const struct quorum_caps *c = local_caps;
-
-    /* A child unreachable since start-up says nothing; it must offer
-     * the same as the others to rejoin.
-     */
-    if (!child_is_local (&quorum_children[i])) {
-      if (!child_known_caps (&quorum_children[i], &remote))
-        continue;
-      c = &remote;
-    }
-    assert (c);
-    if (q.size == -1)
-      q.size = c->size;
-    else if (c->size != q.size) {
+  if (local_caps) {
+    if (local_caps->size != q.size) {
       refuse_sizes (local_caps);
       return -1;
     }
-    caps_merge (&q, c);
+    conn->local_caps = *local_caps;
+    caps_merge (&q, local_caps);
+    /* The remote children are one connection each, shared by every
+     * client connection, so a flush on any client connection covers
+     * writes from all of them there; only the local child needs to say
+     * so for itself.
+     */
+    q.can_multi_conn = local_caps->can_multi_conn;
   }
-
-  /* The remote children are one connection each, shared by every
-   * client connection, so a flush on any client connection covers
-   * writes from all of them there; only the local child needs to say
-   * so for itself.
-   */
-  q.can_multi_conn = local_caps ? local_caps->can_multi_conn : true;
 
   if (readonly)
     q.can_write = false;
   if (!q.can_write)
-    q.can_trim = q.can_zero = q.can_fast_zero = q.can_fua = false;
+    q.can_zero = q.can_fast_zero = q.can_fua = false;
   if (!q.can_zero)
     q.can_fast_zero = false;
+  /* A trim is a zero that may punch holes (quorum_trim). */
+  q.can_trim = q.can_zero;
   if (q.block_max && q.block_pref > q.block_max)
     q.block_pref = q.block_max;
 

@@ -397,7 +397,7 @@ static const char *const keys[] = {
   "child", "child-command", "vote-threshold", "child-timeout",
   "reconnect-delay", "reconnect-max-delay", "vote-block-size",
   "read-pattern", "blkverify", "rewrite-corrupted", "report",
-  "start-degraded", "syslog",
+  "start-degraded", "syslog", "export-name",
 };
 #define NR_KEYS (sizeof keys / sizeof keys[0])
 

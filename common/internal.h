@@ -70,6 +70,10 @@ struct child {
   char *uri;                    /* child=, as given */
   char *command;                /* child-command=, as given */
   char *name;                   /* for messages: secrets removed */
+  /* What its connection nbd offers.  Commands consult it under
+   * nbd_lock, and the supervisor changes it with nbd under the write
+   * lock.
+   */
   struct quorum_caps caps;
   bool caps_known;              /* false if unreachable at start-up */
   struct child_stats stats;
@@ -166,7 +170,6 @@ child_is_local (const struct child *c)
   return c->uri == NULL && c->command == NULL;
 }
 extern enum child_state child_get_state (struct child *c);
-extern bool child_known_caps (struct child *c, struct quorum_caps *caps);
 /* Regions a child missed: mark every granule touched, clear only the
  * granules a write covered entirely, test whether any is touched.
  */
@@ -176,6 +179,19 @@ extern void child_clear_dirty (struct child *c, uint64_t offset,
                                uint64_t count);
 extern bool child_is_dirty (struct child *c, uint64_t offset,
                             uint64_t count);
+
+/* engine.c: what the export offers of the remote children's
+ * capabilities, from those reachable at start-up; fixed after
+ * .get_ready.
+ */
+extern struct quorum_caps quorum_promise;
+/* NULL if a child offering caps can serve that promise (the engine
+ * adapts to the rest: FUA emulated with a flush, requests split at its
+ * maximum block size, no fast zero, block status all data, cache
+ * skipped); else why not, after "it" (perhaps in buf).
+ */
+extern const char *engine_caps_lacking (const struct quorum_caps *caps,
+                                        char *buf, size_t len);
 
 /* engine.c, for resync: copy [offset, offset+count) to child c from
  * the other children, voting as a read does.  Holds the range.

@@ -42,15 +42,20 @@ extern int quorum_extent_append (struct quorum_extent_list *list,
                                  uint64_t offset, uint64_t length,
                                  uint32_t type);
 
-/* What one child, or the quorum as a whole, can do. */
+/* What one child, or the quorum as a whole, can do.  For a child,
+ * can_fua and can_zero say that it takes the flag or the command (the
+ * plugin below the filter may have nbdkit emulate them); for the
+ * export, can_fua says that FUA is offered (the engine emulates it,
+ * child by child, with a flush where a child lacks it).
+ */
 struct quorum_caps {
   int64_t size;
   bool can_write;
   bool can_flush;
   bool can_trim;
-  bool can_zero;                /* natively */
+  bool can_zero;
   bool can_fast_zero;
-  bool can_fua;                 /* natively */
+  bool can_fua;
   bool can_extents;
   bool can_multi_conn;
   bool can_cache;               /* natively */
@@ -70,8 +75,6 @@ struct quorum_local_ops {
                  uint64_t offset, uint32_t flags, int *err);
   int (*zero) (void *ctx, uint32_t count, uint64_t offset, uint32_t flags,
                int *err);
-  int (*trim) (void *ctx, uint32_t count, uint64_t offset, uint32_t flags,
-               int *err);
   int (*flush) (void *ctx, uint32_t flags, int *err);
   int (*cache) (void *ctx, uint32_t count, uint64_t offset, uint32_t flags,
                 int *err);
@@ -79,6 +82,11 @@ struct quorum_local_ops {
   int (*extents) (void *ctx, uint32_t count, uint64_t offset,
                   uint32_t flags, struct quorum_extent_list *list,
                   int *err);
+  /* Optional, for the background source passed to quorum_after_fork:
+   * whether it can be read now (the filter's plugin only can while a
+   * client connection lends its context).
+   */
+  bool (*available) (void *ctx);
 };
 
 /* Per client connection. */
@@ -86,7 +94,8 @@ struct quorum_conn {
   const struct quorum_local_ops *local; /* NULL in the plugin */
   void *local_ctx;                      /* the filter's nbdkit_next */
   bool readonly;
-  struct quorum_caps caps;              /* combined over all children */
+  struct quorum_caps caps;              /* what the export offers */
+  struct quorum_caps local_caps;        /* child 0's, in the filter */
 };
 
 /* Parameters.  quorum_config returns 1 if the key is the quorum's, 0 if
@@ -107,11 +116,20 @@ extern int quorum_get_ready (const char *ident);
 
 /* Start the children's I/O and supervisor threads.  Runs in
  * .after_fork, the first hook whose threads survive daemonizing.  The
- * filter passes a context of its plugin not tied to any client
- * connection (or NULL), from which returning children are resynced.
+ * filter passes a way to read its plugin outside a request (or NULL),
+ * from which returning children are resynced too while it is
+ * available (see quorum_local_ops.available).
  */
 extern int quorum_after_fork (const struct quorum_local_ops *local,
                               void *local_ctx);
+
+/* export-name=: the only export the quorum serves ("" by default). */
+extern const char *quorum_export (void);
+
+/* 0 if a client may open exportname (NBD's canonical name, after
+ * .default_export), else -1 with an error naming it and export-name=.
+ */
+extern int quorum_check_export (const char *exportname);
 
 /* --dump-plugin: quorum_* keys on stdout, one per line. */
 extern void quorum_dump (void);
@@ -123,8 +141,11 @@ extern void quorum_cleanup (void);
 extern void quorum_unload (void);
 
 /* Set up a client connection: local_caps describes child 0 in the
- * filter (NULL in the plugin).  Refuses children of different sizes
- * and rewrite-corrupted on a read-only export.
+ * filter (NULL in the plugin).  The export offers what the remote
+ * children reachable at start-up offered (fixed then: a child that
+ * joins later must offer as much) and the plugin below the filter
+ * offers.  Refuses a plugin of another size, and rewrite-corrupted on
+ * a read-only export.
  */
 extern int quorum_conn_init (struct quorum_conn *conn,
                              const struct quorum_local_ops *local,
@@ -181,6 +202,8 @@ extern int quorum_extents (struct quorum_conn *conn, uint32_t count,
   "                          are reachable (default: false)\n" \
   "report=FILE               Append every event as a JSON line to FILE\n" \
   "                          (a regular file or a new one, never a link)\n" \
-  "syslog=BOOL               Send reports to syslog(3) (default: true)"
+  "syslog=BOOL               Send reports to syslog(3) (default: true)\n" \
+  "export-name=NAME          The one export served; clients asking for\n" \
+  "                          another are refused (default: \"\")"
 
 #endif /* QUORUM_H */

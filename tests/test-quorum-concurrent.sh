@@ -14,15 +14,19 @@ set -e
 set -x
 requires python3 -c 'import nbd'
 
-for i in 0 1 2; do
-  truncate -s 1M $tmpdir/c$i.img
-  start_child $i file $tmpdir/c$i.img
-done
+concurrent ()
+{
+  for i in 0 1 2; do rm -f $tmpdir/c$i.img; truncate -s 1M $tmpdir/c$i.img; done
+  child0 file $tmpdir/c0.img
+  for i in 1 2; do start_child $i file $tmpdir/c$i.img; done
 
-quorum -U - $QUORUM_PLUGIN \
-       child="$(child_uri 0)" child="$(child_uri 1)" child="$(child_uri 2)" \
-       --run "python3 $abs_top_srcdir/tests/hammer.py \"\$uri\" 4 32 10"
-cmp $tmpdir/c0.img $tmpdir/c1.img
-cmp $tmpdir/c0.img $tmpdir/c2.img
-touch $tmpdir/syslog
-assert_no_grep 'event=' $tmpdir/syslog
+  quorum -U - "${quorum_head[@]}" \
+         child="$(child_uri 1)" child="$(child_uri 2)" \
+         --run "python3 $abs_top_srcdir/tests/hammer.py \"\$uri\" 4 32 10"
+  cmp $tmpdir/c0.img $tmpdir/c1.img
+  cmp $tmpdir/c0.img $tmpdir/c2.img
+  touch $tmpdir/syslog
+  assert_no_grep 'event=' $tmpdir/syslog
+}
+
+for_each_form concurrent

@@ -13,29 +13,34 @@ set -e
 set -x
 requires nbdsh --version
 
-for i in 0 1 2; do truncate -s 1M $tmpdir/c$i.img; done
-corrupt $tmpdir/c2.img 500000 'stale'
-start_child 0 file $tmpdir/c0.img
-start_child 1 file $tmpdir/c1.img
-children="child=$(child_uri 0) child=$(child_uri 1) child=$(child_uri 2)"
+degraded ()
+{
+  for i in 0 1 2; do rm -f $tmpdir/c$i.img; truncate -s 1M $tmpdir/c$i.img; done
+  corrupt $tmpdir/c2.img 500000 'stale'
+  child0 file $tmpdir/c0.img
+  start_child 1 file $tmpdir/c1.img
+  children="child=$(child_uri 1) child=$(child_uri 2)"
 
-expect_fail_start $tmpdir/log $QUORUM_PLUGIN $children
-assert_grep 'cannot connect to child 2: .*\(see start-degraded\)' $tmpdir/log
+  expect_fail_start $tmpdir/log "${quorum_head[@]}" $children
+  assert_grep 'cannot connect to child 2: .*\(see start-degraded\)' $tmpdir/log
 
-# Not enough children for the threshold even degraded.
-expect_fail_start $tmpdir/log $QUORUM_PLUGIN $children start-degraded=true \
-    vote-threshold=3
-assert_grep 'start-degraded=true: only 2 of 3 children are reachable, vote-threshold is 3' $tmpdir/log
+  # Not enough children for the threshold even degraded.
+  expect_fail_start $tmpdir/log "${quorum_head[@]}" $children start-degraded=true \
+      vote-threshold=3
+  assert_grep 'start-degraded=true: only 2 of 3 children are reachable, vote-threshold is 3' $tmpdir/log
 
-start_quorum -P $tmpdir/q.pid -U $tmpdir/q.sock $QUORUM_PLUGIN $children \
-    start-degraded=true
-q="nbd+unix:///?socket=$tmpdir/q.sock"
-nbdsh -u "$q" -c 'h.pwrite(b"\x07" * 4096, 0)' \
-      -c 'assert h.pread(4096, 0) == b"\x07" * 4096'
-assert_grep "^nbdkit-quorum-plugin warning event=down child=2 name=nbd\+unix:///\?socket=$tmpdir/c2.sock reason=unreachable\$" $tmpdir/syslog
+  start_quorum -P $tmpdir/q.pid -U $tmpdir/q.sock "${quorum_head[@]}" $children \
+      start-degraded=true
+  q="nbd+unix:///?socket=$tmpdir/q.sock"
+  nbdsh -u "$q" -c 'h.pwrite(b"\x07" * 4096, 0)' \
+        -c 'assert h.pread(4096, 0) == b"\x07" * 4096'
+  assert_grep "^nbdkit-quorum-$form warning event=down child=2 name=nbd\+unix:///\?socket=$tmpdir/c2.sock reason=unreachable\$" $tmpdir/syslog
 
-start_child 2 file $tmpdir/c2.img
-wait_for "event=resync-end" 10 grep -q 'event=resync-end child=2' $tmpdir/syslog
-assert_grep 'event=resync-start child=2 .* dirty=0x100000$' $tmpdir/syslog
-assert_grep 'event=resync-end child=2 .* copied=0x100000$' $tmpdir/syslog
-cmp $tmpdir/c0.img $tmpdir/c2.img
+  start_child 2 file $tmpdir/c2.img
+  wait_for "event=resync-end" 10 grep -q 'event=resync-end child=2' $tmpdir/syslog
+  assert_grep 'event=resync-start child=2 .* dirty=0x100000$' $tmpdir/syslog
+  assert_grep 'event=resync-end child=2 .* copied=0x100000$' $tmpdir/syslog
+  cmp $tmpdir/c0.img $tmpdir/c2.img
+}
+
+for_each_form degraded

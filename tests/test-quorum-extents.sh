@@ -11,25 +11,29 @@ set -e
 set -x
 requires nbdinfo --version
 
-# 1 MiB sparse children; data at: c0 [0,64k) [512k,576k)
-#                                 c1 [0,64k) [256k,320k)
-#                                 c2 [0,64k)
-for i in 0 1 2; do
-  truncate -s 1M $tmpdir/c$i.img
-  dd if=/dev/urandom of=$tmpdir/c$i.img bs=64k count=1 conv=notrunc status=none
-done
-dd if=$tmpdir/c0.img of=$tmpdir/c1.img bs=64k count=1 conv=notrunc status=none
-dd if=$tmpdir/c0.img of=$tmpdir/c2.img bs=64k count=1 conv=notrunc status=none
-printf 'x' | dd of=$tmpdir/c0.img bs=1 seek=524288 conv=notrunc status=none
-printf 'y' | dd of=$tmpdir/c1.img bs=1 seek=262144 conv=notrunc status=none
-for i in 0 1 2; do start_child $i file $tmpdir/c$i.img; done
+extents ()
+{
+  # 1 MiB sparse children; data at: c0 [0,64k) [512k,576k)
+  #                                 c1 [0,64k) [256k,320k)
+  #                                 c2 [0,64k)
+  for i in 0 1 2; do
+    rm -f $tmpdir/c$i.img
+    truncate -s 1M $tmpdir/c$i.img
+  done
+  dd if=/dev/urandom of=$tmpdir/c0.img bs=64k count=1 conv=notrunc status=none
+  dd if=$tmpdir/c0.img of=$tmpdir/c1.img bs=64k count=1 conv=notrunc status=none
+  dd if=$tmpdir/c0.img of=$tmpdir/c2.img bs=64k count=1 conv=notrunc status=none
+  printf 'x' | dd of=$tmpdir/c0.img bs=1 seek=524288 conv=notrunc status=none
+  printf 'y' | dd of=$tmpdir/c1.img bs=1 seek=262144 conv=notrunc status=none
+  child0 file $tmpdir/c0.img
+  for i in 1 2; do start_child $i file $tmpdir/c$i.img; done
 
-quorum -U - $QUORUM_PLUGIN \
-       child="$(child_uri 0)" child="$(child_uri 1)" child="$(child_uri 2)" \
-       --run "nbdinfo --map --totals \"\$uri\" > $tmpdir/totals &&
-              nbdinfo --map --json \"\$uri\" > $tmpdir/map.json"
-cat $tmpdir/map.json
-python3 - $tmpdir/map.json <<'EOF'
+  quorum -U - "${quorum_head[@]}" \
+         child="$(child_uri 1)" child="$(child_uri 2)" \
+         --run "nbdinfo --map --totals \"\$uri\" > $tmpdir/totals &&
+                nbdinfo --map --json \"\$uri\" > $tmpdir/map.json"
+  cat $tmpdir/map.json
+  python3 - $tmpdir/map.json <<'EOF'
 import json, sys
 m = json.load(open(sys.argv[1]))
 def kind(off):
@@ -46,3 +50,6 @@ assert kind(768 * K) == 1, "all three have a hole at 768K"
 assert kind(1024 * K - 1) == 1
 print("extents ok")
 EOF
+}
+
+for_each_form extents

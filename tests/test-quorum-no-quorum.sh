@@ -12,12 +12,6 @@ set -e
 set -x
 requires nbdsh --version
 
-for i in 0 1 2; do make_image $tmpdir/c$i.img 1M 0x55; done
-corrupt $tmpdir/c1.img 100 'AAAA'
-corrupt $tmpdir/c2.img 100 'BBBB'
-for i in 0 1 2; do start_child $i file $tmpdir/c$i.img; done
-children="child=$(child_uri 0) child=$(child_uri 1) child=$(child_uri 2)"
-
 cat > $tmpdir/check.py <<'EOF'
 import errno
 try:
@@ -29,15 +23,27 @@ except nbd.Error as e:
 assert h.pread(4096, 65536) == b"\x55" * 4096
 EOF
 
-quorum -U - $QUORUM_PLUGIN vote-threshold=2 $children \
-       --run "nbdsh -u \"\$uri\" -c 'exec(open(\"$tmpdir/check.py\").read())'"
-assert_grep '^nbdkit-quorum-plugin err event=failure type=read offset=0x0 length=0x1000 reason=no-quorum votes=1 threshold=2 versions=0/1/2$' $tmpdir/syslog
-# No winner, so nobody is called bad.
-assert_no_grep 'event=bad' $tmpdir/syslog
+no_quorum ()
+{
+  for i in 0 1 2; do make_image $tmpdir/c$i.img 1M 0x55; done
+  corrupt $tmpdir/c1.img 100 'AAAA'
+  corrupt $tmpdir/c2.img 100 'BBBB'
+  child0 file $tmpdir/c0.img
+  for i in 1 2; do start_child $i file $tmpdir/c$i.img; done
+  children="child=$(child_uri 1) child=$(child_uri 2)"
 
-# Threshold 3: one corrupted child is enough to refuse.
-cp $tmpdir/c0.img $tmpdir/c1.img
-rm $tmpdir/syslog
-quorum -U - $QUORUM_PLUGIN vote-threshold=3 $children \
-       --run "nbdsh -u \"\$uri\" -c 'exec(open(\"$tmpdir/check.py\").read())'"
-assert_grep 'event=failure type=read offset=0x0 length=0x1000 reason=no-quorum votes=2 threshold=3 versions=0,1/2$' $tmpdir/syslog
+  quorum -U - "${quorum_head[@]}" vote-threshold=2 $children \
+         --run "nbdsh -u \"\$uri\" -c 'exec(open(\"$tmpdir/check.py\").read())'"
+  assert_grep "^nbdkit-quorum-$form err event=failure type=read offset=0x0 length=0x1000 reason=no-quorum votes=1 threshold=2 versions=0/1/2\$" $tmpdir/syslog
+  # No winner, so nobody is called bad.
+  assert_no_grep 'event=bad' $tmpdir/syslog
+
+  # Threshold 3: one corrupted child is enough to refuse.
+  cp $tmpdir/c0.img $tmpdir/c1.img
+  rm $tmpdir/syslog
+  quorum -U - "${quorum_head[@]}" vote-threshold=3 $children \
+         --run "nbdsh -u \"\$uri\" -c 'exec(open(\"$tmpdir/check.py\").read())'"
+  assert_grep 'event=failure type=read offset=0x0 length=0x1000 reason=no-quorum votes=2 threshold=3 versions=0,1/2$' $tmpdir/syslog
+}
+
+for_each_form no_quorum

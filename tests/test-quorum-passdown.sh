@@ -28,7 +28,7 @@ for m in "--filter=$QUORUM_FILTER null" "$QUORUM_PLUGIN"; do
   for p in child= child-command= vote-threshold= vote-block-size= \
            read-pattern= blkverify= rewrite-corrupted= child-timeout= \
            reconnect-delay= reconnect-max-delay= report= syslog= \
-           start-degraded=; do
+           start-degraded= export-name=; do
     assert_grep "^$p" $tmpdir/help
   done
 done

@@ -12,25 +12,27 @@ set -e
 set -x
 requires nbdsh --version
 
-for i in 0 1 2; do make_image $tmpdir/c$i.img 1M 0x33; done
-start_child 0 file $tmpdir/c0.img
-start_child 1 --filter=error file $tmpdir/c1.img error-pread-rate=1 error-pread=ENOSPC
-start_child 2 --filter=error file $tmpdir/c2.img error-pread-rate=1 error-pread-file=$tmpdir/fail2 error-pread=ENOSPC
+read_errors ()
+{
+  rm -f $tmpdir/fail2
+  for i in 0 1 2; do make_image $tmpdir/c$i.img 1M 0x33; done
+  child0 file $tmpdir/c0.img
+  start_child 1 --filter=error file $tmpdir/c1.img error-pread-rate=1 error-pread=ENOSPC
+  start_child 2 --filter=error file $tmpdir/c2.img error-pread-rate=1 error-pread-file=$tmpdir/fail2 error-pread=ENOSPC
+  children="child=$(child_uri 1) child=$(child_uri 2)"
 
-# Child 1 fails, 0 and 2 agree: the data is right.
-quorum -U - $QUORUM_PLUGIN \
-       child="$(child_uri 0)" child="$(child_uri 1)" child="$(child_uri 2)" \
-       --run "nbdsh -u \"\$uri\" -c 'assert h.pread(512, 0) == b\"\\x33\" * 512'"
-assert_grep "^nbdkit-quorum-plugin warning event=bad type=read child=1 name=nbd\+unix:///\?socket=$tmpdir/c1.sock offset=0x0 length=0x200 error=ENOSPC\$" $tmpdir/syslog
-assert_no_grep 'event=failure' $tmpdir/syslog
+  # Child 1 fails, 0 and 2 agree: the data is right.
+  quorum -U - "${quorum_head[@]}" $children \
+         --run "nbdsh -u \"\$uri\" -c 'assert h.pread(512, 0) == b\"\\x33\" * 512'"
+  assert_grep "^nbdkit-quorum-$form warning event=bad type=read child=1 name=nbd\+unix:///\?socket=$tmpdir/c1.sock offset=0x0 length=0x200 error=ENOSPC\$" $tmpdir/syslog
+  assert_no_grep 'event=failure' $tmpdir/syslog
 
-# Children 1 and 2 fail: one success is below the threshold; ENOSPC,
-# their common errno, reaches the client.
-touch $tmpdir/fail2
-rm $tmpdir/syslog
-quorum -U - $QUORUM_PLUGIN \
-       child="$(child_uri 0)" child="$(child_uri 1)" child="$(child_uri 2)" \
-       --run "nbdsh -u \"\$uri\" -c '
+  # Children 1 and 2 fail: one success is below the threshold; ENOSPC,
+  # their common errno, reaches the client.
+  touch $tmpdir/fail2
+  rm $tmpdir/syslog
+  quorum -U - "${quorum_head[@]}" $children \
+         --run "nbdsh -u \"\$uri\" -c '
 import errno
 try:
     h.pread(512, 0)
@@ -38,5 +40,8 @@ try:
 except nbd.Error as e:
     assert e.errno in (\"ENOSPC\", errno.ENOSPC), e
 '"
-assert_grep 'event=failure type=read offset=0x0 length=0x200 reason=errors error=ENOSPC successes=1 threshold=2' $tmpdir/syslog
-assert_grep 'event=bad type=read child=2 .* error=ENOSPC' $tmpdir/syslog
+  assert_grep 'event=failure type=read offset=0x0 length=0x200 reason=errors error=ENOSPC successes=1 threshold=2' $tmpdir/syslog
+  assert_grep 'event=bad type=read child=2 .* error=ENOSPC' $tmpdir/syslog
+}
+
+for_each_form read_errors

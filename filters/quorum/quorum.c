@@ -11,6 +11,8 @@
 #include <config.h>
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 #include <nbdkit-filter.h>
@@ -19,7 +21,18 @@
 
 struct quorum_handle {
   struct quorum_conn conn;
+  nbdkit_next *next;            /* the plugin, from .prepare to .finalize */
+  /* Lent to background work (see below): under lend_lock. */
+  bool lent;
+  unsigned borrowers;
+  struct quorum_handle *lend_next;
 };
+
+/* Whether connections lend their context of the plugin to background
+ * work (below): not if the plugin asked nbdkit to serialize its
+ * requests, then only its connections' threads call it.
+ */
+static bool may_lend;
 
 /* The plugin below, as the engine's local child. */
 static int
@@ -44,14 +57,6 @@ local_zero (void *ctx, uint32_t count, uint64_t offset, uint32_t flags,
 {
   nbdkit_next *next = ctx;
   return next->zero (next, count, offset, flags, err);
-}
-
-static int
-local_trim (void *ctx, uint32_t count, uint64_t offset, uint32_t flags,
-            int *err)
-{
-  nbdkit_next *next = ctx;
-  return next->trim (next, count, offset, flags, err);
 }
 
 static int
@@ -108,7 +113,6 @@ static const struct quorum_local_ops local_ops = {
   .pread = local_pread,
   .pwrite = local_pwrite,
   .zero = local_zero,
-  .trim = local_trim,
   .flush = local_flush,
   .cache = local_cache,
   .extents = local_extents,
@@ -146,37 +150,192 @@ quorum_filter_config_complete (nbdkit_next_config_complete *next,
 static int
 quorum_filter_get_ready (int thread_model)
 {
+  may_lend = thread_model == NBDKIT_THREAD_MODEL_PARALLEL;
+  if (!may_lend)
+    nbdkit_debug ("quorum: the plugin serializes its requests: resync "
+                  "reads the remote children only");
   return quorum_get_ready ("nbdkit-quorum-filter");
 }
 
-/* A context of the plugin for background work (resync), shared by no
- * client connection.
+/* Background work (resync) reads the plugin through the context of a
+ * client connection, lent from .prepare to .finalize.  nbdkit could
+ * give a context of its own (nbdkit_next_context_open, shared), but a
+ * shared context has no connection, and so no export name: a plugin of
+ * API version 2 learns it only from nbdkit_export_name, which then
+ * fails (the file plugin with dir= dies of it).  Every client
+ * connection has opened the plugin with export-name=, the export the
+ * quorum serves, and nbdkit has asked it its size and what it can do.
+ * While no client is connected, the remote children are the only
+ * sources.
  */
-static nbdkit_next *background;
+static pthread_mutex_t lend_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t lend_cond = PTHREAD_COND_INITIALIZER;
+static struct quorum_handle *lenders;
+static void
+lend (struct quorum_handle *h)
+{
+  if (!may_lend)
+    return;
+  pthread_mutex_lock (&lend_lock);
+  h->lend_next = lenders;
+  lenders = h;
+  h->lent = true;
+  pthread_mutex_unlock (&lend_lock);
+}
+
+/* Take h back, once nobody is using its context. */
+static void
+unlend (struct quorum_handle *h)
+{
+  struct quorum_handle **p;
+
+  pthread_mutex_lock (&lend_lock);
+  if (h->lent) {
+    for (p = &lenders; *p != h; p = &(*p)->lend_next)
+      ;
+    *p = h->lend_next;
+    h->lent = false;
+  }
+  while (h->borrowers > 0)
+    pthread_cond_wait (&lend_cond, &lend_lock);
+  pthread_mutex_unlock (&lend_lock);
+}
+
+static struct quorum_handle *
+borrow (void)
+{
+  struct quorum_handle *h;
+
+  pthread_mutex_lock (&lend_lock);
+  h = lenders;
+  if (h)
+    h->borrowers++;
+  pthread_mutex_unlock (&lend_lock);
+  return h;
+}
+
+static void
+give_back (struct quorum_handle *h)
+{
+  pthread_mutex_lock (&lend_lock);
+  if (--h->borrowers == 0)
+    pthread_cond_broadcast (&lend_cond);
+  pthread_mutex_unlock (&lend_lock);
+}
+
+static bool
+background_available (void *ctx)
+{
+  bool r;
+
+  pthread_mutex_lock (&lend_lock);
+  r = lenders != NULL;
+  pthread_mutex_unlock (&lend_lock);
+  return r;
+}
+
+/* Background work only reads: a lent context may be read-only. */
+static int
+background_pread (void *ctx, void *buf, uint32_t count, uint64_t offset,
+                  uint32_t flags, int *err)
+{
+  struct quorum_handle *h = borrow ();
+  int r;
+
+  if (h == NULL) {
+    *err = ENOTCONN;
+    return -1;
+  }
+  r = local_pread (h->next, buf, count, offset, flags, err);
+  give_back (h);
+  return r;
+}
+
+static int
+background_extents (void *ctx, uint32_t count, uint64_t offset,
+                    uint32_t flags, struct quorum_extent_list *list,
+                    int *err)
+{
+  struct quorum_handle *h = borrow ();
+  int r;
+
+  if (h == NULL) {
+    *err = ENOTCONN;
+    return -1;
+  }
+  r = local_extents (h->next, count, offset, flags, list, err);
+  give_back (h);
+  return r;
+}
+
+static int
+background_pwrite (void *ctx, const void *buf, uint32_t count,
+                   uint64_t offset, uint32_t flags, int *err)
+{
+  *err = EROFS;
+  return -1;
+}
+
+static int
+background_zero (void *ctx, uint32_t count, uint64_t offset,
+                 uint32_t flags, int *err)
+{
+  *err = EROFS;
+  return -1;
+}
+
+static int
+background_flush (void *ctx, uint32_t flags, int *err)
+{
+  *err = EROFS;
+  return -1;
+}
+
+static int
+background_cache (void *ctx, uint32_t count, uint64_t offset,
+                  uint32_t flags, int *err)
+{
+  *err = ENOTSUP;
+  return -1;
+}
+
+static const struct quorum_local_ops background_ops = {
+  .pread = background_pread,
+  .pwrite = background_pwrite,
+  .zero = background_zero,
+  .flush = background_flush,
+  .cache = background_cache,
+  .extents = background_extents,
+  .available = background_available,
+};
 
 static int
 quorum_filter_after_fork (nbdkit_backend *backend)
 {
-  background = nbdkit_next_context_open (backend, 0, "", 1);
-  if (background && background->prepare (background) == -1) {
-    nbdkit_next_context_close (background);
-    background = NULL;
-  }
-  if (background == NULL)
-    nbdkit_debug ("quorum: no background context of the plugin: resync "
-                  "reads the remote children only");
-  return quorum_after_fork (background ? &local_ops : NULL, background);
+  return quorum_after_fork (&background_ops, NULL);
 }
 
 static void
 quorum_filter_cleanup (nbdkit_backend *backend)
 {
-  quorum_cleanup ();            /* stops resync before the context goes */
-  if (background) {
-    background->finalize (background);
-    nbdkit_next_context_close (background);
-    background = NULL;
-  }
+  quorum_cleanup ();
+}
+
+/* One export: the one whose replicas the children hold. */
+static int
+quorum_filter_list_exports (nbdkit_next_list_exports *next,
+                            nbdkit_backend *nxdata, int readonly,
+                            int is_tls, struct nbdkit_exports *exports)
+{
+  return nbdkit_add_export (exports, quorum_export (), NULL);
+}
+
+static const char *
+quorum_filter_default_export (nbdkit_next_default_export *next,
+                              nbdkit_backend *nxdata, int readonly,
+                              int is_tls)
+{
+  return quorum_export ();
 }
 
 static void *
@@ -185,7 +344,10 @@ quorum_filter_open (nbdkit_next_open *next, nbdkit_context *context,
 {
   struct quorum_handle *h;
 
-  if (next (context, readonly, exportname) == -1)
+  /* "" has become the default export, export-name=, already. */
+  if (quorum_check_export (exportname) == -1)
+    return NULL;
+  if (next (context, readonly, quorum_export ()) == -1)
     return NULL;
   h = calloc (1, sizeof *h);
   if (h == NULL) {
@@ -198,6 +360,7 @@ quorum_filter_open (nbdkit_next_open *next, nbdkit_context *context,
 static void
 quorum_filter_close (void *handle)
 {
+  unlend (handle);              /* in case .finalize was not reached */
   free (handle);
 }
 
@@ -222,7 +385,8 @@ quorum_filter_prepare (nbdkit_next *next, void *handle, int readonly)
     return -1;
   c.can_trim = r;
   /* The plugin below may be emulating zero or FUA: either way its
-   * zero and FUA work, so it can take them from us.
+   * zero and FUA work, so it can take them from us.  Its trim is never
+   * called: a trim is a zero that may punch holes.
    */
   if ((r = next->can_zero (next)) == -1)
     return -1;
@@ -249,7 +413,18 @@ quorum_filter_prepare (nbdkit_next *next, void *handle, int readonly)
                         &c.block_max) == -1)
     return -1;
 
-  return quorum_conn_init (&h->conn, &local_ops, next, &c, readonly);
+  if (quorum_conn_init (&h->conn, &local_ops, next, &c, readonly) == -1)
+    return -1;
+  h->next = next;
+  lend (h);
+  return 0;
+}
+
+static int
+quorum_filter_finalize (nbdkit_next *next, void *handle)
+{
+  unlend (handle);
+  return 0;
 }
 
 static int64_t
@@ -324,14 +499,14 @@ quorum_filter_can_extents (nbdkit_next *next, void *handle)
   return h->conn.caps.can_extents;
 }
 
+/* The engine honours FUA on each child, with a flush where one lacks
+ * it: nbdkit need not emulate it by flushing every child.
+ */
 static int
 quorum_filter_can_fua (nbdkit_next *next, void *handle)
 {
   struct quorum_handle *h = handle;
-
-  if (h->conn.caps.can_fua)
-    return NBDKIT_FUA_NATIVE;
-  return h->conn.caps.can_flush ? NBDKIT_FUA_EMULATE : NBDKIT_FUA_NONE;
+  return h->conn.caps.can_fua ? NBDKIT_FUA_NATIVE : NBDKIT_FUA_NONE;
 }
 
 static int
@@ -418,9 +593,12 @@ static struct nbdkit_filter filter = {
   .get_ready          = quorum_filter_get_ready,
   .after_fork         = quorum_filter_after_fork,
   .cleanup            = quorum_filter_cleanup,
+  .list_exports       = quorum_filter_list_exports,
+  .default_export     = quorum_filter_default_export,
   .open               = quorum_filter_open,
   .close              = quorum_filter_close,
   .prepare            = quorum_filter_prepare,
+  .finalize           = quorum_filter_finalize,
   .get_size           = quorum_filter_get_size,
   .block_size         = quorum_filter_block_size,
   .can_write          = quorum_filter_can_write,

@@ -71,11 +71,28 @@ quorum_plugin_cleanup (void)
   quorum_cleanup ();
 }
 
+/* One export: the one the children are the replicas of. */
+static int
+quorum_plugin_list_exports (int readonly, int is_tls,
+                            struct nbdkit_exports *exports)
+{
+  return nbdkit_add_export (exports, quorum_export (), NULL);
+}
+
+static const char *
+quorum_plugin_default_export (int readonly, int is_tls)
+{
+  return quorum_export ();
+}
+
 static void *
 quorum_plugin_open (int readonly)
 {
   struct quorum_handle *h;
 
+  /* nbdkit has made "" the default export, export-name=, already. */
+  if (quorum_check_export (nbdkit_export_name ()) == -1)
+    return NULL;
   h = calloc (1, sizeof *h);
   if (h == NULL) {
     nbdkit_error ("calloc: %m");
@@ -163,14 +180,14 @@ quorum_plugin_can_extents (void *handle)
   return h->conn.caps.can_extents;
 }
 
+/* The engine honours FUA on each child, with a flush where one lacks
+ * it: nbdkit need not emulate it by flushing every child.
+ */
 static int
 quorum_plugin_can_fua (void *handle)
 {
   struct quorum_handle *h = handle;
-
-  if (h->conn.caps.can_fua)
-    return NBDKIT_FUA_NATIVE;
-  return h->conn.caps.can_flush ? NBDKIT_FUA_EMULATE : NBDKIT_FUA_NONE;
+  return h->conn.caps.can_fua ? NBDKIT_FUA_NATIVE : NBDKIT_FUA_NONE;
 }
 
 static int
@@ -268,6 +285,8 @@ static struct nbdkit_plugin plugin = {
   .get_ready          = quorum_plugin_get_ready,
   .after_fork         = quorum_plugin_after_fork,
   .cleanup            = quorum_plugin_cleanup,
+  .list_exports       = quorum_plugin_list_exports,
+  .default_export     = quorum_plugin_default_export,
   .open               = quorum_plugin_open,
   .close              = quorum_plugin_close,
   .get_size           = quorum_plugin_get_size,
