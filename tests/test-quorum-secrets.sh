@@ -83,14 +83,14 @@ secrets_body ()
       grep -q "child 4 (nbd://alice:\*\*\*@127.0.0.1:$pport/): connection lost" $tmpdir/syslog
   wait_for "reconnection of child 4" 30 \
       grep -q "child 4 (.*): reconnect failed" $tmpdir/stderr
-  # (Only a read: a write would make it resync, which in the filter
-  # form is another bug of issue 13, fixed elsewhere.)
-  nbdsh -u "nbd+unix:///?socket=$tmpdir/q.sock" -c 'assert h.pread(4096, 0) == b"\x33" * 4096'
+  # A write it misses: it is resynchronised when it comes back.
+  nbdsh -u "nbd+unix:///?socket=$tmpdir/q.sock" -c 'h.pwrite(b"\x44" * 4096, 0)'
   start_nbdkit -P $tmpdir/c4.pid -i 127.0.0.1 -p $pport file $tmpdir/c4.img
   wait_for "child 4 resynchronised" 60 \
       grep -q 'event=resync-end child=4' $tmpdir/syslog
   kill_pid "$(cat $tmpdir/q.pid)"
   rm -f $tmpdir/q.pid $tmpdir/q.sock   # nbdkit 1.32 leaves it
+  cmp -n 4096 $tmpdir/c0.img $tmpdir/c4.img
 
   cat $tmpdir/syslog
   no_secret $tmpdir/stderr
