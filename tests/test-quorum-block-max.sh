@@ -16,15 +16,6 @@ set -x
 requires nbdsh --version
 requires qemu-nbd --version
 
-# start_qemu N: qemu-nbd serving $tmpdir/cN.img on $tmpdir/cN.sock.
-start_qemu ()
-{
-  rm -f $tmpdir/c$1.sock $tmpdir/c$1.pid
-  qemu-nbd -f raw -t --fork --pid-file=$tmpdir/c$1.pid \
-           -k $tmpdir/c$1.sock $tmpdir/c$1.img
-  cleanup_fn kill_pid "$(cat $tmpdir/c$1.pid)"
-}
-
 block_max ()
 {
   for i in 0 1 2; do
@@ -34,8 +25,8 @@ block_max ()
   child0 --filter=log --filter=blocksize-policy file $tmpdir/c0.img \
          blocksize-minimum=4096 blocksize-maximum=8M \
          blocksize-error-policy=error logfile=$tmpdir/c0.log
-  start_qemu 1
-  start_qemu 2
+  start_qemu_child 1
+  start_qemu_child 2
   children="child=$(child_uri 1) child=$(child_uri 2)"
 
   quorum -U - "${quorum_head[@]}" $children --run "nbdsh -u \"\$uri\" -c '

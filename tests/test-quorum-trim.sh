@@ -16,17 +16,6 @@ set -x
 requires nbdsh --version
 requires qemu-nbd --version
 
-# start_qemu N ARGS...: qemu-nbd serving $tmpdir/cN.img on cN.sock.
-start_qemu ()
-{
-  local n=$1
-  shift
-  rm -f $tmpdir/c$n.sock $tmpdir/c$n.pid
-  qemu-nbd -f raw -t --fork --pid-file=$tmpdir/c$n.pid \
-           -k $tmpdir/c$n.sock "$@" $tmpdir/c$n.img
-  cleanup_fn kill_pid "$(cat $tmpdir/c$n.pid)"
-}
-
 # An eval plugin over $tmpdir/cN.img whose trim does nothing.
 lazy_trim ()
 {
@@ -57,7 +46,7 @@ trim ()
   for i in 0 1 2; do truncate -s 0 $tmpdir/c$i.img; truncate -s 1M $tmpdir/c$i.img; done
   child0 memory 1M
   lazy_trim 1 start_child 1
-  start_qemu 2 --discard=ignore
+  start_qemu_child 2 --discard=ignore
 
   # Three children: none outvoted.
   quorum -U - "${quorum_head[@]}" child="$(child_uri 1)" \
