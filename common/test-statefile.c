@@ -21,17 +21,7 @@
 #include <sys/stat.h>
 
 #include "statefile.h"
-
-static unsigned failures;
-
-#define CHECK(expr)                                                     \
-  do {                                                                  \
-    if (!(expr)) {                                                      \
-      fprintf (stderr, "%s:%d: check failed: %s\n",                     \
-               __FILE__, __LINE__, #expr);                              \
-      failures++;                                                       \
-    }                                                                   \
-  } while (0)
+#include "test-check.h"
 
 static char dir[] = "/tmp/test-statefile.XXXXXX";
 static char path[300];

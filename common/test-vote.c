@@ -13,18 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "test-check.h"
 #include "vote.h"
-
-static unsigned failures;
-
-#define CHECK(expr)                                                     \
-  do {                                                                  \
-    if (!(expr)) {                                                      \
-      fprintf (stderr, "%s:%d: check failed: %s\n",                     \
-               __FILE__, __LINE__, #expr);                              \
-      failures++;                                                       \
-    }                                                                   \
-  } while (0)
 
 #define LEN 4096
 
