@@ -35,7 +35,12 @@ fua ()
     truncate -s 0 $tmpdir/c$i.img; truncate -s 1M $tmpdir/c$i.img
     rm -f $tmpdir/c$i.log
   done
-  no_fua_child 0 child0
+  # Child 0 without FUA (the fua filter's default mode) through
+  # nbdkit's own filters, not eval: in the filter form it runs inside
+  # the quorum's nbdkit, and under the sanitizer builds an eval
+  # script's processes (dd) would inherit the preloaded runtime.
+  child0 --filter=fua --filter=log file $tmpdir/c0.img \
+         logfile=$tmpdir/c0.log
   no_fua_child 1 start_child 1
   start_child 2 --filter=log file $tmpdir/c2.img logfile=$tmpdir/c2.log
   children="child=$(child_uri 1) child=$(child_uri 2)"
@@ -47,13 +52,20 @@ h.zero(4096, 8192, nbd.CMD_FLAG_FUA)
 assert h.pread(512, 0) == b\"x\" * 512
 '"
   assert_no_grep 'event=(bad|failure)' $tmpdir/syslog
+  # The write, without FUA, then a flush; the same for the zero
+  # (written as zeroes by nbdkit for the eval child).
+  cat $tmpdir/c0.log
+  assert_no_grep 'fua=1' $tmpdir/c0.log
+  grep -E ' (Write|Zero|Flush) id=' $tmpdir/c0.log |
+    sed -E 's/.* (Write|Zero) id=[0-9]+ offset=(0x[0-9a-f]+).*/\1 \2/; s/.* Flush id=.*/Flush/' \
+    > $tmpdir/c0.ops
+  cat $tmpdir/c0.ops
+  test "$(head -n 4 $tmpdir/c0.ops | tr '\n' ' ')" = "Write 0x0 Flush Zero 0x2000 Flush "
+  cat $tmpdir/c1.log
+  assert_grep '^pwrite 512 0 $' $tmpdir/c1.log
+  test "$(sed -n '2p' $tmpdir/c1.log)" = flush
+  test "$(grep -c '^flush$' $tmpdir/c1.log)" -ge 2
   for i in 0 1; do
-    cat $tmpdir/c$i.log
-    # The write, without FUA, then a flush; the same for the zero
-    # (written as zeroes by nbdkit).
-    assert_grep '^pwrite 512 0 $' $tmpdir/c$i.log
-    test "$(sed -n '2p' $tmpdir/c$i.log)" = flush
-    test "$(grep -c '^flush$' $tmpdir/c$i.log)" -ge 2
     cmp -n 512 $tmpdir/c$i.img $tmpdir/c2.img
   done
   # The child with FUA had the flag, and no flush.
