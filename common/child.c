@@ -32,6 +32,7 @@
 #include <nbdkit-filter.h>
 
 #include "cleanup.h"
+#include "dirty.h"
 #include "internal.h"
 #include "rangelock.h"
 
@@ -374,74 +375,6 @@ child_abort (struct child *c, const char *why)
   pthread_mutex_unlock (&reactor_lock);
 }
 
-/* The dirty map. */
-
-static void
-granules (uint64_t offset, uint64_t count, uint64_t *first, uint64_t *end)
-{
-  *first = offset >> DIRTY_SHIFT;
-  *end = (offset + count + (UINT64_C (1) << DIRTY_SHIFT) - 1) >> DIRTY_SHIFT;
-}
-
-void
-child_mark_dirty (struct child *c, uint64_t offset, uint64_t count)
-{
-  uint64_t g, first, end;
-
-  if (c->dirty == NULL || count == 0)
-    return;
-  granules (offset, count, &first, &end);
-  for (g = first; g < end; ++g) {
-    uint64_t bit = UINT64_C (1) << (g & 63);
-    uint64_t old = __atomic_fetch_or (&c->dirty[g >> 6], bit,
-                                      __ATOMIC_ACQ_REL);
-    if (!(old & bit))
-      __atomic_add_fetch (&c->nr_dirty, 1, __ATOMIC_ACQ_REL);
-  }
-}
-
-void
-child_clear_dirty (struct child *c, uint64_t offset, uint64_t count)
-{
-  uint64_t g, first, end;
-  uint64_t gsize = UINT64_C (1) << DIRTY_SHIFT;
-
-  if (c->dirty == NULL || count == 0 ||
-      __atomic_load_n (&c->nr_dirty, __ATOMIC_ACQUIRE) == 0)
-    return;
-  /* Only whole granules; the last one may end at the end of the disk. */
-  first = (offset + gsize - 1) >> DIRTY_SHIFT;
-  if (offset + count >= (uint64_t) export_size)
-    end = ((uint64_t) export_size + gsize - 1) >> DIRTY_SHIFT;
-  else
-    end = (offset + count) >> DIRTY_SHIFT;
-  for (g = first; g < end; ++g) {
-    uint64_t bit = UINT64_C (1) << (g & 63);
-    uint64_t old = __atomic_fetch_and (&c->dirty[g >> 6], ~bit,
-                                       __ATOMIC_ACQ_REL);
-    if (old & bit)
-      __atomic_sub_fetch (&c->nr_dirty, 1, __ATOMIC_ACQ_REL);
-  }
-}
-
-bool
-child_is_dirty (struct child *c, uint64_t offset, uint64_t count)
-{
-  uint64_t g, first, end;
-
-  if (c->dirty == NULL ||
-      __atomic_load_n (&c->nr_dirty, __ATOMIC_ACQUIRE) == 0)
-    return false;
-  if (count == 0)
-    return true;                /* flush: any dirt at all */
-  granules (offset, count, &first, &end);
-  for (g = first; g < end; ++g)
-    if (__atomic_load_n (&c->dirty[g >> 6], __ATOMIC_ACQUIRE) &
-        (UINT64_C (1) << (g & 63)))
-      return true;
-  return false;
-}
-
 /* Connecting. */
 
 static void
@@ -739,13 +672,10 @@ child_stop_io (struct child *c)
 static int
 child_resync (struct child *c)
 {
-  uint64_t gsize = UINT64_C (1) << DIRTY_SHIFT;
-  uint64_t nr_granules = ((uint64_t) export_size + gsize - 1) >> DIRTY_SHIFT;
-  uint64_t g, copied = 0, skipped = 0;
+  uint64_t pos = 0, offset, count, copied = 0;
   struct range_lock rl;
 
-  report_resync ("resync-start", c->index,
-                 __atomic_load_n (&c->nr_dirty, __ATOMIC_ACQUIRE) * gsize, 0);
+  report_resync ("resync-start", c->index, dirty_bytes (&c->dirty), 0);
 
   /* Writers that saw this child down mark its map when they finish:
    * wait for every one in flight, after which all include the child.
@@ -753,37 +683,18 @@ child_resync (struct child *c)
   range_lock (&rl, 0, export_size, true);
   range_unlock (&rl);
 
-  for (g = 0; g < nr_granules; ) {
-    uint64_t run = 0, offset, count;
-
+  for (;;) {
     if (child_get_state (c) == CHILD_DOWN ||
         __atomic_load_n (&c->quit, __ATOMIC_ACQUIRE))
       return -1;
-    if (!(__atomic_load_n (&c->dirty[g >> 6], __ATOMIC_ACQUIRE) &
-          (UINT64_C (1) << (g & 63)))) {
-      g++;
-      continue;
-    }
     /* Up to 1 MiB of consecutive dirty granules at a time. */
-    while (g + run < nr_granules && run < 16 &&
-           (__atomic_load_n (&c->dirty[(g + run) >> 6], __ATOMIC_ACQUIRE) &
-            (UINT64_C (1) << ((g + run) & 63))))
-      run++;
-    offset = g * gsize;
-    count = run * gsize;
-    if (offset + count > (uint64_t) export_size)
-      count = export_size - offset;
+    if (!dirty_next_run (&c->dirty, &pos, 16, &offset, &count))
+      break;
     if (engine_resync_range (c, offset, count) == 0)
       copied += count;
-    else
-      skipped += count;
-    g += run;
   }
 
-  report_resync ("resync-end", c->index,
-                 __atomic_load_n (&c->nr_dirty, __ATOMIC_ACQUIRE) * gsize,
-                 copied);
-  (void) skipped;
+  report_resync ("resync-end", c->index, dirty_bytes (&c->dirty), copied);
   return 0;
 }
 
@@ -1016,19 +927,14 @@ child_connect_all (void)
 
   for (i = first; i < quorum_nr_children; ++i) {
     struct child *c = &quorum_children[i];
-    uint64_t nr_granules =
-      ((uint64_t) export_size + (UINT64_C (1) << DIRTY_SHIFT) - 1)
-      >> DIRTY_SHIFT;
-    uint64_t words = (nr_granules + 63) / 64;
 
-    c->dirty = calloc (words ? words : 1, sizeof (uint64_t));
-    if (c->dirty == NULL) {
+    if (dirty_init (&c->dirty, export_size) == -1) {
       nbdkit_error ("calloc: %m");
       return -1;
     }
     /* Unreachable at start: nothing it holds can be trusted. */
     if (c->state == CHILD_DOWN) {
-      child_mark_dirty (c, 0, export_size);
+      dirty_mark (&c->dirty, 0, export_size);
       report_down (c->index, "unreachable");
     }
     if (c->command)

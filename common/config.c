@@ -481,7 +481,7 @@ quorum_unload (void)
     free (quorum_children[i].uri);
     free (quorum_children[i].command);
     free (quorum_children[i].name);
-    free (quorum_children[i].dirty);
+    dirty_free (&quorum_children[i].dirty);
   }
   free (quorum_children);
   quorum_children = NULL;

@@ -31,6 +31,7 @@
 #include <nbdkit-filter.h>
 
 #include "cleanup.h"
+#include "dirty.h"
 #include "internal.h"
 #include "rangelock.h"
 
@@ -738,7 +739,7 @@ participants (enum op_type type, uint64_t offset, uint64_t count)
       if (st == CHILD_DOWN)
         continue;
       if ((type == OP_READ || type == OP_EXTENTS || type == OP_CACHE) &&
-          child_is_dirty (c, offset, count))
+          dirty_test (&c->dirty, offset, count))
         continue;
     }
     mask |= UINT32_C (1) << i;
@@ -793,9 +794,9 @@ write_vote (struct fanout *f, enum op_type type, uint32_t count,
      */
     if (changes && !child_is_local (c)) {
       if (!f->slots[i].used || errs[i])
-        child_mark_dirty (c, offset, count);
+        dirty_mark (&c->dirty, offset, count);
       else
-        child_clear_dirty (c, offset, count);
+        dirty_clear (&c->dirty, offset, count);
     }
   }
 
@@ -1384,7 +1385,7 @@ engine_resync_range (struct child *c, uint64_t offset, uint32_t count)
                   NULL, 0, bufs[v.winner], count, offset, 0, &err);
   if (w) {
     if (w->slots[c->index].err == 0) {
-      child_clear_dirty (c, offset, count);
+      dirty_clear (&c->dirty, offset, count);
       STAT_ADD (c, bytes_repaired, count);
       r = 0;
     }

@@ -15,6 +15,7 @@
 
 #include <libnbd.h>
 
+#include "dirty.h"
 #include "quorum.h"
 #include "vote.h"
 
@@ -52,9 +53,6 @@ struct child_stats {
 };
 #define STAT_ADD(c, field, n) \
   __atomic_add_fetch (&(c)->stats.field, (n), __ATOMIC_RELAXED)
-
-/* The dirty map's granularity: 64 KiB. */
-#define DIRTY_SHIFT 16
 
 /* A command for a child's handle: see child_submit. */
 struct child_cmd {
@@ -104,8 +102,7 @@ struct child {
   bool supervisor_running;
   int quit_pipe[2];             /* interrupts a reconnect in progress */
 
-  uint64_t *dirty;              /* bit per granule this child missed */
-  uint64_t nr_dirty;            /* granules set, for a fast "clean" */
+  struct dirty_map dirty;       /* what this child missed */
 
   /* meta may not see a write done on nbd until a flush (multi-conn
    * promises no more): writes completed on nbd, and how many of them
@@ -170,16 +167,6 @@ child_is_local (const struct child *c)
   return c->uri == NULL && c->command == NULL;
 }
 extern enum child_state child_get_state (struct child *c);
-/* Regions a child missed: mark every granule touched, clear only the
- * granules a write covered entirely, test whether any is touched.
- */
-extern void child_mark_dirty (struct child *c, uint64_t offset,
-                              uint64_t count);
-extern void child_clear_dirty (struct child *c, uint64_t offset,
-                               uint64_t count);
-extern bool child_is_dirty (struct child *c, uint64_t offset,
-                            uint64_t count);
-
 /* engine.c: what the export offers of the remote children's
  * capabilities, from those reachable at start-up; fixed after
  * .get_ready.
