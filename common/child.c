@@ -35,33 +35,10 @@
 #include "dirty.h"
 #include "internal.h"
 #include "rangelock.h"
+#include "state.h"
 
 /* The size every child must have, from the first remote child. */
 static int64_t export_size;
-
-enum child_state
-child_get_state (struct child *c)
-{
-  return __atomic_load_n (&c->state, __ATOMIC_ACQUIRE);
-}
-
-/* Called with state_lock held. */
-static void
-set_state_locked (struct child *c, enum child_state state)
-{
-  __atomic_store_n (&c->state, state, __ATOMIC_RELEASE);
-  pthread_cond_broadcast (&c->state_cond);
-}
-
-static void
-child_set_down (struct child *c, const char *why)
-{
-  SCOPED_LOCK (&c->state_lock);
-  if (c->state == CHILD_DOWN || c->quit)
-    return;
-  set_state_locked (c, CHILD_DOWN);
-  report_down (c->index, why);
-}
 
 /* The reactor: one thread serves the connections of every remote
  * child.  It waits on all their sockets at once, feeds libnbd what
@@ -111,7 +88,7 @@ cut_locked (struct child *c)
 static void
 stop_serving_locked (struct child *c)
 {
-  if (!__atomic_load_n (&c->quit, __ATOMIC_ACQUIRE))
+  if (!state_quitting (c))
     cut_locked (c);
   c->serving = false;
   if (c->io_fd >= 0)
@@ -153,7 +130,8 @@ child_lost (struct child *c, const char *msg)
 {
   nbdkit_error ("quorum: child %zu (%s): connection lost%s%s",
                 c->index, c->name, msg ? ": " : "", msg ? msg : "");
-  child_set_down (c, "connection-lost");
+  if (state_set_down (c))
+    report_down (c->index, "connection-lost");
 }
 
 /* Called with reactor_lock held, when a handle of c died.  Cut the
@@ -186,7 +164,7 @@ idle_locked (struct child *c)
    * reconnected.
    */
   return c->io_stop &&
-    (__atomic_load_n (&c->quit, __ATOMIC_ACQUIRE) ||
+    (state_quitting (c) ||
      (nbd_aio_in_flight (c->nbd) <= 0 &&
       (!c->meta || nbd_aio_in_flight (c->meta) <= 0)));
 }
@@ -361,6 +339,8 @@ child_kick (struct nbd_handle *nbd)
 void
 child_abort (struct child *c, const char *why)
 {
+  bool down;
+
   nbdkit_error ("quorum: child %zu (%s): %s: disconnecting", c->index,
                 c->name, why);
   /* Cut before marking the child down: once it is down the supervisor
@@ -371,8 +351,11 @@ child_abort (struct child *c, const char *why)
    */
   pthread_mutex_lock (&reactor_lock);
   cut_locked (c);
-  child_set_down (c, "timeout");
+  down = state_set_down (c);
   pthread_mutex_unlock (&reactor_lock);
+  /* Reports may write to syslog: never under a lock (see Locks). */
+  if (down)
+    report_down (c->index, "timeout");
 }
 
 /* Connecting. */
@@ -684,8 +667,8 @@ child_resync (struct child *c)
   range_unlock (&rl);
 
   for (;;) {
-    if (child_get_state (c) == CHILD_DOWN ||
-        __atomic_load_n (&c->quit, __ATOMIC_ACQUIRE))
+    if (state_get (c) == CHILD_DOWN ||
+        state_quitting (c))
       return -1;
     /* Up to 1 MiB of consecutive dirty granules at a time. */
     if (!dirty_next_run (&c->dirty, &pos, 16, &offset, &count))
@@ -696,25 +679,6 @@ child_resync (struct child *c)
 
   report_resync ("resync-end", c->index, dirty_bytes (&c->dirty), copied);
   return 0;
-}
-
-/* Sleep for seconds, or until cleanup.  false if we must stop. */
-static bool
-child_backoff (struct child *c, unsigned seconds)
-{
-  struct timespec deadline;
-  bool quit;
-
-  clock_gettime (CLOCK_REALTIME, &deadline);
-  deadline.tv_sec += seconds;
-  pthread_mutex_lock (&c->state_lock);
-  while (!c->quit &&
-         pthread_cond_timedwait (&c->state_cond, &c->state_lock,
-                                 &deadline) != ETIMEDOUT)
-    ;
-  quit = c->quit;
-  pthread_mutex_unlock (&c->state_lock);
-  return !quit;
 }
 
 /* Whether c, offering caps, may join: it must offer what the export
@@ -745,19 +709,13 @@ child_supervisor (void *vp)
     struct quorum_caps caps;
     char *why = NULL;
 
-    pthread_mutex_lock (&c->state_lock);
-    while (!c->quit && c->state != CHILD_DOWN)
-      pthread_cond_wait (&c->state_cond, &c->state_lock);
-    if (c->quit) {
-      pthread_mutex_unlock (&c->state_lock);
+    if (!state_wait_down (c))
       break;
-    }
-    pthread_mutex_unlock (&c->state_lock);
 
     /* The reactor saw the death and let go, or is told to. */
     child_stop_io (c);
 
-    if (!child_backoff (c, delay))
+    if (!state_sleep (c, delay))
       break;
     if (child_open (c, c->quit_pipe[0], &caps, &nbd, &meta, &why) == -1) {
       /* Both at most a day: the double cannot wrap. */
@@ -801,17 +759,12 @@ child_supervisor (void *vp)
     close_handle (old_meta, false);
     child_start_io (c);
 
-    pthread_mutex_lock (&c->state_lock);
-    set_state_locked (c, CHILD_RESYNC);
-    pthread_mutex_unlock (&c->state_lock);
+    state_set (c, CHILD_RESYNC);
     report_up (c->index);
     delay = quorum_reconnect_delay;
 
-    if (child_resync (c) == 0) {
-      SCOPED_LOCK (&c->state_lock);
-      if (c->state == CHILD_RESYNC)
-        set_state_locked (c, CHILD_UP);
-    }
+    if (child_resync (c) == 0)
+      state_resync_done (c);
   }
   return NULL;
 }
@@ -881,7 +834,7 @@ child_connect_all (void)
       nbdkit_error ("quorum: child %zu (%s): unreachable at start-up: %s",
                     c->index, c->name, why ? why : "out of memory");
       free (why);
-      c->state = CHILD_DOWN;
+      state_set (c, CHILD_DOWN);
       continue;
     }
     c->caps_known = true;
@@ -933,7 +886,7 @@ child_connect_all (void)
       return -1;
     }
     /* Unreachable at start: nothing it holds can be trusted. */
-    if (c->state == CHILD_DOWN) {
+    if (state_get (c) == CHILD_DOWN) {
       dirty_mark (&c->dirty, 0, export_size);
       report_down (c->index, "unreachable");
     }
@@ -1016,10 +969,7 @@ child_disconnect_all (void)
     struct child *c = &quorum_children[i];
 
     if (c->supervisor_running) {
-      pthread_mutex_lock (&c->state_lock);
-      __atomic_store_n (&c->quit, true, __ATOMIC_RELEASE);
-      pthread_cond_broadcast (&c->state_cond);
-      pthread_mutex_unlock (&c->state_lock);
+      state_quit (c);
       close (c->quit_pipe[1]);  /* interrupts a handshake */
       c->quit_pipe[1] = -1;
       pthread_join (c->supervisor, NULL);

@@ -18,6 +18,7 @@
 #include <nbdkit-filter.h>
 
 #include "internal.h"
+#include "state.h"
 
 unsigned quorum_threshold;            /* 0 until set: strict majority */
 enum read_pattern quorum_read_pattern = READ_PATTERN_QUORUM;
@@ -397,8 +398,7 @@ quorum_config_complete (bool has_local)
     c->handed_tail = &c->handed;
     c->quit_pipe[0] = c->quit_pipe[1] = -1;
     pthread_rwlock_init (&c->nbd_lock, NULL);
-    pthread_mutex_init (&c->state_lock, NULL);
-    pthread_cond_init (&c->state_cond, NULL);
+    state_init (c);
     if (has_local && i == 0) {
       c->name = strdup ("plugin");
     }

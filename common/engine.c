@@ -34,6 +34,7 @@
 #include "dirty.h"
 #include "internal.h"
 #include "rangelock.h"
+#include "state.h"
 
 struct fanout;
 
@@ -734,7 +735,7 @@ participants (enum op_type type, uint64_t offset, uint64_t count)
     struct child *c = &quorum_children[i];
 
     if (!child_is_local (c)) {
-      enum child_state st = child_get_state (c);
+      enum child_state st = state_get (c);
 
       if (st == CHILD_DOWN)
         continue;

@@ -17,6 +17,7 @@
 
 #include "dirty.h"
 #include "quorum.h"
+#include "state.h"
 #include "vote.h"
 
 enum read_pattern { READ_PATTERN_QUORUM, READ_PATTERN_FIFO };
@@ -38,14 +39,6 @@ extern bool quorum_start_degraded;
 extern unsigned quorum_child_timeout;   /* seconds, 0 = none */
 extern uint32_t quorum_vote_block;      /* bytes voted on apart */
 extern char *quorum_workdir;            /* where child commands run */
-
-/* A remote child's life: up; down (its connection died: it takes part
- * in nothing, writes it misses are recorded in its dirty map, and its
- * supervisor reconnects it); resync (connected again: it takes every
- * write, and reads where it is not dirty, while its supervisor copies
- * the dirty regions to it from the quorum).
- */
-enum child_state { CHILD_UP, CHILD_DOWN, CHILD_RESYNC };
 
 /* Per child counts, for the summary (updated atomically). */
 struct child_stats {
@@ -94,10 +87,7 @@ struct child {
   bool busy;                    /* a thread is queueing on or reading nbd */
   struct child_cmd *handed, **handed_tail;  /* for it to queue */
 
-  pthread_mutex_t state_lock;   /* state, quit */
-  pthread_cond_t state_cond;    /* wakes the supervisor */
-  enum child_state state;
-  bool quit;                    /* cleanup: threads stop */
+  struct child_life life;       /* up, down, resync (state.c) */
   pthread_t supervisor;
   bool supervisor_running;
   int quit_pipe[2];             /* interrupts a reconnect in progress */
@@ -166,7 +156,6 @@ child_is_local (const struct child *c)
 {
   return c->uri == NULL && c->command == NULL;
 }
-extern enum child_state child_get_state (struct child *c);
 /* engine.c: what the export offers of the remote children's
  * capabilities, from those reachable at start-up; fixed after
  * .get_ready.

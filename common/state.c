@@ -1,0 +1,98 @@
+/* nbdkit-quorum
+ * Copyright (C) 2026 the nbdkit-quorum authors.
+ * SPDX-License-Identifier: BSD-3-Clause
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <time.h>
+
+#include "cleanup.h"
+#include "internal.h"
+#include "state.h"
+
+void
+state_init (struct child *c)
+{
+  pthread_mutex_init (&c->life.lock, NULL);
+  pthread_cond_init (&c->life.cond, NULL);
+}
+
+enum child_state
+state_get (struct child *c)
+{
+  return __atomic_load_n (&c->life.state, __ATOMIC_ACQUIRE);
+}
+
+bool
+state_quitting (struct child *c)
+{
+  return __atomic_load_n (&c->life.quit, __ATOMIC_ACQUIRE);
+}
+
+/* Called with life.lock held. */
+static void
+state_set_locked (struct child *c, enum child_state state)
+{
+  __atomic_store_n (&c->life.state, state, __ATOMIC_RELEASE);
+  pthread_cond_broadcast (&c->life.cond);
+}
+
+bool
+state_set_down (struct child *c)
+{
+  SCOPED_LOCK (&c->life.lock);
+  if (c->life.state == CHILD_DOWN || c->life.quit)
+    return false;
+  state_set_locked (c, CHILD_DOWN);
+  return true;
+}
+
+void
+state_set (struct child *c, enum child_state state)
+{
+  SCOPED_LOCK (&c->life.lock);
+  state_set_locked (c, state);
+}
+
+void
+state_resync_done (struct child *c)
+{
+  SCOPED_LOCK (&c->life.lock);
+  if (c->life.state == CHILD_RESYNC)
+    state_set_locked (c, CHILD_UP);
+}
+
+bool
+state_wait_down (struct child *c)
+{
+  SCOPED_LOCK (&c->life.lock);
+  while (!c->life.quit && c->life.state != CHILD_DOWN)
+    pthread_cond_wait (&c->life.cond, &c->life.lock);
+  return !c->life.quit;
+}
+
+bool
+state_sleep (struct child *c, unsigned seconds)
+{
+  struct timespec deadline;
+
+  clock_gettime (CLOCK_REALTIME, &deadline);
+  deadline.tv_sec += seconds;
+  SCOPED_LOCK (&c->life.lock);
+  while (!c->life.quit &&
+         pthread_cond_timedwait (&c->life.cond, &c->life.lock,
+                                 &deadline) != ETIMEDOUT)
+    ;
+  return !c->life.quit;
+}
+
+void
+state_quit (struct child *c)
+{
+  SCOPED_LOCK (&c->life.lock);
+  __atomic_store_n (&c->life.quit, true, __ATOMIC_RELEASE);
+  pthread_cond_broadcast (&c->life.cond);
+}

@@ -1,0 +1,56 @@
+/* nbdkit-quorum
+ * Copyright (C) 2026 the nbdkit-quorum authors.
+ * SPDX-License-Identifier: BSD-3-Clause
+ */
+
+/* A remote child's life: up; down (its connection died: it takes part
+ * in nothing, writes it misses are recorded in its dirty map, and its
+ * supervisor reconnects it); resync (connected again: it takes every
+ * write, and reads where it is not dirty, while its supervisor copies
+ * the dirty regions to it from the quorum).  And "quit", which asks its
+ * threads to stop at cleanup.
+ *
+ * This module alone writes struct child_life, under its lock; anyone
+ * reads the state with state_get, which takes no lock.
+ */
+
+#ifndef QUORUM_STATE_H
+#define QUORUM_STATE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+
+enum child_state { CHILD_UP, CHILD_DOWN, CHILD_RESYNC };
+
+struct child_life {
+  /* This lock protects state and quit (each also read atomically
+   * without it); cond wakes the supervisor when either changes.
+   */
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  enum child_state state;
+  bool quit;                    /* cleanup: threads stop */
+};
+
+struct child;
+
+extern void state_init (struct child *c);
+/* Lock-free, for the data path. */
+extern enum child_state state_get (struct child *c);
+extern bool state_quitting (struct child *c);
+/* The child is down, unless it was already or is quitting: true if it
+ * went down now, for the caller to report (report_down) once it holds
+ * no lock.
+ */
+extern bool state_set_down (struct child *c);
+extern void state_set (struct child *c, enum child_state state);
+/* A resync ended: up, unless it went down meanwhile. */
+extern void state_resync_done (struct child *c);
+/* Sleep until c is down (true) or quitting (false). */
+extern bool state_wait_down (struct child *c);
+/* Sleep for seconds, or until quitting: false if quitting. */
+extern bool state_sleep (struct child *c, unsigned seconds);
+/* Ask c's threads to stop. */
+extern void state_quit (struct child *c);
+
+#endif /* QUORUM_STATE_H */
