@@ -35,328 +35,11 @@
 #include "dirty.h"
 #include "internal.h"
 #include "rangelock.h"
+#include "reactor.h"
 #include "state.h"
 
 /* The size every child must have, from the first remote child. */
 static int64_t export_size;
-
-/* The reactor: one thread serves the connections of every remote
- * child.  It waits on all their sockets at once, feeds libnbd what
- * arrives, and libnbd runs the completion callbacks there.  One thread
- * for all children, not one each: the replies to one request arrive
- * together, and a single wake-up takes them all.
- *
- * A child's handle is served from child_start_io until the reactor
- * sees it die, or until child_stop_io asks and libnbd has retired every
- * command on it; only then may the supervisor close or replace it.
- * "serving" changes under reactor_lock, and c->nbd only while it is
- * false.
- */
-static pthread_mutex_t reactor_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t reactor_cond = PTHREAD_COND_INITIALIZER;
-static pthread_t reactor;
-static bool reactor_running, reactor_quit;
-static int reactor_wake[2] = { -1, -1 };
-
-static void
-reactor_kick (void)
-{
-  char ch = 0;
-  ssize_t r = write (reactor_wake[1], &ch, 1);
-  (void) r;           /* a full pipe already wakes the reactor */
-}
-
-/* Called with reactor_lock held: shutdown(2) c's sockets.  libnbd
- * then sees end of file (the reactor reads it and retires every
- * command), and fails at once any command queued from now on.
- */
-static void
-cut_locked (struct child *c)
-{
-  if (c->io_fd >= 0)
-    shutdown (c->io_fd, SHUT_RDWR);
-  if (c->meta_fd >= 0)
-    shutdown (c->meta_fd, SHUT_RDWR);
-}
-
-/* Called with reactor_lock held.  Unless nbdkit is unloading (the
- * handles are then closed politely), a handle that is no longer read
- * is cut first: a request thread that saw the child up a moment ago
- * may still queue a command on it, and must see it fail at once rather
- * than wait for a reply nobody reads.
- */
-static void
-stop_serving_locked (struct child *c)
-{
-  if (!state_quitting (c))
-    cut_locked (c);
-  c->serving = false;
-  if (c->io_fd >= 0)
-    close (c->io_fd);
-  if (c->meta_fd >= 0)
-    close (c->meta_fd);
-  c->io_fd = c->meta_fd = -1;
-  pthread_cond_broadcast (&reactor_cond);
-}
-
-/* Queue what was handed over while we held c's handle, then let go. */
-static void
-submit_drain (struct child *c)
-{
-  for (;;) {
-    struct child_cmd *cmd;
-
-    pthread_mutex_lock (&c->submit_lock);
-    cmd = c->handed;
-    c->handed = NULL;
-    c->handed_tail = &c->handed;
-    if (cmd == NULL)
-      c->busy = false;
-    pthread_mutex_unlock (&c->submit_lock);
-    if (cmd == NULL)
-      return;
-    while (cmd) {
-      struct child_cmd *next = cmd->next;
-
-      cmd->issue (cmd);
-      cmd = next;
-    }
-  }
-}
-
-/* msg: libnbd's, if this thread saw the error. */
-static void
-child_lost (struct child *c, const char *msg)
-{
-  nbdkit_error ("quorum: child %zu (%s): connection lost%s%s",
-                c->index, c->name, msg ? ": " : "", msg ? msg : "");
-  if (state_set_down (c))
-    report_down (c->index, "connection-lost");
-}
-
-/* Called with reactor_lock held, when a handle of c died.  Cut the
- * other one too, so that its commands fail at once rather than wait for
- * the supervisor; the reactor stops serving c when both are gone.
- * Returns true the first time, for the caller to report.
- */
-static bool
-lost_locked (struct child *c)
-{
-  bool first = !c->io_lost;
-
-  c->io_lost = true;
-  cut_locked (c);
-  return first;
-}
-
-/* Called with reactor_lock held: true if c needs no more serving. */
-static bool
-idle_locked (struct child *c)
-{
-  bool gone = child_handle_gone (c->nbd) && (!c->meta || child_handle_gone (c->meta));
-
-  if (gone)
-    return true;
-  /* After a timeout the supervisor asks us to stop as soon as the child
-   * is down, when child_abort has cut the sockets but libnbd may not
-   * have read the end of file yet: carry on until it has retired every
-   * command, or requests waiting for them would wait until the child is
-   * reconnected.
-   */
-  return c->io_stop &&
-    (state_quitting (c) ||
-     (nbd_aio_in_flight (c->nbd) <= 0 &&
-      (!c->meta || nbd_aio_in_flight (c->meta) <= 0)));
-}
-
-/* Keep libnbd's reason for a failed read or write on c's socket,
- * for the report at the top of the next pass.
- */
-static void
-lost_why (struct child *c)
-{
-  CLEANUP_FREE char *msg = NULL;
-
-  if (c->io_why[0] == '\0') {
-    msg = child_redact (c, nbd_get_error () ?: "I/O error");
-    snprintf (c->io_why, sizeof c->io_why, "%s", msg ? msg : "I/O error");
-  }
-}
-
-/* One socket to poll: a child's data handle, or its block status one. */
-struct watch {
-  struct child *c;
-  struct nbd_handle *nbd;
-  bool data;
-};
-
-static size_t
-watch_add (struct pollfd *fds, struct watch *w, size_t n, struct child *c,
-           struct nbd_handle *nbd, int fd, bool data)
-{
-  unsigned dir;
-
-  if (child_handle_gone (nbd))
-    return n;
-  dir = nbd_aio_get_direction (nbd);
-  fds[n].fd = fd;
-  fds[n].events = ((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0) |
-    ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0);
-  fds[n].revents = 0;
-  w[n] = (struct watch) { .c = c, .nbd = nbd, .data = data };
-  return n + 1;
-}
-
-static void *
-reactor_thread (void *vp)
-{
-  struct pollfd fds[2 * VOTE_MAX_CHILDREN + 1];
-  struct watch w[2 * VOTE_MAX_CHILDREN];
-  struct child *lost[VOTE_MAX_CHILDREN];
-
-  for (;;) {
-    size_t i, n = 0, nr_lost = 0;
-
-    pthread_mutex_lock (&reactor_lock);
-    if (reactor_quit) {
-      pthread_mutex_unlock (&reactor_lock);
-      break;
-    }
-    for (i = 0; i < quorum_nr_children; ++i) {
-      struct child *c = &quorum_children[i];
-
-      if (!c->serving)
-        continue;
-      /* A handle died: a reply said so, or a request thread found its
-       * socket broken.
-       */
-      if ((child_handle_gone (c->nbd) || (c->meta && child_handle_gone (c->meta))) &&
-          lost_locked (c))
-        lost[nr_lost++] = c;
-      if (idle_locked (c)) {
-        stop_serving_locked (c);
-        continue;
-      }
-      n = watch_add (fds, w, n, c, c->nbd, c->io_fd, true);
-      if (c->meta)
-        n = watch_add (fds, w, n, c, c->meta, c->meta_fd, false);
-    }
-    pthread_mutex_unlock (&reactor_lock);
-    for (i = 0; i < nr_lost; ++i)
-      child_lost (lost[i], lost[i]->io_why[0] ? lost[i]->io_why :
-                  "a request found the socket broken");
-
-    fds[n].fd = reactor_wake[0];
-    fds[n].events = POLLIN;
-    fds[n].revents = 0;
-    if (poll (fds, n + 1, -1) == -1) {
-      if (errno == EINTR)
-        continue;
-      /* Only ENOMEM is possible here: try again. */
-      nbdkit_error ("quorum: reactor: poll: %m");
-      usleep (10000);
-      continue;
-    }
-
-    if (fds[n].revents & POLLIN) {
-      char buf[64];
-      ssize_t r = read (reactor_wake[0], buf, sizeof buf);
-      (void) r;
-    }
-
-    /* Whatever this does to a handle, even kill it, the next pass sees:
-     * the handles stay open until we stop serving the child.
-     */
-    for (i = 0; i < n; ++i) {
-      struct child *c = w[i].c;
-
-      /* POLLNVAL too: a request thread whose command failed on a
-       * broken socket may have made libnbd close it.
-       */
-      if (fds[i].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) {
-        bool owner = false;
-
-        /* Take the data handle, unless a request thread is sending on
-         * it: then libnbd's lock makes us wait a moment, and that
-         * thread queues what others hand it.  Block status is rare:
-         * its handle needs no such care.
-         */
-        if (w[i].data) {
-          pthread_mutex_lock (&c->submit_lock);
-          owner = !c->busy;
-          c->busy = true;
-          pthread_mutex_unlock (&c->submit_lock);
-        }
-        if (nbd_aio_notify_read (w[i].nbd) == -1)
-          lost_why (c);
-        /* Even on a handle that just died: libnbd then fails them. */
-        if (owner)
-          submit_drain (c);
-      }
-      else if (fds[i].revents & POLLOUT) {
-        if (nbd_aio_notify_write (w[i].nbd) == -1)
-          lost_why (c);
-      }
-    }
-  }
-  return NULL;
-}
-
-void
-child_check (struct child *c)
-{
-  (void) c;
-  reactor_kick ();
-}
-
-void
-child_submit (struct child *c, struct child_cmd *cmd)
-{
-  pthread_mutex_lock (&c->submit_lock);
-  if (c->busy) {
-    cmd->next = NULL;
-    *c->handed_tail = cmd;
-    c->handed_tail = &cmd->next;
-    pthread_mutex_unlock (&c->submit_lock);
-    return;
-  }
-  c->busy = true;
-  pthread_mutex_unlock (&c->submit_lock);
-  cmd->issue (cmd);
-  submit_drain (c);
-}
-
-void
-child_kick (struct nbd_handle *nbd)
-{
-  /* Only needed when libnbd could not send everything at once: the
-   * reactor may be polling this socket for input only.
-   */
-  if (nbd_aio_get_direction (nbd) & LIBNBD_AIO_DIRECTION_WRITE)
-    reactor_kick ();
-}
-
-void
-child_abort (struct child *c, const char *why)
-{
-  bool down;
-
-  nbdkit_error ("quorum: child %zu (%s): %s: disconnecting", c->index,
-                c->name, why);
-  /* Cut before marking the child down: once it is down the supervisor
-   * has the reactor let go of an idle handle, and a handle nobody reads
-   * must not be left able to take a command.  Both under reactor_lock,
-   * so that the reactor cannot report the end of file as a lost
-   * connection first.
-   */
-  pthread_mutex_lock (&reactor_lock);
-  cut_locked (c);
-  down = state_set_down (c);
-  pthread_mutex_unlock (&reactor_lock);
-  /* Reports may write to syslog: never under a lock (see Locks). */
-  if (down)
-    report_down (c->index, "timeout");
-}
 
 /* Connecting. */
 
@@ -609,48 +292,6 @@ close_handle (struct nbd_handle *nbd, bool polite)
   nbd_close (nbd);
 }
 
-/* A descriptor of our own for nbd's socket: libnbd closes its own when
- * the connection dies, in whichever thread sees that, and the number
- * could be reused at once by any other open; ours is closed only when
- * the reactor lets go.
- */
-static int
-dup_fd (struct nbd_handle *nbd)
-{
-  int fd = nbd ? nbd_aio_get_fd (nbd) : -1;
-
-  return fd >= 0 ? fcntl (fd, F_DUPFD_CLOEXEC, 0) : -1;
-}
-
-/* Hand c's handles to the reactor. */
-static void
-child_start_io (struct child *c)
-{
-  pthread_mutex_lock (&reactor_lock);
-  c->io_fd = dup_fd (c->nbd);
-  c->meta_fd = dup_fd (c->meta);
-  c->io_stop = false;
-  c->io_lost = false;
-  c->io_why[0] = '\0';
-  c->serving = true;
-  pthread_mutex_unlock (&reactor_lock);
-  reactor_kick ();
-}
-
-/* Take it back, once libnbd has retired every command on it. */
-static void
-child_stop_io (struct child *c)
-{
-  pthread_mutex_lock (&reactor_lock);
-  if (c->serving) {
-    c->io_stop = true;
-    reactor_kick ();
-    while (c->serving)
-      pthread_cond_wait (&reactor_cond, &reactor_lock);
-  }
-  pthread_mutex_unlock (&reactor_lock);
-}
-
 /* Copy every dirty region to c from the quorum.  -1 if c went down. */
 static int
 child_resync (struct child *c)
@@ -713,7 +354,7 @@ child_supervisor (void *vp)
       break;
 
     /* The reactor saw the death and let go, or is told to. */
-    child_stop_io (c);
+    reactor_release (c);
 
     if (!state_sleep (c, delay))
       break;
@@ -757,7 +398,7 @@ child_supervisor (void *vp)
     /* Dead, or idle and cut: their commands were all retired. */
     close_handle (old, false);
     close_handle (old_meta, false);
-    child_start_io (c);
+    reactor_serve (c);
 
     state_set (c, CHILD_RESYNC);
     report_up (c->index);
@@ -915,22 +556,8 @@ child_start_all (void)
     }
   }
 
-  if (pipe2 (reactor_wake, O_CLOEXEC) == -1) {
-    nbdkit_error ("pipe2: %m");
+  if (reactor_start () == -1)
     return -1;
-  }
-  /* A full pipe must not block a request thread. */
-  if (fcntl (reactor_wake[1], F_SETFL, O_NONBLOCK) == -1) {
-    nbdkit_error ("fcntl: %m");
-    return -1;
-  }
-  err = pthread_create (&reactor, NULL, reactor_thread, NULL);
-  if (err) {
-    errno = err;
-    nbdkit_error ("pthread_create: %m");
-    return -1;
-  }
-  reactor_running = true;
 
   for (i = 0; i < quorum_nr_children; ++i) {
     struct child *c = &quorum_children[i];
@@ -938,7 +565,7 @@ child_start_all (void)
     if (child_is_local (c))
       continue;
     if (c->nbd)
-      child_start_io (c);
+      reactor_serve (c);
     err = pthread_create (&c->supervisor, NULL, child_supervisor, c);
     if (err) {
       errno = err;
@@ -975,21 +602,12 @@ child_disconnect_all (void)
       pthread_join (c->supervisor, NULL);
       c->supervisor_running = false;
     }
-    if (reactor_running)
-      child_stop_io (c);
+    reactor_release (c);
     close_pair (c->quit_pipe);
     close_handle (c->nbd, true);
     close_handle (c->meta, true);
     c->nbd = c->meta = NULL;
   }
 
-  if (reactor_running) {
-    pthread_mutex_lock (&reactor_lock);
-    reactor_quit = true;
-    pthread_mutex_unlock (&reactor_lock);
-    reactor_kick ();
-    pthread_join (reactor, NULL);
-    reactor_running = false;
-  }
-  close_pair (reactor_wake);
+  reactor_stop ();
 }

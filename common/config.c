@@ -18,6 +18,7 @@
 #include <nbdkit-filter.h>
 
 #include "internal.h"
+#include "reactor.h"
 #include "state.h"
 
 unsigned quorum_threshold;            /* 0 until set: strict majority */
@@ -393,9 +394,7 @@ quorum_config_complete (bool has_local)
     struct child *c = &quorum_children[i];
 
     c->index = i;
-    c->io_fd = c->meta_fd = -1;
-    pthread_mutex_init (&c->submit_lock, NULL);
-    c->handed_tail = &c->handed;
+    reactor_link_init (c);
     c->quit_pipe[0] = c->quit_pipe[1] = -1;
     pthread_rwlock_init (&c->nbd_lock, NULL);
     state_init (c);

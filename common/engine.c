@@ -61,8 +61,8 @@ struct slot {
   void *buf;                    /* read: where its reply lands */
   bool pooled;                  /* buf came from the buffer pool */
   struct quorum_extent_list extents;
-  /* The command, for whichever thread queues it (child_submit). */
-  struct child_cmd cmd;
+  /* The command, for whichever thread queues it (reactor_submit). */
+  struct reactor_cmd cmd;
   enum op_type type;
   const void *wbuf;
   uint32_t count;
@@ -260,7 +260,7 @@ fanout_wait (struct fanout *f, const struct timespec *start)
 
         snprintf (why, sizeof why, "no reply within child-timeout=%u",
                   quorum_child_timeout);
-        child_abort (&quorum_children[i], why);
+        reactor_cut (&quorum_children[i], why);
       }
     }
     fanout_sleep (f, NULL);
@@ -422,7 +422,7 @@ slot_send_part (struct slot *s, struct nbd_handle *nbd, uint64_t offset,
 
 /* Queue a slot's command on its child's handle: on the request's own
  * thread, or on whichever thread held the handle when it asked (the
- * reactor, or another request's thread; see child_submit).
+ * reactor, or another request's thread; see reactor_submit).
  *
  * Only what the child offers is sent (c->caps, which goes with the
  * handle): a request longer than its maximum block size goes in parts;
@@ -432,7 +432,7 @@ slot_send_part (struct slot *s, struct nbd_handle *nbd, uint64_t offset,
  * block status it lacks says data, and cache it lacks is skipped.
  */
 static void
-slot_send (struct child_cmd *cmd)
+slot_send (struct reactor_cmd *cmd)
 {
   struct slot *s = container_of (cmd, struct slot, cmd);
   struct fanout *f = s->f;
@@ -511,9 +511,9 @@ slot_send (struct child_cmd *cmd)
     int err;
 
     /* libnbd says EINVAL ("invalid state") for a dead connection. */
-    if (child_handle_gone (nbd)) {
+    if (reactor_handle_gone (nbd)) {
       err = ENOTCONN;
-      child_check (c);
+      reactor_kick ();
     }
     else
       err = nbd_get_errno ();
@@ -527,7 +527,7 @@ slot_send (struct child_cmd *cmd)
     }
   }
   else if (s->parts_sent)
-    child_kick (nbd);
+    reactor_kick_handle (nbd);
  out:
   pthread_rwlock_unlock (&c->nbd_lock);
   slot_part_put (s);            /* every part is queued */
@@ -557,7 +557,7 @@ slot_issue (struct slot *s, enum op_type type, const void *wbuf,
   s->offset = offset;
   s->flags = flags;
   s->cmd.issue = slot_send;
-  child_submit (&quorum_children[s->index], &s->cmd);
+  reactor_submit (&quorum_children[s->index], &s->cmd);
 }
 
 /* One call to the local child, for [offset, +count) of the request. */

@@ -17,6 +17,7 @@
 
 #include "dirty.h"
 #include "quorum.h"
+#include "reactor.h"
 #include "state.h"
 #include "vote.h"
 
@@ -47,12 +48,6 @@ struct child_stats {
 #define STAT_ADD(c, field, n) \
   __atomic_add_fetch (&(c)->stats.field, (n), __ATOMIC_RELAXED)
 
-/* A command for a child's handle: see child_submit. */
-struct child_cmd {
-  struct child_cmd *next;
-  void (*issue) (struct child_cmd *cmd);
-};
-
 /* All children: in the filter children[0] is the local plugin and has
  * no libnbd handle.
  */
@@ -78,14 +73,7 @@ struct child {
    * child_open); else NULL and nbd answers it too.
    */
   struct nbd_handle *meta;
-  int io_fd, meta_fd;           /* their sockets, for the reactor */
-  bool serving;                 /* the reactor polls them (reactor_lock) */
-  bool io_stop;                 /* asks it to stop when they are idle */
-  bool io_lost;                 /* the reactor saw one die */
-  char io_why[160];             /* libnbd's reason, if it saw it */
-  pthread_mutex_t submit_lock;  /* busy, handed */
-  bool busy;                    /* a thread is queueing on or reading nbd */
-  struct child_cmd *handed, **handed_tail;  /* for it to queue */
+  struct child_link link;       /* the reactor's (reactor.c) */
 
   struct child_life life;       /* up, down, resync (state.c) */
   pthread_t supervisor;
@@ -115,20 +103,6 @@ extern int quorum_debug_votes;
 extern int child_connect_all (void);
 extern int child_start_all (void);
 extern void child_disconnect_all (void);
-/* Queue cmd on c's handle (cmd->issue).  libnbd locks the handle while
- * one thread sends a command or the reactor reads replies, for one or
- * several system calls, and a thread that wanted it too would sleep and
- * be woken: instead it hands its command to the thread in there, which
- * queues it before it lets go.  A holder only queues commands, which
- * never blocks: nobody waits for another request's reply.
- */
-extern void child_submit (struct child *c, struct child_cmd *cmd);
-/* Ask the reactor to look at c again: a command failed there because
- * its connection is dead.
- */
-extern void child_check (struct child *c);
-/* Tell the reactor that a command was queued on nbd (a child's). */
-extern void child_kick (struct nbd_handle *nbd);
 /* True if meta needs a flush on nbd before it may answer block status
  * for writes already completed.
  */
@@ -140,16 +114,6 @@ child_meta_stale (struct child *c)
     __atomic_load_n (&c->writes_done, __ATOMIC_ACQUIRE) !=
     __atomic_load_n (&c->writes_flushed, __ATOMIC_ACQUIRE);
 }
-/* libnbd fails every command on a handle that dies, and refuses new
- * ones.  (These two calls take no lock.)
- */
-static inline bool
-child_handle_gone (struct nbd_handle *nbd)
-{
-  return nbd_aio_is_dead (nbd) || nbd_aio_is_closed (nbd);
-}
-/* Cut c's connection: libnbd then fails every command in flight on it. */
-extern void child_abort (struct child *c, const char *why);
 /* True for the filter's plugin, which is called in-process. */
 static inline bool
 child_is_local (const struct child *c)
