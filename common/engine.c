@@ -37,8 +37,6 @@
 #include "rangelock.h"
 #include "state.h"
 
-static void promise_init (void);
-
 /* The voted errno, or EIO when only absent children failed.  A child
  * that could not be reached (connection lost, timed out, shutting down)
  * votes EIO: its errno describes the link to the child, not the
@@ -604,110 +602,6 @@ quorum_extents (struct quorum_conn *conn, uint32_t count, uint64_t offset,
   return r;
 }
 
-int
-quorum_get_ready (const char *ident)
-{
-  if (report_open (ident) == -1)
-    return -1;
-  if (child_connect_all () == -1)
-    return -1;
-  promise_init ();
-  return 0;
-}
-
-/* Resync runs outside any client connection: in the filter it reaches
- * the plugin through a context of its own, if nbdkit gave one.
- */
-static struct quorum_conn background_conn;
-
-int
-engine_resync_range (struct child *c, uint64_t offset, uint32_t count)
-{
-  const void *bufs[VOTE_MAX_CHILDREN];
-  struct vote_result v;
-  struct range_lock rl;
-  struct fanout *f, *w;
-  uint32_t mask;
-  size_t i, sources = 0, needed;
-  int err, r = -1;
-
-  range_lock (&rl, offset, count, true);
-  /* The sources: the other children that are up and clean here (and
-   * the filter's plugin if it can be read from here).  A clean child
-   * took every write made here, the ones that failed too, so it is up
-   * to date even when fewer than vote-threshold children are clean:
-   * after two children missed the same writes, or with vote-threshold
-   * equal to the number of children, where c can never have a vote.
-   * Then every source must agree.
-   */
-  mask = fanout_participants (OP_READ, offset, count) &
-    ~(UINT32_C (1) << c->index);
-  for (i = 0; i < quorum_nr_children; ++i) {
-    if (child_is_local (&quorum_children[i]) &&
-        (!background_conn.local ||
-         (background_conn.local->available &&
-          !background_conn.local->available (background_conn.local_ctx))))
-      mask &= ~(UINT32_C (1) << i);
-    if (mask & (UINT32_C (1) << i))
-      sources++;
-  }
-  needed = sources < quorum_threshold ? sources : quorum_threshold;
-  if (needed == 0) {
-    nbdkit_debug ("quorum: child %zu: resync %" PRIu32 "@%" PRIu64 ": no "
-                  "clean child to copy from: left dirty", c->index, count,
-                  offset);
-    goto out;
-  }
-  f = fanout_run (&background_conn, OP_READ, mask, NULL, SIZE_MAX, NULL,
-                  count, offset, 0, &err);
-  if (f == NULL)
-    goto out;
-  for (i = 0; i < quorum_nr_children; ++i)
-    bufs[i] = f->slots[i].used && f->slots[i].err == 0 ?
-      f->slots[i].buf : NULL;
-  vote_tally (bufs, quorum_nr_children, 0, count, &v);
-  if (v.votes < needed) {
-    nbdkit_debug ("quorum: child %zu: resync %" PRIu32 "@%" PRIu64 ": only "
-                  "%zu of %zu clean children agree: left dirty",
-                  c->index, count, offset, v.votes, sources);
-    fanout_put (f);
-    goto out;
-  }
-  w = fanout_run (&background_conn, OP_WRITE, UINT32_C (1) << c->index,
-                  NULL, 0, bufs[v.winner], count, offset, 0, &err);
-  if (w) {
-    if (w->slots[c->index].err == 0) {
-      dirty_clear (&c->dirty, offset, count);
-      STAT_ADD (c, bytes_repaired, count);
-      r = 0;
-    }
-    else
-      report_bad (OP_WRITE, c->index, offset, count,
-                  w->slots[c->index].err);
-    fanout_put (w);
-  }
-  fanout_put (f);
- out:
-  range_unlock (&rl);
-  return r;
-}
-
-int
-quorum_after_fork (const struct quorum_local_ops *local, void *local_ctx)
-{
-  background_conn.local = local;
-  background_conn.local_ctx = local_ctx;
-  return child_start_all ();
-}
-
-void
-quorum_cleanup (void)
-{
-  child_disconnect_all ();
-  report_summary ();
-  report_close ();
-  bufpool_drain ();
-}
 
 /* Combine what one child can do into what the quorum can do.  FUA is
  * offered where every child has it or can flush (the engine flushes
@@ -734,9 +628,8 @@ caps_merge (struct quorum_caps *q, const struct quorum_caps *c)
 
 struct quorum_caps quorum_promise;
 
-/* The remote children reachable at start-up make the promise. */
-static void
-promise_init (void)
+void
+engine_promise_init (void)
 {
   struct quorum_caps q = {
     .size = -1,

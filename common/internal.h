@@ -95,7 +95,11 @@ extern bool quorum_has_local;
 /* Debug flag: -D quorum.votes=1 */
 extern int quorum_debug_votes;
 
-/* child.c */
+/* lifecycle.c */
+/* The size every remote child has, from the first one reachable at
+ * start-up; fixed after .get_ready.
+ */
+extern int64_t quorum_export_size;
 /* Connect every remote child and check their sizes agree (before
  * nbdkit forks, so that a failure stops it with a message), then start
  * the reactor and the supervisors (after the fork).
@@ -132,12 +136,8 @@ extern struct quorum_caps quorum_promise;
  */
 extern const char *engine_caps_lacking (const struct quorum_caps *caps,
                                         char *buf, size_t len);
-
-/* engine.c, for resync: copy [offset, offset+count) to child c from
- * the other children, voting as a read does.  Holds the range.
- */
-extern int engine_resync_range (struct child *c, uint64_t offset,
-                                uint32_t count);
+/* Make quorum_promise, once the children are connected. */
+extern void engine_promise_init (void);
 
 /* uri.c: URI with the password and secret-bearing query values
  * replaced by "***"; never NULL except on ENOMEM.

@@ -3,16 +3,9 @@
  * SPDX-License-Identifier: BSD-3-Clause
  */
 
-/* Remote children: one libnbd handle per child, shared by every client
- * connection.  Request threads queue commands with nbd_aio_* (libnbd
- * locks the handle); the reactor, one thread for all children, reads
- * the replies and libnbd runs the completion callbacks there.
- *
- * When a connection dies the child is down: it takes no part in
- * requests, every write it misses is recorded in its dirty map, and its
- * supervisor thread reconnects with exponential backoff, then copies
- * the dirty regions to it from the other children before it votes on
- * them again.  The dirty map lives in memory only.
+/* The engine's life: connecting every remote child at start-up (before
+ * nbdkit forks), starting the reactor and the supervisors after the
+ * fork, stopping them at cleanup.
  */
 
 #include <config.h>
@@ -20,13 +13,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
-#include <sys/socket.h>
 
 #include <libnbd.h>
 #include <nbdkit-filter.h>
@@ -35,130 +25,12 @@
 #include "connect.h"
 #include "dirty.h"
 #include "internal.h"
-#include "rangelock.h"
 #include "reactor.h"
+#include "resync.h"
 #include "state.h"
 
 /* The size every child must have, from the first remote child. */
-static int64_t export_size;
-
-/* Copy every dirty region to c from the quorum.  -1 if c went down. */
-static int
-child_resync (struct child *c)
-{
-  uint64_t pos = 0, offset, count, copied = 0;
-  struct range_lock rl;
-
-  report_resync ("resync-start", c->index, dirty_bytes (&c->dirty), 0);
-
-  /* Writers that saw this child down mark its map when they finish:
-   * wait for every one in flight, after which all include the child.
-   */
-  range_lock (&rl, 0, export_size, true);
-  range_unlock (&rl);
-
-  for (;;) {
-    if (state_get (c) == CHILD_DOWN ||
-        state_quitting (c))
-      return -1;
-    /* Up to 1 MiB of consecutive dirty granules at a time. */
-    if (!dirty_next_run (&c->dirty, &pos, 16, &offset, &count))
-      break;
-    if (engine_resync_range (c, offset, count) == 0)
-      copied += count;
-  }
-
-  report_resync ("resync-end", c->index, dirty_bytes (&c->dirty), copied);
-  return 0;
-}
-
-/* Whether c, offering caps, may join: it must offer what the export
- * promised that the engine cannot make up for it (engine_caps_lacking).
- * Else it is said why, and it stays down.
- */
-static bool
-child_fits (struct child *c, const struct quorum_caps *caps)
-{
-  char buf[128];
-  const char *lack = engine_caps_lacking (caps, buf, sizeof buf);
-
-  if (lack == NULL)
-    return true;
-  nbdkit_error ("quorum: child %zu (%s): not joining: it %s; next try "
-                "in %u s", c->index, c->name, lack, quorum_reconnect_max);
-  return false;
-}
-
-static void *
-child_supervisor (void *vp)
-{
-  struct child *c = vp;
-  unsigned delay = quorum_reconnect_delay;
-
-  for (;;) {
-    struct nbd_handle *nbd, *meta, *old, *old_meta;
-    struct quorum_caps caps;
-    char *why = NULL;
-
-    if (!state_wait_down (c))
-      break;
-
-    /* The reactor saw the death and let go, or is told to. */
-    reactor_release (c);
-
-    if (!state_sleep (c, delay))
-      break;
-    if (connect_child (c, c->quit_pipe[0], &caps, &nbd, &meta, &why) == -1) {
-      /* Both at most a day: the double cannot wrap. */
-      delay = delay * 2 < quorum_reconnect_max ?
-        delay * 2 : quorum_reconnect_max;
-      nbdkit_debug ("quorum: child %zu (%s): reconnect failed: %s; next "
-                    "try in %u s", c->index, c->name,
-                    why ? why : "out of memory", delay);
-      free (why);
-      continue;
-    }
-    if (caps.size != export_size) {
-      nbdkit_error ("quorum: child %zu (%s): came back with size %" PRIi64
-                    ", not %" PRIi64 ": not rejoining", c->index, c->name,
-                    caps.size, export_size);
-      connect_close (nbd, true);
-      connect_close (meta, true);
-      delay = quorum_reconnect_max;
-      continue;
-    }
-
-    if (!child_fits (c, &caps)) {
-      connect_close (nbd, true);
-      connect_close (meta, true);
-      delay = quorum_reconnect_max;
-      continue;
-    }
-
-    pthread_rwlock_wrlock (&c->nbd_lock);
-    old = c->nbd;
-    old_meta = c->meta;
-    c->nbd = nbd;
-    /* child_meta_stale reads it without the lock. */
-    __atomic_store_n (&c->meta, meta, __ATOMIC_RELEASE);
-    /* Commands read them under the lock: they go with the handle. */
-    c->caps = caps;
-    c->caps_known = true;
-    pthread_rwlock_unlock (&c->nbd_lock);
-    /* Dead, or idle and cut: their commands were all retired. */
-    connect_close (old, false);
-    connect_close (old_meta, false);
-    reactor_serve (c);
-
-    state_set (c, CHILD_RESYNC);
-    report_up (c->index);
-    delay = quorum_reconnect_delay;
-
-    if (child_resync (c) == 0)
-      state_resync_done (c);
-  }
-  return NULL;
-}
+int64_t quorum_export_size;
 
 /* A child-command server is a child process of the process that
  * started it, and nbdkit forks after .get_ready (to daemonize, or to
@@ -189,13 +61,13 @@ child_start_command (struct child *c)
     free (why);
     return -1;
   }
-  if (caps.size != export_size) {
+  if (caps.size != quorum_export_size) {
     nbdkit_error ("child-command=%s: child %zu changed size from %" PRIi64
                   " to %" PRIi64 " when started again", c->command,
-                  c->index, export_size, caps.size);
+                  c->index, quorum_export_size, caps.size);
     return -1;
   }
-  if (!child_fits (c, &caps))
+  if (!resync_fits (c, &caps))
     return -1;
   c->caps = caps;
   return 0;
@@ -267,18 +139,18 @@ child_connect_all (void)
     free (msg);
     return -1;
   }
-  export_size = quorum_children[ref].caps.size;
+  quorum_export_size = quorum_children[ref].caps.size;
 
   for (i = first; i < quorum_nr_children; ++i) {
     struct child *c = &quorum_children[i];
 
-    if (dirty_init (&c->dirty, export_size) == -1) {
+    if (dirty_init (&c->dirty, quorum_export_size) == -1) {
       nbdkit_error ("calloc: %m");
       return -1;
     }
     /* Unreachable at start: nothing it holds can be trusted. */
     if (state_get (c) == CHILD_DOWN) {
-      dirty_mark (&c->dirty, 0, export_size);
+      dirty_mark (&c->dirty, 0, quorum_export_size);
       report_down (c->index, "unreachable");
     }
     if (c->command)
@@ -316,7 +188,7 @@ child_start_all (void)
       continue;
     if (c->nbd)
       reactor_serve (c);
-    err = pthread_create (&c->supervisor, NULL, child_supervisor, c);
+    err = pthread_create (&c->supervisor, NULL, resync_supervisor, c);
     if (err) {
       errno = err;
       nbdkit_error ("pthread_create: %m");
@@ -361,3 +233,31 @@ child_disconnect_all (void)
 
   reactor_stop ();
 }
+
+int
+quorum_get_ready (const char *ident)
+{
+  if (report_open (ident) == -1)
+    return -1;
+  if (child_connect_all () == -1)
+    return -1;
+  engine_promise_init ();
+  return 0;
+}
+
+int
+quorum_after_fork (const struct quorum_local_ops *local, void *local_ctx)
+{
+  resync_set_source (local, local_ctx);
+  return child_start_all ();
+}
+
+void
+quorum_cleanup (void)
+{
+  child_disconnect_all ();
+  report_summary ();
+  report_close ();
+  bufpool_drain ();
+}
+
