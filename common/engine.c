@@ -37,33 +37,6 @@
 #include "rangelock.h"
 #include "state.h"
 
-/* The voted errno, or EIO when only absent children failed.  A child
- * that could not be reached (connection lost, timed out, shutting down)
- * votes EIO: its errno describes the link to the child, not the
- * request, and nbdkit would pass ENOTCONN or ETIMEDOUT to the client
- * as EINVAL, and ESHUTDOWN as "the server is shutting down".
- */
-static int
-voted_errno (const int *errs, size_t nr)
-{
-  int mapped[VOTE_MAX_CHILDREN];
-  size_t i;
-  int e;
-
-  for (i = 0; i < nr; ++i) {
-    switch (errs[i]) {
-    case ENOTCONN: case ETIMEDOUT: case ESHUTDOWN: case ECONNRESET:
-    case EPIPE:
-      mapped[i] = EIO;
-      break;
-    default:
-      mapped[i] = errs[i];
-    }
-  }
-  e = vote_errno (mapped, nr);
-  return e ? e : EIO;
-}
-
 /* Vote on the results of a write, zero, trim, flush or cache. */
 static int
 write_vote (struct fanout *f, enum op_type type, uint32_t count,
@@ -109,7 +82,7 @@ write_vote (struct fanout *f, enum op_type type, uint32_t count,
   if (ok >= quorum_threshold)
     return 0;
 
-  *err = voted_errno (errs, quorum_nr_children);
+  *err = vote_errno_request (errs, quorum_nr_children);
   report_failure_errors (type, offset, count, *err, ok);
   nbdkit_error ("quorum: %s %" PRIu32 "@%" PRIu64 ": %zu of %zu children "
                 "succeeded, vote-threshold is %u: %s",
@@ -374,7 +347,7 @@ read_vote (struct quorum_conn *conn, struct fanout *f, void *buf,
   agree = vote_agree (bufs, n, 0, count, &nr_ok);
 
   if (nr_ok < quorum_threshold) {
-    *err = voted_errno (errs, n);
+    *err = vote_errno_request (errs, n);
     report_failure_errors (OP_READ, offset, count, *err, nr_ok);
     nbdkit_error ("quorum: read %" PRIu32 "@%" PRIu64 ": %zu of %zu "
                   "children returned data, vote-threshold is %u: %s",
@@ -436,7 +409,7 @@ pread_fifo (struct quorum_conn *conn, void *buf, uint32_t count,
     report_bad (OP_READ, i, offset, count, errs[i]);
   }
 
-  *err = voted_errno (errs, quorum_nr_children);
+  *err = vote_errno_request (errs, quorum_nr_children);
   report_failure_errors (OP_READ, offset, count, *err, 0);
   nbdkit_error ("quorum: read %" PRIu32 "@%" PRIu64 ": every child "
                 "failed: %s", count, offset, strerror (*err));
@@ -469,286 +442,4 @@ quorum_pread (struct quorum_conn *conn, void *buf, uint32_t count,
   }
   range_unlock (&rl);
   return r;
-}
-
-/* Where a child's extents stop covering [offset, end). */
-static uint64_t
-extents_end (const struct quorum_extent_list *list, uint64_t offset,
-             uint64_t end)
-{
-  uint64_t pos = offset;
-  size_t i;
-
-  for (i = 0; i < list->len && pos < end; ++i)
-    pos += list->ptr[i].length;
-  return pos < end ? pos : end;
-}
-
-int
-quorum_extents (struct quorum_conn *conn, uint32_t count, uint64_t offset,
-                uint32_t flags, struct nbdkit_extents *extents, int *err)
-{
-  struct fanout *f;
-  size_t i, n = quorum_nr_children, ok = 0;
-  size_t pos_i[VOTE_MAX_CHILDREN] = { 0 };
-  uint64_t start_i[VOTE_MAX_CHILDREN];
-  uint64_t end = offset + count, pos;
-  int errs[VOTE_MAX_CHILDREN] = { 0 };
-  uint32_t mask = fanout_participants (OP_EXTENTS, offset, count), stale = 0;
-  int r = -1;
-
-  /* A child answering block status on a second connection sees the
-   * writes of its first only once they are flushed: flush those with
-   * writes completed since.  One whose flush fails has no vote.
-   */
-  for (i = 0; i < n; ++i) {
-    if ((mask & (UINT32_C (1) << i)) &&
-        child_meta_stale (&quorum_children[i]))
-      stale |= UINT32_C (1) << i;
-  }
-  if (stale) {
-    f = fanout_run (conn, OP_FLUSH, stale, NULL, 0, NULL, 0, 0, 0, err);
-    if (f == NULL)
-      return -1;
-    for (i = 0; i < n; ++i) {
-      if (f->slots[i].used && f->slots[i].err) {
-        errs[i] = f->slots[i].err;
-        mask &= ~(UINT32_C (1) << i);
-      }
-    }
-    fanout_put (f);
-  }
-
-  f = fanout_run (conn, OP_EXTENTS, mask, NULL, 0, NULL, count, offset,
-                  flags, err);
-  if (f == NULL)
-    return -1;
-
-  for (i = 0; i < n; ++i) {
-    if (f->slots[i].used)
-      errs[i] = f->slots[i].err;
-    if (errs[i])
-      report_bad (OP_EXTENTS, i, offset, count, errs[i]);
-    else if (f->slots[i].used)
-      ok++;
-  }
-  if (ok < quorum_threshold) {
-    *err = voted_errno (errs, n);
-    report_failure_errors (OP_EXTENTS, offset, count, *err, ok);
-    nbdkit_error ("quorum: extents %" PRIu32 "@%" PRIu64 ": %zu of %zu "
-                  "children answered, vote-threshold is %u: %s",
-                  count, offset, ok, n, quorum_threshold, strerror (*err));
-    goto out;
-  }
-
-  /* A child that failed to answer may have data anywhere. */
-  if (vote_errno (errs, n) != 0) {
-    r = nbdkit_add_extent (extents, offset, count, 0);
-    if (r == -1)
-      *err = errno;
-    goto out;
-  }
-
-  /* Children describe the range contiguously from offset, each as far
-   * as it likes: merge over what all of them covered.
-   */
-  for (i = 0; i < n; ++i) {
-    uint64_t e;
-
-    start_i[i] = offset;
-    if (!f->slots[i].used)
-      continue;
-    e = extents_end (&f->slots[i].extents, offset, end);
-    if (e < end)
-      end = e;
-  }
-  if (end <= offset) {
-    r = nbdkit_add_extent (extents, offset, count, 0);
-    if (r == -1)
-      *err = errno;
-    goto out;
-  }
-
-  for (pos = offset; pos < end; ) {
-    uint32_t type = NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO;
-    uint64_t next = end;
-
-    for (i = 0; i < n; ++i) {
-      const struct quorum_extent_list *list = &f->slots[i].extents;
-      uint64_t e_end;
-
-      if (!f->slots[i].used)
-        continue;
-      /* Advance child i to its extent holding pos. */
-      while (start_i[i] + list->ptr[pos_i[i]].length <= pos) {
-        start_i[i] += list->ptr[pos_i[i]].length;
-        pos_i[i]++;
-      }
-      type &= list->ptr[pos_i[i]].type;
-      e_end = start_i[i] + list->ptr[pos_i[i]].length;
-      if (e_end < next)
-        next = e_end;
-    }
-    if (nbdkit_add_extent (extents, pos, next - pos, type) == -1) {
-      *err = errno;
-      goto out;
-    }
-    pos = next;
-  }
-  r = 0;
-
- out:
-  fanout_put (f);
-  return r;
-}
-
-
-/* Combine what one child can do into what the quorum can do.  FUA is
- * offered where every child has it or can flush (the engine flushes
- * those without it after the write).
- */
-static void
-caps_merge (struct quorum_caps *q, const struct quorum_caps *c)
-{
-  q->can_write &= c->can_write;
-  q->can_flush &= c->can_flush;
-  q->can_zero &= c->can_zero;
-  q->can_fast_zero &= c->can_fast_zero;
-  q->can_fua &= c->can_fua || c->can_flush;
-  q->can_extents &= c->can_extents;
-  q->can_cache &= c->can_cache;
-  q->is_rotational |= c->is_rotational;
-  if (c->block_min > q->block_min)
-    q->block_min = c->block_min;
-  if (c->block_pref > q->block_pref)
-    q->block_pref = c->block_pref;
-  if (c->block_max && (q->block_max == 0 || c->block_max < q->block_max))
-    q->block_max = c->block_max;
-}
-
-struct quorum_caps quorum_promise;
-
-void
-engine_promise_init (void)
-{
-  struct quorum_caps q = {
-    .size = -1,
-    .can_write = true, .can_flush = true, .can_zero = true,
-    .can_fast_zero = true, .can_fua = true, .can_extents = true,
-    .can_cache = true, .can_multi_conn = true,
-  };
-  size_t i;
-
-  for (i = 0; i < quorum_nr_children; ++i) {
-    const struct child *c = &quorum_children[i];
-
-    if (child_is_local (c) || !c->caps_known)
-      continue;
-    if (q.size == -1)
-      q.size = c->caps.size;
-    caps_merge (&q, &c->caps);
-  }
-  quorum_promise = q;
-}
-
-/* 0 stands for no minimum. */
-static uint32_t
-min_block (uint32_t m)
-{
-  return m ? m : 1;
-}
-
-const char *
-engine_caps_lacking (const struct quorum_caps *c, char *buf, size_t len)
-{
-  const struct quorum_caps *p = &quorum_promise;
-
-  if (p->can_write && !c->can_write)
-    return "is read-only, and the export is writable";
-  if (p->can_flush && !c->can_flush)
-    return "cannot flush, and the export offers flush";
-  if (p->can_zero && !c->can_zero)
-    return "cannot write zeroes, and the export offers zero and trim";
-  if (p->can_fua && !c->can_fua && !c->can_flush)
-    return "has neither FUA nor flush, and the export offers FUA";
-  if (min_block (c->block_min) > min_block (p->block_min)) {
-    snprintf (buf, len, "needs requests aligned to %" PRIu32 " bytes, and "
-              "the export's minimum block size is %" PRIu32,
-              c->block_min, min_block (p->block_min));
-    return buf;
-  }
-  return NULL;
-}
-
-static void
-refuse_sizes (const struct quorum_caps *local_caps)
-{
-  char *msg = NULL;
-  size_t len = 0, i;
-  FILE *fp = open_memstream (&msg, &len);
-
-  if (fp) {
-    for (i = 0; i < quorum_nr_children; ++i) {
-      const struct child *c = &quorum_children[i];
-
-      if (child_is_local (c))
-        fprintf (fp, "%s child %zu (%s): %" PRIi64, i ? "," : "", i,
-                 c->name, local_caps->size);
-      else if (c->caps_known)
-        fprintf (fp, "%s child %zu (%s): %" PRIi64, i ? "," : "", i,
-                 c->name, c->caps.size);
-    }
-    fclose (fp);
-  }
-  nbdkit_error ("quorum: children have different sizes, refusing the "
-                "connection:%s", msg ? msg : " (out of memory)");
-  free (msg);
-}
-
-int
-quorum_conn_init (struct quorum_conn *conn,
-                  const struct quorum_local_ops *local, void *local_ctx,
-                  const struct quorum_caps *local_caps, bool readonly)
-{
-  struct quorum_caps q = quorum_promise;
-
-  conn->local = local;
-  conn->local_ctx = local_ctx;
-  conn->readonly = readonly;
-
-  if (local_caps) {
-    if (local_caps->size != q.size) {
-      refuse_sizes (local_caps);
-      return -1;
-    }
-    conn->local_caps = *local_caps;
-    caps_merge (&q, local_caps);
-    /* The remote children are one connection each, shared by every
-     * client connection, so a flush on any client connection covers
-     * writes from all of them there; only the local child needs to say
-     * so for itself.
-     */
-    q.can_multi_conn = local_caps->can_multi_conn;
-  }
-
-  if (readonly)
-    q.can_write = false;
-  if (!q.can_write)
-    q.can_zero = q.can_fast_zero = q.can_fua = false;
-  if (!q.can_zero)
-    q.can_fast_zero = false;
-  /* A trim is a zero that may punch holes (quorum_trim). */
-  q.can_trim = q.can_zero;
-  if (q.block_max && q.block_pref > q.block_max)
-    q.block_pref = q.block_max;
-
-  if (quorum_rewrite_corrupted && !q.can_write) {
-    nbdkit_error ("rewrite-corrupted=true: the export is read-only%s, so "
-                  "outvoted children cannot be rewritten: drop -r or "
-                  "rewrite-corrupted", readonly ? "" : " (a child is)");
-    return -1;
-  }
-
-  conn->caps = q;
-  return 0;
 }

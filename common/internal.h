@@ -124,7 +124,7 @@ child_is_local (const struct child *c)
 {
   return c->uri == NULL && c->command == NULL;
 }
-/* engine.c: what the export offers of the remote children's
+/* caps.c: what the export offers of the remote children's
  * capabilities, from those reachable at start-up; fixed after
  * .get_ready.
  */
@@ -134,10 +134,10 @@ extern struct quorum_caps quorum_promise;
  * maximum block size, no fast zero, block status all data, cache
  * skipped); else why not, after "it" (perhaps in buf).
  */
-extern const char *engine_caps_lacking (const struct quorum_caps *caps,
+extern const char *caps_lacking (const struct quorum_caps *caps,
                                         char *buf, size_t len);
 /* Make quorum_promise, once the children are connected. */
-extern void engine_promise_init (void);
+extern void caps_promise_init (void);
 
 /* uri.c: URI with the password and secret-bearing query values
  * replaced by "***"; never NULL except on ENOMEM.

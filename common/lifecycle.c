@@ -241,7 +241,7 @@ quorum_get_ready (const char *ident)
     return -1;
   if (child_connect_all () == -1)
     return -1;
-  engine_promise_init ();
+  caps_promise_init ();
   return 0;
 }
 

@@ -148,14 +148,14 @@ resync_child (struct child *c)
 }
 
 /* Whether c, offering caps, may join: it must offer what the export
- * promised that the engine cannot make up for it (engine_caps_lacking).
+ * promised that the engine cannot make up for it (caps_lacking).
  * Else it is said why, and it stays down.
  */
 bool
 resync_fits (struct child *c, const struct quorum_caps *caps)
 {
   char buf[128];
-  const char *lack = engine_caps_lacking (caps, buf, sizeof buf);
+  const char *lack = caps_lacking (caps, buf, sizeof buf);
 
   if (lack == NULL)
     return true;

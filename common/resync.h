@@ -20,7 +20,7 @@ struct child;
 extern void resync_set_source (const struct quorum_local_ops *local,
                                void *local_ctx);
 /* Whether c, offering caps, may join: it must offer what the export
- * promised that the engine cannot make up for it (engine_caps_lacking).
+ * promised that the engine cannot make up for it (caps_lacking).
  * Else it is said why, and it stays down.
  */
 extern bool resync_fits (struct child *c, const struct quorum_caps *caps);

@@ -6,6 +6,7 @@
 #include <config.h>
 
 #include <assert.h>
+#include <errno.h>
 #include <stdbool.h>
 #include <string.h>
 
@@ -146,4 +147,26 @@ vote_first_difference (const void *a, const void *b, size_t len)
   while (i < len && pa[i] == pb[i])
     i++;
   return i;
+}
+
+/* See vote.h. */
+int
+vote_errno_request (const int *errs, size_t nr)
+{
+  int mapped[VOTE_MAX_CHILDREN];
+  size_t i;
+  int e;
+
+  for (i = 0; i < nr; ++i) {
+    switch (errs[i]) {
+    case ENOTCONN: case ETIMEDOUT: case ESHUTDOWN: case ECONNRESET:
+    case EPIPE:
+      mapped[i] = EIO;
+      break;
+    default:
+      mapped[i] = errs[i];
+    }
+  }
+  e = vote_errno (mapped, nr);
+  return e ? e : EIO;
 }

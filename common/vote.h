@@ -55,6 +55,15 @@ extern bool vote_agree (const void *const *bufs, size_t nr, size_t start,
  */
 extern int vote_errno (const int *errs, size_t nr);
 
+/* The errno a request fails with, from its children's errs: the voted
+ * one, or EIO when only absent children failed.  A child that could not
+ * be reached (connection lost, timed out, shutting down) votes EIO: its
+ * errno describes the link to the child, not the request, and nbdkit
+ * would pass ENOTCONN or ETIMEDOUT to the client as EINVAL, and
+ * ESHUTDOWN as "the server is shutting down".  Never 0.
+ */
+extern int vote_errno_request (const int *errs, size_t nr);
+
 /* Offset of the first byte that differs between a and b, or len if
  * they are equal.
  */
