@@ -18,8 +18,6 @@
 #include <nbdkit-filter.h>
 
 #include "internal.h"
-#include "reactor.h"
-#include "state.h"
 
 unsigned quorum_threshold;            /* 0 until set: strict majority */
 enum read_pattern quorum_read_pattern = READ_PATTERN_QUORUM;
@@ -394,10 +392,6 @@ quorum_config_complete (bool has_local)
     struct child *c = &quorum_children[i];
 
     c->index = i;
-    reactor_link_init (c);
-    c->quit_pipe[0] = c->quit_pipe[1] = -1;
-    pthread_rwlock_init (&c->nbd_lock, NULL);
-    state_init (c);
     if (has_local && i == 0) {
       c->name = strdup ("plugin");
     }

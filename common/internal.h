@@ -3,7 +3,47 @@
  * SPDX-License-Identifier: BSD-3-Clause
  */
 
-/* State shared by the engine's modules; not for the front ends. */
+/* State shared by the engine's modules; not for the front ends.
+ *
+ * The layers, each calling only those below it:
+ *   lifecycle.c             connect all, start, stop (get_ready, after_fork,
+ *                           cleanup)
+ *   resync.c                supervisor, backoff, resync
+ *   engine.c, extents.c     the operations and their votes, block status
+ *   fanout.c                slots, parts, references, deadlines
+ *   caps.c                  the promise, a connection's capabilities
+ *   connect.c, reactor.c    opening handles; the poll thread, hand-over, cut
+ *   state.c, dirty.c        a child's life and its dirty map
+ *   vote.c, rangelock.c, bufpool.c, report.c, uri.c, config.c
+ *
+ * Locks, outermost first:
+ *   range lock (rangelock.c)   ordering of overlapping requests; the only
+ *                              one held across a wait for children (up to
+ *                              child-timeout) and libnbd calls
+ *   nbd_lock (struct child)    rwlock: read by whoever queues a command
+ *                              (slot_send), written by the supervisor
+ *                              swapping handles; held across nbd_aio_*,
+ *                              which may run a free callback (atomics and
+ *                              sem_post only), never across a wait
+ *   reactor_lock (reactor.c)   every child's link: serving, stop, lost
+ *   life.lock (state.c)        a child's state and quit (taken inside
+ *                              reactor_lock by reactor_cut)
+ *   submit_lock (child_link)   busy and the handed list; nothing nests in it
+ *   rangelock.c, bufpool.c, report_lock (report.c): leaves, each taken
+ *                              alone for a few instructions
+ * None but the range lock is held across a libnbd completion callback,
+ * syslog(3) or a wait for a child: state_set_down reports after its
+ * caller let go (reactor_cut, reactor_lost).
+ *
+ * Fields that mix atomics and locks:
+ *   life.state, life.quit      written under life.lock, read atomically
+ *   meta                       written under nbd_lock (write) with a
+ *                              release store, read atomically by
+ *                              child_meta_stale
+ *   link.busy                  under submit_lock only (no atomics)
+ *   dirty (struct dirty_map)   atomics only, no lock
+ *   stats, writes_done, writes_flushed   atomics only, no lock
+ */
 
 #ifndef QUORUM_INTERNAL_H
 #define QUORUM_INTERNAL_H
@@ -56,21 +96,19 @@ struct child {
   char *uri;                    /* child=, as given */
   char *command;                /* child-command=, as given */
   char *name;                   /* for messages: secrets removed */
-  /* What its connection nbd offers.  Commands consult it under
-   * nbd_lock, and the supervisor changes it with nbd under the write
-   * lock.
-   */
-  struct quorum_caps caps;
-  bool caps_known;              /* false if unreachable at start-up */
-  struct child_stats stats;
+  struct child_stats stats;     /* atomics, from fanout.c and report.c */
 
-  /* Request threads queue commands on nbd holding nbd_lock for reading;
-   * the supervisor replaces a dead handle holding it for writing.
+  /* The handles, written by lifecycle.c before the threads start and by
+   * resync.c after.  Request threads queue commands on nbd holding
+   * nbd_lock for reading; the supervisor replaces a dead handle holding
+   * it for writing, with caps, which commands consult under the lock.
    */
   pthread_rwlock_t nbd_lock;
+  struct quorum_caps caps;      /* what the connection nbd offers */
+  bool caps_known;              /* false if unreachable at start-up */
   struct nbd_handle *nbd;       /* NULL for the local child */
   /* Block status, when nbd was opened without structured replies (see
-   * child_open); else NULL and nbd answers it too.
+   * connect_child); else NULL and nbd answers it too.
    */
   struct nbd_handle *meta;
   struct child_link link;       /* the reactor's (reactor.c) */
@@ -135,7 +173,7 @@ extern struct quorum_caps quorum_promise;
  * skipped); else why not, after "it" (perhaps in buf).
  */
 extern const char *caps_lacking (const struct quorum_caps *caps,
-                                        char *buf, size_t len);
+                                 char *buf, size_t len);
 /* Make quorum_promise, once the children are connected. */
 extern void caps_promise_init (void);
 

@@ -234,9 +234,31 @@ child_disconnect_all (void)
   reactor_stop ();
 }
 
+/* The locks and links of children[], which config.c built from the
+ * parameters; before any thread, and before cleanup may touch them.
+ */
+static bool lifecycle_inited;
+
+static void
+lifecycle_init_children (void)
+{
+  size_t i;
+
+  for (i = 0; i < quorum_nr_children; ++i) {
+    struct child *c = &quorum_children[i];
+
+    reactor_link_init (c);
+    c->quit_pipe[0] = c->quit_pipe[1] = -1;
+    pthread_rwlock_init (&c->nbd_lock, NULL);
+    state_init (c);
+  }
+  lifecycle_inited = true;
+}
+
 int
 quorum_get_ready (const char *ident)
 {
+  lifecycle_init_children ();
   if (report_open (ident) == -1)
     return -1;
   if (child_connect_all () == -1)
@@ -255,7 +277,8 @@ quorum_after_fork (const struct quorum_local_ops *local, void *local_ctx)
 void
 quorum_cleanup (void)
 {
-  child_disconnect_all ();
+  if (lifecycle_inited)
+    child_disconnect_all ();
   report_summary ();
   report_close ();
   bufpool_drain ();
