@@ -131,7 +131,6 @@ quorum_conn_init (struct quorum_conn *conn,
 
   conn->local = local;
   conn->local_ctx = local_ctx;
-  conn->readonly = readonly;
 
   if (local_caps) {
     if (local_caps->size != q.size) {

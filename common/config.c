@@ -400,7 +400,7 @@ quorum_config_complete (bool has_local)
 
       if (spec->command) {
         c->command = spec->value;
-        c->name = command_name (c->command);
+        c->name = uri_command_name (c->command);
       }
       else {
         c->uri = spec->value;

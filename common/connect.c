@@ -54,9 +54,8 @@ connect_caps (struct nbd_handle *nbd, struct quorum_caps *caps)
  * default), less than one 256 KiB write from nbdcopy: libnbd would
  * send the rest when the reactor sees room, and the child would read
  * each request in pieces, waking several times.  Ask for 4 MiB (the
- * kernel caps it at net.core.wmem_max, and doubles it); measured with
- * nbdcopy, sequential writes went 20% faster and the children spent
- * 15% less CPU.  TCP tunes its own buffers: setting one would stop
+ * kernel caps it at net.core.wmem_max, and doubles it); see
+ * bench/NOTES.md for what it saved.  TCP tunes its own buffers: setting one would stop
  * that, so only Unix sockets.
  */
 static void
@@ -90,8 +89,8 @@ connect_handle (struct child *c, int quit_fd, bool structured, char **why)
     goto err;
   /* libnbd zeroes every read buffer first, in case a caller looks at
    * the buffer of a failed read: the engine never does (a failed child
-   * has no vote), and that memset was most of the front's own CPU time
-   * on sequential reads.
+   * has no vote), and that memset is costly on sequential reads
+   * (bench/NOTES.md).
    */
   if (nbd_set_pread_initialize (nbd, false) == -1)
     goto err;

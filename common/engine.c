@@ -86,7 +86,7 @@ write_vote (struct fanout *f, enum op_type type, uint32_t count,
   report_failure_errors (type, offset, count, *err, ok);
   nbdkit_error ("quorum: %s %" PRIu32 "@%" PRIu64 ": %zu of %zu children "
                 "succeeded, vote-threshold is %u: %s",
-                op_name (type), count, offset, ok, quorum_nr_children,
+                report_op_name (type), count, offset, ok, quorum_nr_children,
                 quorum_threshold, strerror (*err));
   return -1;
 }

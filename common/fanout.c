@@ -373,8 +373,7 @@ slot_send_part (struct slot *s, struct nbd_handle *nbd, uint64_t offset,
   abort ();
 }
 
-/* One function, as it was measured: the request path of every remote
- * command, under nbd_lock.  Queue a slot's command on its child's handle: on the request's own
+/* Queue a slot's command on its child's handle: on the request's own
  * thread, or on whichever thread held the handle when it asked (the
  * reactor, or another request's thread; see reactor_submit).
  *
@@ -384,6 +383,9 @@ slot_send_part (struct slot *s, struct nbd_handle *nbd, uint64_t offset,
  * trim is a zero that may punch holes, so that every child reads the
  * same afterwards; a fast zero it cannot do fails here with ENOTSUP;
  * block status it lacks says data, and cache it lacks is skipped.
+ */
+/* One function on purpose, over 80 lines: the request path of every
+ * remote command, under nbd_lock, kept as it was benchmarked.
  */
 static void
 slot_send (struct reactor_cmd *cmd)
@@ -476,7 +478,7 @@ slot_send (struct reactor_cmd *cmd)
       char *msg = child_redact (c, nbd_get_error () ?: "failed");
 
       nbdkit_debug ("quorum: child %zu (%s): %s: %s", c->index, c->name,
-                    op_name (type), msg ? msg : "failed");
+                    report_op_name (type), msg ? msg : "failed");
       free (msg);
     }
   }

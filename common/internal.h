@@ -184,7 +184,7 @@ extern char *uri_redact (const char *uri);
 /* The name of a child-command= child: "command:" and the command,
  * encoded like a URI's bytes.
  */
-extern char *command_name (const char *command);
+extern char *uri_command_name (const char *command);
 /* msg with c's secrets removed, for any message that may quote c's
  * URI or a libnbd error about it: the URI as given becomes c's name,
  * and every secret of it (the password, the value of every query key
@@ -206,7 +206,7 @@ extern char *quorum_report_file;        /* report=FILE, or NULL */
 extern int report_open (const char *ident);
 extern void report_close (void);
 extern void report_summary (void);
-extern const char *op_name (enum op_type type);
+extern const char *report_op_name (enum op_type type);
 extern void report_bad (enum op_type type, size_t child, uint64_t offset,
                         uint64_t length, int err);
 /* No version had the threshold: version[] (as in struct vote_result)

@@ -93,7 +93,6 @@ struct quorum_local_ops {
 struct quorum_conn {
   const struct quorum_local_ops *local; /* NULL in the plugin */
   void *local_ctx;                      /* the filter's nbdkit_next */
-  bool readonly;
   struct quorum_caps caps;              /* what the export offers */
   struct quorum_caps local_caps;        /* child 0's, in the filter */
 };

@@ -43,7 +43,7 @@ static const char *const op_names[] = {
 };
 
 const char *
-op_name (enum op_type type)
+report_op_name (enum op_type type)
 {
   return op_names[type];
 }
@@ -359,7 +359,7 @@ report_bad (enum op_type type, size_t child, uint64_t offset,
 {
   char buf[32];
   struct field f[] = {
-    STR ("event", "bad"), STR ("type", op_name (type)), UINT ("child", child),
+    STR ("event", "bad"), STR ("type", report_op_name (type)), UINT ("child", child),
     NAME (child), HEX ("offset", offset), HEX ("length", length),
     err ? (struct field) STR ("error", errno_name (err, buf, sizeof buf))
     : (struct field) { .key = "error=mismatch", .json_key = "mismatch",
@@ -408,7 +408,7 @@ report_failure_votes (enum op_type type, uint64_t offset, uint64_t length,
   /* Each child index takes at most 3 bytes with its separator. */
   char kv[VOTE_MAX_CHILDREN * 3 + 8], json[VOTE_MAX_CHILDREN * 6 + 8];
   struct field f[] = {
-    STR ("event", "failure"), STR ("type", op_name (type)),
+    STR ("event", "failure"), STR ("type", report_op_name (type)),
     HEX ("offset", offset), HEX ("length", length),
     STR ("reason", "no-quorum"), UINT ("votes", votes),
     UINT ("threshold", quorum_threshold),
@@ -425,7 +425,7 @@ report_failure_errors (enum op_type type, uint64_t offset, uint64_t length,
 {
   char buf[32];
   struct field f[] = {
-    STR ("event", "failure"), STR ("type", op_name (type)),
+    STR ("event", "failure"), STR ("type", report_op_name (type)),
     HEX ("offset", offset), HEX ("length", length),
     STR ("reason", "errors"), STR ("error", errno_name (err, buf, sizeof buf)),
     UINT ("successes", successes), UINT ("threshold", quorum_threshold),

@@ -225,7 +225,7 @@ uri_redact (const char *uri)
 }
 
 char *
-command_name (const char *command)
+uri_command_name (const char *command)
 {
   char *ret = NULL;
   size_t size = 0;
