@@ -31,6 +31,7 @@
 #include <nbdkit-filter.h>
 
 #include "cleanup.h"
+#include "control.h"
 #include "internal.h"
 #include "rangelock.h"
 
@@ -1311,6 +1312,8 @@ quorum_get_ready (const char *ident)
 {
   if (report_open (ident) == -1)
     return -1;
+  if (control_check () == -1)
+    return -1;
   if (child_connect_all () == -1)
     return -1;
   promise_init ();
@@ -1399,12 +1402,16 @@ quorum_after_fork (const struct quorum_local_ops *local, void *local_ctx)
 {
   background_conn.local = local;
   background_conn.local_ctx = local_ctx;
+  /* First: no thread of ours runs yet (see control_start). */
+  if (control_start () == -1)
+    return -1;
   return child_start_all ();
 }
 
 void
 quorum_cleanup (void)
 {
+  control_stop ();
   child_disconnect_all ();
   report_summary ();
   report_close ();
