@@ -5,9 +5,10 @@
 
 /* The control socket (control=SOCKET).
  *
- * One thread, started in .after_fork, serves a Unix socket created mode
- * 0600 that only the uid nbdkit runs as may use (SO_PEERCRED, checked
- * on every connection besides the mode).  Each request is one JSON
+ * A Unix socket created mode 0600 in .get_ready (so that it is there
+ * once nbdkit writes its pid file or runs its --run command), served
+ * from .after_fork by one thread; only the uid nbdkit runs as may use
+ * it (SO_PEERCRED, checked on every connection besides the mode).  Each request is one JSON
  * object on one line, {"command": NAME, ...}, and gets one JSON object
  * on one line back, {"ok": true, ...} or {"ok": false, "error": WHY}.
  *
@@ -203,14 +204,6 @@ control_probe (void)
   return -1;
 }
 
-int
-control_check (void)
-{
-  if (control_path == NULL)
-    return 0;
-  return control_probe () == -1 ? -1 : 0;
-}
-
 /* Serving the socket. */
 
 static void control_serve (void);
@@ -223,19 +216,18 @@ control_thread_fn (void *vp)
 }
 
 int
-control_start (void)
+control_listen (void)
 {
   struct sockaddr_un sun = { .sun_family = AF_UNIX };
   struct stat st;
-  sigset_t all, old;
   mode_t mask;
   size_t i;
   int r, err;
 
-  if (control_path == NULL)
-    return 0;
   for (i = 0; i < CONTROL_MAX_CLIENTS; ++i)
     clients[i].fd = -1;
+  if (control_path == NULL)
+    return 0;
 
   r = control_probe ();
   if (r == -1)
@@ -253,9 +245,9 @@ control_start (void)
     return -1;
   }
   strcpy (sun.sun_path, control_path);
-  /* The socket is created 0600: bind(2) applies the umask, and no
-   * thread of ours runs yet (control_start comes first in .after_fork)
-   * to start a child command under this one.
+  /* The socket is created 0600: bind(2) applies the umask, and nbdkit
+   * runs no other thread yet (nor do we, before child_connect_all) to
+   * create a file or start a child command under this one.
    */
   mask = umask (0177);
   r = bind (listen_fd, (struct sockaddr *) &sun, sizeof sun);
@@ -278,9 +270,27 @@ control_start (void)
     nbdkit_error ("control=%s: listen: %m", control_path);
     goto err_bound;
   }
+  return 0;
+
+ err_bound:
+  unlink (control_path);
+ err_sock:
+  close (listen_fd);
+  listen_fd = -1;
+  return -1;
+}
+
+int
+control_start (void)
+{
+  sigset_t all, old;
+  int err;
+
+  if (listen_fd == -1)
+    return 0;
   if (pipe2 (wake_pipe, O_CLOEXEC | O_NONBLOCK) == -1) {
     nbdkit_error ("control=: pipe2: %m");
-    goto err_bound;
+    return -1;
   }
 
   /* Signals are for nbdkit's own threads. */
@@ -291,22 +301,14 @@ control_start (void)
   if (err) {
     errno = err;
     nbdkit_error ("control=: pthread_create: %m");
-    goto err_pipe;
+    close (wake_pipe[0]);
+    close (wake_pipe[1]);
+    wake_pipe[0] = wake_pipe[1] = -1;
+    return -1;
   }
   control_running = true;
   nbdkit_debug ("quorum: control socket %s", control_path);
   return 0;
-
- err_pipe:
-  close (wake_pipe[0]);
-  close (wake_pipe[1]);
-  wake_pipe[0] = wake_pipe[1] = -1;
- err_bound:
-  unlink (control_path);
- err_sock:
-  close (listen_fd);
-  listen_fd = -1;
-  return -1;
 }
 
 static void

@@ -25,14 +25,14 @@
 /* control=: the socket's path (made absolute).  1, or -1 on error. */
 extern int control_config (const char *value);
 
-/* .get_ready: refuse, with a message, a control= path that is not a
- * socket, or that a server listens on.  0 if there is none.
+/* .get_ready: create the socket, mode 0600, replacing a stale one of
+ * ours; refuse, with a message, a control= path that is not a socket,
+ * is another uid's, or that a server listens on.  Connections wait in
+ * its backlog until control_start.  0 if there is no control=.
  */
-extern int control_check (void);
+extern int control_listen (void);
 
-/* .after_fork: create the socket (mode 0600, replacing a stale one)
- * and start the thread that serves it.  0 if there is no control=.
- */
+/* .after_fork: start the thread that serves it. */
 extern int control_start (void);
 
 /* .cleanup: stop that thread and remove the socket. */

@@ -1312,10 +1312,12 @@ quorum_get_ready (const char *ident)
 {
   if (report_open (ident) == -1)
     return -1;
-  if (control_check () == -1)
+  if (control_listen () == -1)
     return -1;
-  if (child_connect_all () == -1)
+  if (child_connect_all () == -1) {
+    control_stop ();            /* leaves no socket behind */
     return -1;
+  }
   promise_init ();
   return 0;
 }
@@ -1402,7 +1404,6 @@ quorum_after_fork (const struct quorum_local_ops *local, void *local_ctx)
 {
   background_conn.local = local;
   background_conn.local_ctx = local_ctx;
-  /* First: no thread of ours runs yet (see control_start). */
   if (control_start () == -1)
     return -1;
   return child_start_all ();

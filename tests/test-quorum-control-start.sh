@@ -6,8 +6,9 @@
 # control= at start-up: a path that is a regular file, a directory, a
 # symlink or a socket a server listens on is refused with a message
 # naming control= and left as it was; a stale socket (nobody listens)
-# is replaced; a relative path is made absolute; the socket is removed
-# when nbdkit exits; and without control= the quorum listens on
+# is replaced; a relative path is made absolute; the socket is there
+# for the --run command, removed when nbdkit exits, and not left behind
+# by a start-up that fails later; and without control= the quorum listens on
 # nothing but its export.  In both forms.
 
 source ./functions.sh
@@ -87,6 +88,11 @@ start ()
          --run "$ctl $tmpdir/ctl status > $tmpdir/status.txt")
   assert_grep "^ +State : healthy$" $tmpdir/status.txt
   # Removed when nbdkit exits.
+  refute test -e $tmpdir/ctl
+
+  # A start-up that fails later (a child unreachable) leaves no socket.
+  expect_fail_start $tmpdir/log -U - "${quorum_head[@]}" $children \
+      child="nbd+unix:///?socket=$tmpdir/none.sock" control=$tmpdir/ctl
   refute test -e $tmpdir/ctl
 
   # Without control= nothing listens but the export.
