@@ -735,6 +735,22 @@ child_stop_io (struct child *c)
   pthread_mutex_unlock (&reactor_lock);
 }
 
+/* For control's status: a resync of what is stale now begins. */
+static void
+resync_progress_begin (struct child *c, uint64_t gsize)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  __atomic_store_n (&c->resync_total,
+                    __atomic_load_n (&c->nr_dirty, __ATOMIC_ACQUIRE) * gsize,
+                    __ATOMIC_RELEASE);
+  __atomic_store_n (&c->resync_done, 0, __ATOMIC_RELEASE);
+  __atomic_store_n (&c->resync_since,
+                    (uint64_t) ts.tv_sec * 1000000000 + ts.tv_nsec,
+                    __ATOMIC_RELEASE);
+}
+
 /* Copy every dirty region to c from the quorum.  -1 if c went down. */
 static int
 child_resync (struct child *c)
@@ -746,6 +762,7 @@ child_resync (struct child *c)
 
   report_resync ("resync-start", c->index,
                  __atomic_load_n (&c->nr_dirty, __ATOMIC_ACQUIRE) * gsize, 0);
+  resync_progress_begin (c, gsize);
 
   /* Writers that saw this child down mark its map when they finish:
    * wait for every one in flight, after which all include the child.
@@ -757,8 +774,10 @@ child_resync (struct child *c)
     uint64_t run = 0, offset, count;
 
     if (child_get_state (c) == CHILD_DOWN ||
-        __atomic_load_n (&c->quit, __ATOMIC_ACQUIRE))
+        __atomic_load_n (&c->quit, __ATOMIC_ACQUIRE)) {
+      __atomic_store_n (&c->resync_since, 0, __ATOMIC_RELEASE);
       return -1;
+    }
     if (!(__atomic_load_n (&c->dirty[g >> 6], __ATOMIC_ACQUIRE) &
           (UINT64_C (1) << (g & 63)))) {
       g++;
@@ -773,8 +792,10 @@ child_resync (struct child *c)
     count = run * gsize;
     if (offset + count > (uint64_t) export_size)
       count = export_size - offset;
-    if (engine_resync_range (c, offset, count) == 0)
+    if (engine_resync_range (c, offset, count) == 0) {
       copied += count;
+      __atomic_add_fetch (&c->resync_done, count, __ATOMIC_RELEASE);
+    }
     else
       skipped += count;
     g += run;
@@ -783,6 +804,7 @@ child_resync (struct child *c)
   report_resync ("resync-end", c->index,
                  __atomic_load_n (&c->nr_dirty, __ATOMIC_ACQUIRE) * gsize,
                  copied);
+  __atomic_store_n (&c->resync_since, 0, __ATOMIC_RELEASE);
   (void) skipped;
   return 0;
 }

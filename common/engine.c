@@ -31,6 +31,7 @@
 #include <nbdkit-filter.h>
 
 #include "cleanup.h"
+#include "control.h"
 #include "internal.h"
 #include "rangelock.h"
 
@@ -1316,8 +1317,12 @@ quorum_get_ready (const char *ident)
 {
   if (report_open (ident) == -1)
     return -1;
-  if (child_connect_all () == -1)
+  if (control_listen () == -1)
     return -1;
+  if (child_connect_all () == -1) {
+    control_stop ();            /* leaves no socket behind */
+    return -1;
+  }
   promise_init ();
   return 0;
 }
@@ -1404,12 +1409,15 @@ quorum_after_fork (const struct quorum_local_ops *local, void *local_ctx)
 {
   background_conn.local = local;
   background_conn.local_ctx = local_ctx;
+  if (control_start () == -1)
+    return -1;
   return child_start_all ();
 }
 
 void
 quorum_cleanup (void)
 {
+  control_stop ();
   child_disconnect_all ();
   report_summary ();
   report_close ();

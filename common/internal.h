@@ -112,6 +112,12 @@ struct child {
    * the last successful flush covered (sent after them).
    */
   uint64_t writes_done, writes_flushed;
+
+  /* The resync in progress, for control's status: child_resync writes
+   * them atomically.  Bytes stale when it began, bytes it has copied,
+   * and when it began (CLOCK_MONOTONIC, ns; 0 while none runs).
+   */
+  uint64_t resync_total, resync_done, resync_since;
 };
 extern struct child *quorum_children;
 extern size_t quorum_nr_children;
