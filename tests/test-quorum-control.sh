@@ -11,6 +11,9 @@
 # forms.
 
 source ./functions.sh
+# json-c's parser calls newlocale(3), which hangs with the sanitizer
+# runtime preloaded into nbdkit (see the XXX in common/control.c).
+not_under_sanitizers "json-c's newlocale hangs under the preloaded runtime"
 set -e
 set -x
 requires nbdsh --version
