@@ -315,7 +315,7 @@ main (int argc, char *argv[])
     { "help", no_argument, NULL, 'h' },
     { "timeout", required_argument, NULL, OPT_TIMEOUT },
     { "version", no_argument, NULL, OPT_VERSION },
-    { NULL },
+    { NULL, 0, NULL, 0 },
   };
   const char *path, *command;
   bool json = false, known;
