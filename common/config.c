@@ -17,6 +17,7 @@
 #include <libnbd.h>
 #include <nbdkit-filter.h>
 
+#include "control.h"
 #include "internal.h"
 
 unsigned quorum_threshold;            /* 0 until set: strict majority */
@@ -253,6 +254,8 @@ quorum_config (const char *key, const char *value)
     return parse_bool (key, value, &quorum_start_degraded) == -1 ? -1 : 1;
   if (strcmp (key, "syslog") == 0)
     return parse_bool (key, value, &quorum_syslog) == -1 ? -1 : 1;
+  if (strcmp (key, "control") == 0)
+    return control_config (value);
 
   return 0;
 }
@@ -501,4 +504,5 @@ quorum_unload (void)
   quorum_start_degraded = false;
   quorum_vote_block = 4096;
   quorum_has_local = false;
+  control_unload ();
 }

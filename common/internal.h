@@ -7,7 +7,7 @@
  *
  * The layers, each calling only those below it:
  *   lifecycle.c             connect all, start, stop (get_ready, after_fork,
- *                           cleanup)
+ *                           cleanup); control.c, its socket, reads all
  *   resync.c                supervisor, backoff, resync
  *   engine.c, extents.c     the operations and their votes, block status
  *   fanout.c                slots, parts, references, deadlines
@@ -29,8 +29,9 @@
  *   life.lock (state.c)        a child's state and quit (taken inside
  *                              reactor_lock by reactor_cut)
  *   submit_lock (child_link)   busy and the handed list; nothing nests in it
- *   rangelock.c, bufpool.c, report_lock (report.c): leaves, each taken
- *                              alone for a few instructions
+ *   rangelock.c, bufpool.c, report_lock (report.c), last_lock
+ *                              (control.c): leaves, each taken alone for
+ *                              a few instructions
  * None but the range lock is held across a libnbd completion callback,
  * syslog(3) or a wait for a child: state_set_down reports after its
  * caller let go (reactor_cut, reactor_lost).
@@ -43,6 +44,7 @@
  *   link.busy                  under submit_lock only (no atomics)
  *   dirty (struct dirty_map)   atomics only, no lock
  *   stats, writes_done, writes_flushed   atomics only, no lock
+ *   resync_total, _done, _since  atomics only (resync.c writes)
  */
 
 #ifndef QUORUM_INTERNAL_H
@@ -125,6 +127,12 @@ struct child {
    * the last successful flush covered (sent after them).
    */
   uint64_t writes_done, writes_flushed;
+
+  /* The resync in progress, for control's status: resync.c writes
+   * them atomically, control.c reads them.  Bytes stale when it began, bytes it has copied,
+   * and when it began (CLOCK_MONOTONIC, ns; 0 while none runs).
+   */
+  uint64_t resync_total, resync_done, resync_since;
 };
 extern struct child *quorum_children;
 extern size_t quorum_nr_children;

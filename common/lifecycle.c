@@ -23,6 +23,7 @@
 
 #include "cleanup.h"
 #include "connect.h"
+#include "control.h"
 #include "dirty.h"
 #include "internal.h"
 #include "reactor.h"
@@ -261,8 +262,12 @@ quorum_get_ready (const char *ident)
   lifecycle_init_children ();
   if (report_open (ident) == -1)
     return -1;
-  if (child_connect_all () == -1)
+  if (control_listen () == -1)
     return -1;
+  if (child_connect_all () == -1) {
+    control_stop ();            /* leaves no socket behind */
+    return -1;
+  }
   caps_promise_init ();
   return 0;
 }
@@ -271,12 +276,15 @@ int
 quorum_after_fork (const struct quorum_local_ops *local, void *local_ctx)
 {
   resync_set_source (local, local_ctx);
+  if (control_start () == -1)
+    return -1;
   return child_start_all ();
 }
 
 void
 quorum_cleanup (void)
 {
+  control_stop ();
   if (lifecycle_inited)
     child_disconnect_all ();
   report_summary ();

@@ -202,6 +202,8 @@ extern int quorum_extents (struct quorum_conn *conn, uint32_t count,
   "report=FILE               Append every event as a JSON line to FILE\n" \
   "                          (a regular file or a new one, never a link)\n" \
   "syslog=BOOL               Send reports to syslog(3) (default: true)\n" \
+  "control=SOCKET            Serve nbdkit-quorum-ctl(1) on a Unix socket\n" \
+  "                          created mode 0600 (default: none)\n" \
   "export-name=NAME          The one export served; clients asking for\n" \
   "                          another are refused (default: \"\")"
 

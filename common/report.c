@@ -30,6 +30,7 @@
 #include <nbdkit-filter.h>
 
 #include "cleanup.h"
+#include "control.h"
 #include "internal.h"
 
 char *quorum_report_file;               /* report=, absolute */
@@ -372,6 +373,7 @@ report_bad (enum op_type type, size_t child, uint64_t offset,
     STAT_ADD (&quorum_children[child], timeouts, 1);
   else
     STAT_ADD (&quorum_children[child], errors, 1);
+  control_note_error (child, type, offset, length, err);
 
   emit (LOG_WARNING, f, sizeof f / sizeof f[0]);
 }
@@ -469,6 +471,7 @@ report_down (size_t child, const char *reason)
     STR ("reason", reason),
   };
 
+  control_note_down (child, reason);
   emit (LOG_WARNING, f, sizeof f / sizeof f[0]);
 }
 

@@ -17,6 +17,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include <libnbd.h>
 #include <nbdkit-filter.h>
@@ -117,6 +118,21 @@ resync_range (struct child *c, uint64_t offset, uint32_t count)
   return r;
 }
 
+/* For control's status: a resync of what is stale now begins. */
+static void
+resync_progress_begin (struct child *c)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  __atomic_store_n (&c->resync_total, dirty_bytes (&c->dirty),
+                    __ATOMIC_RELEASE);
+  __atomic_store_n (&c->resync_done, 0, __ATOMIC_RELEASE);
+  __atomic_store_n (&c->resync_since,
+                    (uint64_t) ts.tv_sec * 1000000000 + ts.tv_nsec,
+                    __ATOMIC_RELEASE);
+}
+
 /* Copy every dirty region to c from the quorum.  -1 if c went down. */
 static int
 resync_child (struct child *c)
@@ -125,6 +141,7 @@ resync_child (struct child *c)
   struct range_lock rl;
 
   report_resync ("resync-start", c->index, dirty_bytes (&c->dirty), 0);
+  resync_progress_begin (c);
 
   /* Writers that saw this child down mark its map when they finish:
    * wait for every one in flight, after which all include the child.
@@ -133,17 +150,21 @@ resync_child (struct child *c)
   range_unlock (&rl);
 
   for (;;) {
-    if (state_get (c) == CHILD_DOWN ||
-        state_quitting (c))
+    if (state_get (c) == CHILD_DOWN || state_quitting (c)) {
+      __atomic_store_n (&c->resync_since, 0, __ATOMIC_RELEASE);
       return -1;
+    }
     /* Up to 1 MiB of consecutive dirty granules at a time. */
     if (!dirty_next_run (&c->dirty, &pos, 16, &offset, &count))
       break;
-    if (resync_range (c, offset, count) == 0)
+    if (resync_range (c, offset, count) == 0) {
       copied += count;
+      __atomic_add_fetch (&c->resync_done, count, __ATOMIC_RELEASE);
+    }
   }
 
   report_resync ("resync-end", c->index, dirty_bytes (&c->dirty), copied);
+  __atomic_store_n (&c->resync_since, 0, __ATOMIC_RELEASE);
   return 0;
 }
 

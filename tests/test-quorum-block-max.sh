@@ -32,6 +32,10 @@ block_max ()
   quorum -U - "${quorum_head[@]}" $children --run "nbdsh -u \"\$uri\" -c '
 M = 1 << 20
 assert h.get_block_size(nbd.SIZE_MAXIMUM) == 8 * M
+# A client that ignores the advertised maximum: newer libnbd refuses
+# to send such a request unless asked (nbdkit takes up to 64 MiB).
+if hasattr(nbd, \"STRICT_PAYLOAD\"):
+    h.set_strict_mode(h.get_strict_mode() & ~nbd.STRICT_PAYLOAD)
 data = bytes(range(256)) * (40 * M // 256)
 h.pwrite(data, 12 * M + 4096)
 assert h.pread(40 * M, 12 * M + 4096) == data
