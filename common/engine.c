@@ -236,6 +236,9 @@ failed_run_flush (struct failed_run *fr)
  * corrupted in different places outvote each other block by block.
  * The winners are assembled in buf.
  */
+/* Over 80 lines: one pass over the blocks keeps the three runs (failed,
+ * outvoted per child, repair span) in step.
+ */
 static int
 read_vote_blocks (struct quorum_conn *conn, const void *const *bufs,
                   void *buf, uint32_t count, uint64_t offset, int *err)

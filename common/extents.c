@@ -34,6 +34,10 @@ extents_end (const struct quorum_extent_list *list, uint64_t offset,
   return pos < end ? pos : end;
 }
 
+/* Over 80 lines: the stale flush, the vote on errors and the merge
+ * share the fan-outs' slots.  XXX the merge belongs in a pure function
+ * with a unit test and a fuzz target (issue 16, left for later).
+ */
 int
 quorum_extents (struct quorum_conn *conn, uint32_t count, uint64_t offset,
                 uint32_t flags, struct nbdkit_extents *extents, int *err)

@@ -322,23 +322,6 @@ slot_extent (void *vp, const char *metacontext, uint64_t offset,
   return 0;
 }
 
-/* Where the part of [offset, end) that starts at pos ends, for a child
- * taking at most max bytes at a time (0: no limit): a cut falls on a
- * multiple of align (its minimum block size) when the request allows.
- */
-static uint64_t
-part_end (uint64_t pos, uint64_t end, uint32_t max, uint32_t align)
-{
-  uint64_t e;
-
-  if (max == 0 || end - pos <= max)
-    return end;
-  e = pos + max;
-  if (align > 1 && e % align && e - e % align > pos)
-    e -= e % align;
-  return e;
-}
-
 /* Queue one part of a slot's command: [offset, +count) of it. */
 static int64_t
 slot_send_part (struct slot *s, struct nbd_handle *nbd, uint64_t offset,
@@ -454,7 +437,7 @@ slot_send (struct reactor_cmd *cmd)
   }
 
   while (pos < end) {
-    uint64_t e = part_end (pos, end, cc->block_max, cc->block_min);
+    uint64_t e = fanout_part_end (pos, end, cc->block_max, cc->block_min);
 
     r = slot_send_part (s, nbd, pos, e - pos, lflags);
     if (r == -1)
@@ -516,106 +499,6 @@ slot_issue (struct slot *s, enum op_type type, const void *wbuf,
   reactor_submit (&quorum_children[s->index], &s->cmd);
 }
 
-/* One call to the local child, for [offset, +count) of the request. */
-static int
-local_part (struct quorum_conn *conn, struct slot *s, enum op_type type,
-            const void *wbuf, uint32_t count, uint64_t offset,
-            uint32_t flags, int *err)
-{
-  const struct quorum_local_ops *ops = conn->local;
-  void *ctx = conn->local_ctx;
-  uint64_t rel = offset - s->offset;
-
-  switch (type) {
-  case OP_READ:
-    return ops->pread (ctx, (char *) s->buf + rel, count, offset, 0, err);
-  case OP_WRITE:
-    return ops->pwrite (ctx, (const char *) wbuf + rel, count, offset,
-                        flags, err);
-  case OP_ZERO: case OP_TRIM:
-    return ops->zero (ctx, count, offset, flags, err);
-  case OP_CACHE:
-    return ops->cache (ctx, count, offset, 0, err);
-  default:
-    abort ();
-  }
-}
-
-/* Run the local child's part on this thread, with what it offers
- * (conn->local_caps), as slot_send does for a remote child; FUA it
- * lacks is a flush after the write, here.
- */
-static void
-slot_run_local (struct quorum_conn *conn, struct slot *s,
-                enum op_type type, const void *wbuf, uint32_t count,
-                uint64_t offset, uint32_t flags)
-{
-  const struct quorum_local_ops *ops = conn->local;
-  const struct quorum_caps *lc = &conn->local_caps;
-  void *ctx = conn->local_ctx;
-  uint64_t pos = offset, end = offset + count;
-  uint32_t lflags = 0;
-  bool flush_after = false;
-  int err = 0, r = 0;
-
-  s->offset = offset;
-  switch (type) {
-  case OP_FLUSH:
-    r = lc->can_flush ? ops->flush (ctx, 0, &err) : (err = EINVAL, -1);
-    goto out;
-  case OP_EXTENTS:
-    if (lc->can_extents)
-      r = ops->extents (ctx, count, offset, flags & NBDKIT_FLAG_REQ_ONE,
-                        &s->extents, &err);
-    else if (quorum_extent_append (&s->extents, offset, count, 0) == -1)
-      r = -1, err = ENOMEM;
-    goto out;
-  case OP_CACHE:
-    if (!lc->can_cache)
-      goto out;
-    break;
-  case OP_WRITE: case OP_ZERO: case OP_TRIM:
-    if (!lc->can_write || (type != OP_WRITE && !lc->can_zero)) {
-      r = -1, err = EROFS;
-      goto out;
-    }
-    if (flags & NBDKIT_FLAG_FUA) {
-      if (lc->can_fua)
-        lflags |= NBDKIT_FLAG_FUA;
-      else
-        flush_after = true;
-    }
-    if (type == OP_TRIM)
-      lflags |= NBDKIT_FLAG_MAY_TRIM;
-    else if (type == OP_ZERO) {
-      lflags |= flags & NBDKIT_FLAG_MAY_TRIM;
-      if (flags & NBDKIT_FLAG_FAST_ZERO) {
-        if (!lc->can_fast_zero) {
-          r = -1, err = ENOTSUP;
-          goto out;
-        }
-        lflags |= NBDKIT_FLAG_FAST_ZERO;
-      }
-    }
-    break;
-  case OP_READ:
-    break;
-  }
-
-  while (r == 0 && pos < end) {
-    uint64_t e = part_end (pos, end, lc->block_max, lc->block_min);
-
-    r = local_part (conn, s, type, wbuf, e - pos, pos, lflags, &err);
-    pos = e;
-  }
-  if (r == 0 && flush_after)
-    r = lc->can_flush ? ops->flush (ctx, 0, &err) : (err = EINVAL, -1);
-
- out:
-  if (r == -1)
-    s->err = err ? err : EIO;
-}
-
 struct fanout *
 fanout_run (struct quorum_conn *conn, enum op_type type, uint32_t mask,
             void *rbuf, size_t direct, const void *wbuf,
@@ -664,7 +547,7 @@ fanout_run (struct quorum_conn *conn, enum op_type type, uint32_t mask,
   }
 
   if (local && conn->local)
-    slot_run_local (conn, local, type, wbuf, count, offset, flags);
+    fanout_run_local (conn, local, type, wbuf, count, offset, flags);
   else if (local)
     local->err = ENOTCONN;      /* no plugin context (resync) */
 

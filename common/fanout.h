@@ -63,6 +63,32 @@ struct fanout {
   struct slot slots[];          /* one per child */
 };
 
+/* Where the part of [offset, end) that starts at pos ends, for a child
+ * taking at most max bytes at a time (0: no limit): a cut falls on a
+ * multiple of align (its minimum block size) when the request allows.
+ */
+static inline uint64_t
+fanout_part_end (uint64_t pos, uint64_t end, uint32_t max, uint32_t align)
+{
+  uint64_t e;
+
+  if (max == 0 || end - pos <= max)
+    return end;
+  e = pos + max;
+  if (align > 1 && e % align && e - e % align > pos)
+    e -= e % align;
+  return e;
+}
+
+/* fanout-local.c: run the local child's part of an operation on this
+ * thread, with what it offers (conn->local_caps), as slot_send does for
+ * a remote child; FUA it lacks is a flush after the write, here.
+ */
+extern void fanout_run_local (struct quorum_conn *conn, struct slot *s,
+                              enum op_type type, const void *wbuf,
+                              uint32_t count, uint64_t offset,
+                              uint32_t flags);
+
 /* Send one operation to the children in mask and wait for all of them
  * (a child that has not answered within child-timeout is cut and loses
  * its vote).  For a read, child "direct" reads into rbuf and the others

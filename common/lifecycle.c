@@ -74,6 +74,9 @@ child_start_command (struct child *c)
   return 0;
 }
 
+/* Over 80 lines: start-up checks in order (reachable, threshold, one
+ * size, maps), each with its own message.
+ */
 int
 child_connect_all (void)
 {
