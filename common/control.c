@@ -363,9 +363,10 @@ control_unload (void)
   control_path = NULL;
 }
 
-void
-control_note_error (size_t child, enum op_type type, uint64_t offset,
-                    uint64_t length, int err)
+/* The latest error of a child, for status. */
+static void
+note (size_t child, bool down, enum op_type type, uint64_t offset,
+      uint64_t length, int err, const char *reason)
 {
   struct last_error *e;
 
@@ -374,30 +375,27 @@ control_note_error (size_t child, enum op_type type, uint64_t offset,
   e = &last_errors[child];
   SCOPED_LOCK (&last_lock);
   e->set = true;
-  e->down = false;
+  e->down = down;
   clock_gettime (CLOCK_REALTIME, &e->when);
-  e->type = type;
+  if (!down)
+    e->type = type;
   e->offset = offset;
   e->length = length;
   e->err = err;
-  e->reason[0] = '\0';
+  snprintf (e->reason, sizeof e->reason, "%s", reason);
+}
+
+void
+control_note_error (size_t child, enum op_type type, uint64_t offset,
+                    uint64_t length, int err)
+{
+  note (child, false, type, offset, length, err, "");
 }
 
 void
 control_note_down (size_t child, const char *reason)
 {
-  struct last_error *e;
-
-  if (child >= VOTE_MAX_CHILDREN)
-    return;
-  e = &last_errors[child];
-  SCOPED_LOCK (&last_lock);
-  e->set = true;
-  e->down = true;
-  clock_gettime (CLOCK_REALTIME, &e->when);
-  e->offset = e->length = 0;
-  e->err = 0;
-  snprintf (e->reason, sizeof e->reason, "%s", reason ? reason : "");
+  note (child, true, 0, 0, 0, 0, reason ? reason : "");
 }
 
 /* Resync rates. */
