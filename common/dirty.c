@@ -48,21 +48,24 @@ dirty_touched (uint64_t offset, uint64_t count,
   *end = (offset + count + DIRTY_GRANULE - 1) >> DIRTY_SHIFT;
 }
 
-void
+uint64_t
 dirty_mark (struct dirty_map *m, uint64_t offset, uint64_t count)
 {
-  uint64_t g, first, end;
+  uint64_t g, first, end, newly = 0;
 
   if (m->bits == NULL || count == 0)
-    return;
+    return 0;
   dirty_touched (offset, count, &first, &end);
   for (g = first; g < end; ++g) {
     uint64_t bit = UINT64_C (1) << (g & 63);
     uint64_t old = __atomic_fetch_or (&m->bits[g >> 6], bit,
                                       __ATOMIC_ACQ_REL);
-    if (!(old & bit))
+    if (!(old & bit)) {
       __atomic_add_fetch (&m->nr_dirty, 1, __ATOMIC_ACQ_REL);
+      newly++;
+    }
   }
+  return newly;
 }
 
 void

@@ -39,8 +39,8 @@ struct dirty_map {
 extern int dirty_init (struct dirty_map *m, uint64_t size);
 extern void dirty_free (struct dirty_map *m);
 
-/* Mark every granule [offset, +count) touches. */
-extern void dirty_mark (struct dirty_map *m, uint64_t offset,
+/* Mark every granule [offset, +count) touches: how many were clean. */
+extern uint64_t dirty_mark (struct dirty_map *m, uint64_t offset,
                         uint64_t count);
 /* Clear the granules [offset, +count) covers entirely. */
 extern void dirty_clear (struct dirty_map *m, uint64_t offset,

@@ -31,35 +31,33 @@
 #include <nbdkit-filter.h>
 
 #include "cleanup.h"
-#include "dirty.h"
 #include "fanout.h"
+#include "fresh.h"
 #include "internal.h"
 #include "rangelock.h"
+#include "settle.h"
 #include "state.h"
 
-/* Vote on the results of a write, zero, trim, flush or cache. */
+/* Vote on the results of a write, zero, trim, flush or cache, and
+ * record who is current (fresh.c).
+ */
 static int
 write_vote (struct fanout *f, enum op_type type, uint32_t count,
             uint64_t offset, uint32_t flags, int *err)
 {
   int errs[VOTE_MAX_CHILDREN];
   bool changes = type == OP_WRITE || type == OP_ZERO || type == OP_TRIM;
+  uint32_t sent = 0, took = 0;
   size_t i, ok = 0;
+  bool acked, refused = false;
 
   for (i = 0; i < quorum_nr_children; ++i) {
-    struct child *c = &quorum_children[i];
-
     errs[i] = f->slots[i].used ? f->slots[i].err : 0;
-    if (f->slots[i].used && errs[i] == 0)
+    if (f->slots[i].used)
+      sent |= UINT32_C (1) << i;
+    if (f->slots[i].used && errs[i] == 0) {
+      took |= UINT32_C (1) << i;
       ok++;
-    /* A child that missed a change must not vote on that range until
-     * it is copied there again; one that took a whole granule is clean.
-     */
-    if (changes && !child_is_local (c)) {
-      if (!f->slots[i].used || errs[i])
-        dirty_mark (&c->dirty, offset, count);
-      else
-        dirty_clear (&c->dirty, offset, count);
     }
   }
 
@@ -67,19 +65,31 @@ write_vote (struct fanout *f, enum op_type type, uint32_t count,
    * the client then writes zeroes the slow way, everywhere.
    */
   if (type == OP_ZERO && (flags & NBDKIT_FLAG_FAST_ZERO)) {
-    for (i = 0; i < quorum_nr_children; ++i) {
-      if (errs[i] == ENOTSUP || errs[i] == EOPNOTSUPP) {
-        *err = ENOTSUP;
-        return -1;
-      }
-    }
+    for (i = 0; i < quorum_nr_children; ++i)
+      if (errs[i] == ENOTSUP || errs[i] == EOPNOTSUPP)
+        refused = true;
+  }
+  acked = !refused && ok >= quorum_threshold;
+
+  /* Before the answer: a child that missed a change acknowledged here
+   * is stale there, durably; one that missed a change that failed
+   * here is settled with the rest.
+   */
+  if (changes && fresh_write_end (offset, count, sent, took, acked, err) == -1)
+    return -1;
+  if (type == OP_FLUSH && fresh_flush_end (sent, took, acked, err) == -1)
+    return -1;
+
+  if (refused) {
+    *err = ENOTSUP;
+    return -1;
   }
 
   for (i = 0; i < quorum_nr_children; ++i)
     if (errs[i])
       report_bad (type, i, offset, count, errs[i]);
 
-  if (ok >= quorum_threshold)
+  if (acked)
     return 0;
 
   *err = vote_errno_request (errs, quorum_nr_children);
@@ -128,17 +138,33 @@ write_op (struct quorum_conn *conn, enum op_type type, const void *buf,
   bool ordered = type == OP_WRITE || type == OP_ZERO || type == OP_TRIM;
   struct range_lock rl;
   struct fanout *f;
+  uint32_t mask;
   int r = -1;
 
-  if (ordered)
+  if (ordered) {
     range_lock (&rl, offset, count, true);
-  f = fanout_run (conn, type, fanout_participants (type, offset, count), NULL, 0,
-                  buf, count, offset, flags, err);
+    if (fresh_write_begin (offset, count, err) == -1) {
+      range_unlock (&rl);
+      return -1;
+    }
+  }
+  if (type == OP_FLUSH)
+    fresh_flush_begin ();
+  mask = fanout_participants (type, offset, count);
+  f = fanout_run (conn, type, mask, NULL, 0, buf, count, offset, flags, err);
   if (f && (flags & NBDKIT_FLAG_FUA))
     fua_flush (conn, f);
   if (f) {
     r = write_vote (f, type, count, offset, flags, err);
     fanout_put (f);
+  }
+  else if (type == OP_FLUSH)
+    fresh_flush_end (0, 0, false, err);
+  else if (ordered) {
+    /* Some of it may have been sent: unsettled. */
+    int ignored;
+
+    fresh_write_end (offset, count, mask, 0, false, &ignored);
   }
   if (ordered)
     range_unlock (&rl);
@@ -202,8 +228,10 @@ repair (struct quorum_conn *conn, size_t i, const void *buf,
     return;
   if (f->slots[i].err)
     report_bad (OP_WRITE, i, offset, count, f->slots[i].err);
-  else
+  else {
+    fresh_took (&quorum_children[i], offset, count);
     report_repair (i, offset, count);
+  }
   fanout_put (f);
 }
 
@@ -391,9 +419,13 @@ pread_fifo (struct quorum_conn *conn, void *buf, uint32_t count,
             uint64_t offset, int *err)
 {
   int errs[VOTE_MAX_CHILDREN];
+  uint32_t mask;
   size_t i;
 
-  uint32_t mask = fanout_participants (OP_READ, offset, count);
+  if (fresh_unsettled (offset, count) &&
+      settle_range (conn, offset, count, err) == -1)
+    return -1;
+  mask = fanout_participants (OP_READ, offset, count);
 
   for (i = 0; i < quorum_nr_children; ++i) {
     struct fanout *f;
@@ -429,6 +461,13 @@ quorum_pread (struct quorum_conn *conn, void *buf, uint32_t count,
 
   if (quorum_read_pattern == READ_PATTERN_FIFO)
     return pread_fifo (conn, buf, count, offset, err);
+
+  /* Where the children may differ without any of them being wrong,
+   * they are made equal before they vote.
+   */
+  if (fresh_unsettled (offset, count) &&
+      settle_range (conn, offset, count, err) == -1)
+    return -1;
 
   /* No write may overlap a vote in progress: children would differ
    * only because of it, and rewrite-corrupted would write old data

@@ -30,8 +30,8 @@
 #include <libnbd.h>
 #include <nbdkit-filter.h>
 
-#include "dirty.h"
 #include "fanout.h"
+#include "fresh.h"
 #include "internal.h"
 #include "reactor.h"
 #include "state.h"
@@ -564,15 +564,12 @@ fanout_participants (enum op_type type, uint64_t offset, uint64_t count)
   for (i = 0; i < quorum_nr_children; ++i) {
     struct child *c = &quorum_children[i];
 
-    if (!child_is_local (c)) {
-      enum child_state st = state_get (c);
-
-      if (st == CHILD_DOWN)
-        continue;
-      if ((type == OP_READ || type == OP_EXTENTS || type == OP_CACHE) &&
-          dirty_test (&c->dirty, offset, count))
-        continue;
-    }
+    if (!child_is_local (c) && state_get (c) == CHILD_DOWN)
+      continue;
+    /* A stale child takes every change but has no say. */
+    if ((type == OP_READ || type == OP_EXTENTS || type == OP_CACHE) &&
+        fresh_stale (c, offset, count))
+      continue;
     mask |= UINT32_C (1) << i;
   }
   return mask;

@@ -104,8 +104,8 @@ extern struct fanout *fanout_run (struct quorum_conn *conn,
 /* Drop one reference; the last frees. */
 extern void fanout_put (struct fanout *f);
 /* The children that take part in an operation on [offset, +count):
- * not those that are down; for reads and extents, not those that
- * missed writes there either.
+ * not those that are down; for reads, extents and cache, not those
+ * stale there either (fresh.h).
  */
 extern uint32_t fanout_participants (enum op_type type, uint64_t offset,
                                      uint64_t count);

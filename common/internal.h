@@ -234,6 +234,15 @@ extern void report_down (size_t child, const char *reason);
 extern void report_up (size_t child);
 extern void report_resync (const char *event, size_t child,
                            uint64_t dirty, uint64_t copied);
+/* Freshness (fresh.c, settle.c). */
+extern void report_stale (size_t child, uint64_t offset, uint64_t length,
+                          const char *reason);
+/* An unsettled region was settled: child winner's version, which
+ * votes children returned, was written where the others differed
+ * (rewritten bytes in all).  Below the threshold it is a warning.
+ */
+extern void report_settle (uint64_t offset, uint64_t length, size_t winner,
+                           size_t votes, uint64_t rewritten);
 
 /* bufpool.c: request-sized scratch buffers, reused.  */
 extern void *bufpool_get (size_t len);

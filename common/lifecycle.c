@@ -24,7 +24,7 @@
 #include "cleanup.h"
 #include "connect.h"
 #include "control.h"
-#include "dirty.h"
+#include "fresh.h"
 #include "internal.h"
 #include "reactor.h"
 #include "resync.h"
@@ -145,18 +145,11 @@ child_connect_all (void)
   }
   quorum_export_size = quorum_children[ref].caps.size;
 
+  if (fresh_init () == -1)
+    return -1;
   for (i = first; i < quorum_nr_children; ++i) {
     struct child *c = &quorum_children[i];
 
-    if (dirty_init (&c->dirty, quorum_export_size) == -1) {
-      nbdkit_error ("calloc: %m");
-      return -1;
-    }
-    /* Unreachable at start: nothing it holds can be trusted. */
-    if (state_get (c) == CHILD_DOWN) {
-      dirty_mark (&c->dirty, 0, quorum_export_size);
-      report_down (c->index, "unreachable");
-    }
     if (c->command)
       child_stop_command (c);
   }
@@ -281,6 +274,8 @@ quorum_after_fork (const struct quorum_local_ops *local, void *local_ctx)
   resync_set_source (local, local_ctx);
   if (control_start () == -1)
     return -1;
+  if (fresh_start () == -1)
+    return -1;
   return child_start_all ();
 }
 
@@ -291,6 +286,7 @@ quorum_cleanup (void)
   if (lifecycle_inited)
     child_disconnect_all ();
   report_summary ();
+  fresh_stop ();
   report_close ();
   bufpool_drain ();
 }

@@ -499,6 +499,32 @@ report_resync (const char *event, size_t child, uint64_t dirty,
 }
 
 void
+report_stale (size_t child, uint64_t offset, uint64_t length,
+              const char *reason)
+{
+  struct field f[] = {
+    STR ("event", "stale"), UINT ("child", child), NAME (child),
+    HEX ("offset", offset), HEX ("length", length), STR ("reason", reason),
+  };
+
+  emit (LOG_WARNING, f, sizeof f / sizeof f[0]);
+}
+
+void
+report_settle (uint64_t offset, uint64_t length, size_t winner,
+               size_t votes, uint64_t rewritten)
+{
+  struct field f[] = {
+    STR ("event", "settle"), HEX ("offset", offset), HEX ("length", length),
+    UINT ("winner", winner), UINT ("votes", votes),
+    HEX ("rewritten", rewritten),
+  };
+
+  emit (votes < quorum_threshold ? LOG_WARNING : LOG_NOTICE,
+        f, sizeof f / sizeof f[0]);
+}
+
+void
 report_summary (void)
 {
   size_t i;
@@ -513,6 +539,8 @@ report_summary (void)
       UINT ("errors", s->errors), UINT ("timeouts", s->timeouts),
       { .key = "bytes-repaired", .json_key = "bytes_repaired",
         .kind = F_UINT, .u = s->bytes_repaired },
+      { .key = "stale-bytes", .json_key = "stale_bytes",
+        .kind = F_UINT, .u = dirty_bytes (&quorum_children[i].dirty) },
     };
 
     emit (LOG_INFO, f, sizeof f / sizeof f[0]);

@@ -90,6 +90,14 @@ state_sleep (struct child *c, unsigned seconds)
 }
 
 void
+state_kick (struct child *c)
+{
+  SCOPED_LOCK (&c->life.lock);
+  c->life.kicks++;
+  pthread_cond_broadcast (&c->life.cond);
+}
+
+void
 state_quit (struct child *c)
 {
   SCOPED_LOCK (&c->life.lock);

@@ -30,6 +30,7 @@ struct child_life {
   pthread_cond_t cond;
   enum child_state state;
   bool quit;                    /* cleanup: threads stop */
+  unsigned kicks;               /* state_kick: work for the supervisor */
 };
 
 struct child;
@@ -50,6 +51,10 @@ extern void state_resync_done (struct child *c);
 extern bool state_wait_down (struct child *c);
 /* Sleep for seconds, or until quitting: false if quitting. */
 extern bool state_sleep (struct child *c, unsigned seconds);
+/* New work for c's supervisor (fresh.c: a region of c became stale):
+ * wakes whoever waits on life.cond.
+ */
+extern void state_kick (struct child *c);
 /* Ask c's threads to stop. */
 extern void state_quit (struct child *c);
 

@@ -1,0 +1,430 @@
+/* nbdkit-quorum
+ * Copyright (C) 2026 the nbdkit-quorum authors.
+ * SPDX-License-Identifier: BSD-3-Clause
+ */
+
+/* The freshness model: see fresh.h.
+ *
+ * In memory, per child: its stale map (c->dirty) and two unflushed
+ * maps, what it took since the flush before last and since the last
+ * one (fresh_flush_begin swaps them); for the export: the unsettled
+ * map.  All at DIRTY_GRANULE.  With state=, the stale maps and the
+ * write-intent map are mirrored in the state file (statefile.c), whose
+ * every change that matters is durable before the write it protects is
+ * sent (intent) or acknowledged (stale).
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <nbdkit-filter.h>
+
+#include "cleanup.h"
+#include "dirty.h"
+#include "fresh.h"
+#include "internal.h"
+#include "rangelock.h"
+#include "state.h"
+#include "statefile.h"
+
+char *quorum_state_file;
+uint32_t quorum_state_granule = FRESH_STATE_GRANULE_DEFAULT;
+
+/* One per child, beside struct child: what it took and has not
+ * flushed.  unflushed[epoch] gets new writes; the other one is what the
+ * flush in progress covers (flush_lock serialises flushes).
+ */
+struct fresh_child {
+  struct dirty_map unflushed[2];
+};
+static struct fresh_child *fresh_children;
+static unsigned epoch;                  /* under flush_lock; read atomically */
+static pthread_mutex_t flush_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct dirty_map unsettled;
+
+/* Changes for fresh_wait: a counter under change_lock. */
+static pthread_mutex_t change_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t change_cond = PTHREAD_COND_INITIALIZER;
+static uint64_t changes;
+
+const char *
+fresh_reason_name (enum fresh_reason reason)
+{
+  switch (reason) {
+  case FRESH_WRITE_FAILED: return "write-failed";
+  case FRESH_FLUSH_FAILED: return "flush-failed";
+  case FRESH_DOWN: return "down";
+  case FRESH_LOST_CONTENTS: return "lost-contents";
+  case FRESH_UNSETTLED: return "unsettled";
+  case FRESH_NEW_DISK: return "new-disk";
+  case FRESH_UNREACHABLE: return "unreachable";
+  }
+  return "unknown";
+}
+
+static void
+fresh_changed (void)
+{
+  SCOPED_LOCK (&change_lock);
+  changes++;
+  pthread_cond_broadcast (&change_cond);
+}
+
+bool
+fresh_wait (uint64_t *seen, unsigned ms)
+{
+  struct timespec deadline;
+  bool r;
+
+  clock_gettime (CLOCK_REALTIME, &deadline);
+  deadline.tv_sec += ms / 1000;
+  deadline.tv_nsec += (long) (ms % 1000) * 1000000;
+  if (deadline.tv_nsec >= 1000000000) {
+    deadline.tv_sec++;
+    deadline.tv_nsec -= 1000000000;
+  }
+  SCOPED_LOCK (&change_lock);
+  while (changes == *seen &&
+         pthread_cond_timedwait (&change_cond, &change_lock,
+                                 &deadline) != ETIMEDOUT)
+    ;
+  r = changes != *seen;
+  *seen = changes;
+  return r;
+}
+
+void
+fresh_wake (void)
+{
+  fresh_changed ();
+}
+
+bool
+fresh_stale (struct child *c, uint64_t offset, uint64_t count)
+{
+  return dirty_test (&c->dirty, offset, count);
+}
+
+bool
+fresh_unsettled (uint64_t offset, uint64_t count)
+{
+  return dirty_test (&unsettled, offset, count);
+}
+
+uint64_t
+fresh_stale_bytes (struct child *c)
+{
+  return dirty_bytes (&c->dirty);
+}
+
+uint64_t
+fresh_unsettled_bytes (void)
+{
+  return dirty_bytes (&unsettled);
+}
+
+bool
+fresh_next_stale (struct child *c, uint64_t *pos, uint64_t max_bytes,
+                  uint64_t *offset, uint64_t *count)
+{
+  return dirty_next_run (&c->dirty, pos, max_bytes >> DIRTY_SHIFT ?: 1,
+                         offset, count);
+}
+
+bool
+fresh_next_unsettled (uint64_t *pos, uint64_t max_bytes,
+                      uint64_t *offset, uint64_t *count)
+{
+  return dirty_next_run (&unsettled, pos, max_bytes >> DIRTY_SHIFT ?: 1,
+                         offset, count);
+}
+
+/* Persistence hooks, no-ops without state=: see below. */
+static uint64_t persist_stale (struct child *c, uint64_t offset,
+                               uint64_t count, bool value);
+static int persist_sync (uint64_t ticket);
+
+/* Mark without reporting or syncing: the ticket to sync, 0 if nothing
+ * changed on stable storage; *fresh_bits the granules newly stale.
+ */
+static uint64_t
+stale_mark_quiet (struct child *c, uint64_t offset, uint64_t count,
+                  uint64_t *newly)
+{
+  *newly = dirty_mark (&c->dirty, offset, count);
+  return persist_stale (c, offset, count, true);
+}
+
+/* newly granules of [offset, +count) of c became stale: say so (but a
+ * child that is down misses every write: the write path does not
+ * report each, its resync-start says how much) and wake who heals it.
+ */
+static void
+stale_newly (struct child *c, uint64_t offset, uint64_t count,
+             uint64_t newly, enum fresh_reason reason, bool report)
+{
+  if (newly == 0)
+    return;
+  if (report)
+    report_stale (c->index, offset, count, fresh_reason_name (reason));
+  state_kick (c);
+  fresh_changed ();
+}
+
+int
+fresh_stale_mark (struct child *c, uint64_t offset, uint64_t count,
+                  enum fresh_reason reason)
+{
+  uint64_t newly, ticket = stale_mark_quiet (c, offset, count, &newly);
+
+  stale_newly (c, offset, count, newly, reason, true);
+  return persist_sync (ticket);
+}
+
+void
+fresh_stale_clear (struct child *c, uint64_t offset, uint64_t count)
+{
+  if (!dirty_test (&c->dirty, offset, count))
+    return;
+  dirty_clear (&c->dirty, offset, count);
+  persist_stale (c, offset, count, false);
+}
+
+void
+fresh_took (struct child *c, uint64_t offset, uint64_t count)
+{
+  struct fresh_child *fc = &fresh_children[c->index];
+
+  dirty_mark (&fc->unflushed[__atomic_load_n (&epoch, __ATOMIC_ACQUIRE)],
+              offset, count);
+}
+
+/* Mark every granule set in from stale in c; returns the ticket. */
+static uint64_t
+stale_from_map (struct child *c, struct dirty_map *from,
+                enum fresh_reason reason)
+{
+  uint64_t pos = 0, offset, count, ticket = 0, t, newly;
+
+  while (dirty_next_run (from, &pos, UINT64_MAX, &offset, &count)) {
+    t = stale_mark_quiet (c, offset, count, &newly);
+    if (t > ticket)
+      ticket = t;
+    stale_newly (c, offset, count, newly, reason, true);
+  }
+  return ticket;
+}
+
+int
+fresh_lost_unflushed (struct child *c, enum fresh_reason reason)
+{
+  struct fresh_child *fc = &fresh_children[c->index];
+  uint64_t t0, t1;
+
+  /* Both maps: a flush in progress does not reach a child that went
+   * down.  Called before c takes writes again (it is down, or being
+   * failed), so nothing sets them meanwhile.
+   */
+  t0 = stale_from_map (c, &fc->unflushed[0], reason);
+  t1 = stale_from_map (c, &fc->unflushed[1], reason);
+  dirty_clear (&fc->unflushed[0], 0, quorum_export_size);
+  dirty_clear (&fc->unflushed[1], 0, quorum_export_size);
+  return persist_sync (t0 > t1 ? t0 : t1);
+}
+
+/* The write path. */
+
+static int persist_intent (uint64_t offset, uint64_t count, int *err);
+
+int
+fresh_write_begin (uint64_t offset, uint64_t count, int *err)
+{
+  return persist_intent (offset, count, err);
+}
+
+static int
+record_failed (int *err)
+{
+  nbdkit_error ("quorum: state=%s: cannot record which children are "
+                "stale: %m; failing the write", quorum_state_file);
+  *err = EIO;
+  return -1;
+}
+
+int
+fresh_write_end (uint64_t offset, uint64_t count, uint32_t sent,
+                 uint32_t took, bool acked, int *err)
+{
+  uint64_t ticket = 0;
+  size_t i;
+
+  for (i = 0; i < quorum_nr_children; ++i) {
+    struct child *c = &quorum_children[i];
+    const uint32_t bit = UINT32_C (1) << i;
+    uint64_t t = 0, newly = 0;
+    enum fresh_reason reason;
+
+    if (took & bit) {
+      fresh_took (c, offset, count);
+      /* A stale child that took a whole granule holds what the others
+       * hold there: but only if the write counts.
+       */
+      if (acked)
+        fresh_stale_clear (c, offset, count);
+      continue;
+    }
+    /* Sent and failed: if the write failed as a whole, the region is
+     * unsettled and settles this child too.
+     */
+    if ((sent & bit) && !acked)
+      continue;
+    reason = sent & bit ? FRESH_WRITE_FAILED : FRESH_DOWN;
+    t = stale_mark_quiet (c, offset, count, &newly);
+    if (t > ticket)
+      ticket = t;
+    stale_newly (c, offset, count, newly, reason, reason != FRESH_DOWN);
+  }
+  if (!acked) {
+    if (dirty_mark (&unsettled, offset, count))
+      fresh_changed ();
+  }
+  if (persist_sync (ticket) == -1)
+    return record_failed (err);
+  return 0;
+}
+
+void
+fresh_flush_begin (void)
+{
+  pthread_mutex_lock (&flush_lock);
+  /* What was taken until now is what this flush covers: new writes go
+   * to the other map, which the last flush left empty.
+   */
+  __atomic_store_n (&epoch, epoch ^ 1, __ATOMIC_RELEASE);
+}
+
+int
+fresh_flush_end (uint32_t sent, uint32_t took, bool acked, int *err)
+{
+  const unsigned covered = epoch ^ 1;
+  uint64_t ticket = 0, t;
+  size_t i;
+  int r = 0;
+
+  for (i = 0; i < quorum_nr_children; ++i) {
+    struct child *c = &quorum_children[i];
+    struct dirty_map *m = &fresh_children[i].unflushed[covered];
+    const uint32_t bit = UINT32_C (1) << i;
+
+    if (!(sent & bit))
+      continue;                 /* down: fresh_lost_unflushed did it */
+    if (!(took & bit)) {
+      t = stale_from_map (c, m, FRESH_FLUSH_FAILED);
+      if (t > ticket)
+        ticket = t;
+    }
+    dirty_clear (m, 0, m->size);
+  }
+  (void) acked;
+  if (persist_sync (ticket) == -1)
+    r = record_failed (err);
+  pthread_mutex_unlock (&flush_lock);
+  return r;
+}
+
+void
+fresh_settled (uint64_t offset, uint64_t count)
+{
+  dirty_clear (&unsettled, offset, count);
+}
+
+/* Persistence: with state= (filled in below). */
+
+static uint64_t
+persist_stale (struct child *c, uint64_t offset, uint64_t count, bool value)
+{
+  (void) c; (void) offset; (void) count; (void) value;
+  return 0;
+}
+
+static int
+persist_sync (uint64_t ticket)
+{
+  (void) ticket;
+  return 0;
+}
+
+static int
+persist_intent (uint64_t offset, uint64_t count, int *err)
+{
+  (void) offset; (void) count; (void) err;
+  return 0;
+}
+
+uint64_t
+fresh_syncs (void)
+{
+  return 0;
+}
+
+int
+fresh_init (void)
+{
+  size_t i, j;
+
+  fresh_children = calloc (quorum_nr_children, sizeof *fresh_children);
+  if (fresh_children == NULL ||
+      dirty_init (&unsettled, quorum_export_size) == -1) {
+    nbdkit_error ("calloc: %m");
+    return -1;
+  }
+  for (i = 0; i < quorum_nr_children; ++i) {
+    struct child *c = &quorum_children[i];
+
+    if (dirty_init (&c->dirty, quorum_export_size) == -1) {
+      nbdkit_error ("calloc: %m");
+      return -1;
+    }
+    for (j = 0; j < 2; ++j)
+      if (dirty_init (&fresh_children[i].unflushed[j],
+                      quorum_export_size) == -1) {
+        nbdkit_error ("calloc: %m");
+        return -1;
+      }
+    /* Unreachable at start: nothing it holds can be trusted. */
+    if (!child_is_local (c) && state_get (c) == CHILD_DOWN) {
+      fresh_stale_mark (c, 0, quorum_export_size, FRESH_UNREACHABLE);
+      report_down (c->index, "unreachable");
+    }
+  }
+  return 0;
+}
+
+int
+fresh_start (void)
+{
+  return 0;
+}
+
+void
+fresh_stop (void)
+{
+  size_t i, j;
+
+  fresh_wake ();
+  if (fresh_children)
+    for (i = 0; i < quorum_nr_children; ++i)
+      for (j = 0; j < 2; ++j)
+        dirty_free (&fresh_children[i].unflushed[j]);
+  free (fresh_children);
+  fresh_children = NULL;
+  dirty_free (&unsettled);
+}
