@@ -234,6 +234,9 @@ extern void report_down (size_t child, const char *reason);
 extern void report_up (size_t child);
 extern void report_resync (const char *event, size_t child,
                            uint64_t dirty, uint64_t copied);
+/* A resync has copied another tenth of what was stale when it began. */
+extern void report_resync_progress (size_t child, unsigned percent,
+                                    uint64_t dirty, uint64_t copied);
 /* Freshness (fresh.c, settle.c). */
 extern void report_stale (size_t child, uint64_t offset, uint64_t length,
                           const char *reason);

@@ -193,7 +193,7 @@ child_start_all (void)
     }
     c->supervisor_running = true;
   }
-  return 0;
+  return resync_start ();
 }
 
 static void
@@ -211,6 +211,7 @@ child_disconnect_all (void)
 {
   size_t i;
 
+  resync_stop ();
   for (i = 0; i < quorum_nr_children; ++i) {
     struct child *c = &quorum_children[i];
 

@@ -8,8 +8,8 @@
  * JSON object per line to the report= file if there is one.  "bad" is
  * a child that failed or was outvoted, "failure" a request the quorum
  * could not satisfy, "repair" a child rewritten with the winning
- * version; down, up, resync-start and resync-end follow a child's
- * life; "summary" closes the run with a line per child.
+ * version; down, up, resync-start, resync-progress (every 10%) and
+ * resync-end follow a child's life; "summary" closes the run with a line per child.
  */
 
 #include <config.h>
@@ -496,6 +496,18 @@ report_resync (const char *event, size_t child, uint64_t dirty,
 
   /* resync-start says how much is dirty; resync-end adds what moved. */
   emit (LOG_NOTICE, f, strcmp (event, "resync-start") == 0 ? 4 : 5);
+}
+
+void
+report_resync_progress (size_t child, unsigned percent, uint64_t dirty,
+                        uint64_t copied)
+{
+  struct field f[] = {
+    STR ("event", "resync-progress"), UINT ("child", child), NAME (child),
+    UINT ("percent", percent), HEX ("dirty", dirty), HEX ("copied", copied),
+  };
+
+  emit (LOG_NOTICE, f, sizeof f / sizeof f[0]);
 }
 
 void

@@ -3,12 +3,25 @@
  * SPDX-License-Identifier: BSD-3-Clause
  */
 
-/* Recovery, on top of the fan-out and the transport: when a child's
- * connection dies it is down, takes no part in requests, and every
- * write it misses is recorded in its dirty map; its supervisor thread
- * reconnects with exponential backoff, then copies the dirty regions to
- * it from the other children, voting as a read does, before it votes on
- * them again.  The dirty map lives in memory only.
+/* Recovery, on top of the fan-out and the transport.
+ *
+ * Every child has a thread that heals it: a remote child's supervisor,
+ * the filter's plugin's healer.  When a remote child's connection dies
+ * it is down, takes no part in requests, and every write it misses
+ * makes it stale there (fresh.h); what it had taken but not flushed is
+ * stale too, since it may have lost it.  Its supervisor reconnects it
+ * with exponential backoff, checks that it is the same disk
+ * (resync_same_disk), then copies its stale regions to it.  A child
+ * that is up and becomes stale somewhere (a write or flush failed on
+ * it) is healed at once, the same way.
+ *
+ * A copy needs vote-threshold current children that agree, block by
+ * block (vote-block-size), as a read does: blocks without such a
+ * version stay stale and are retried, with backoff from reconnect-delay
+ * to reconnect-max-delay, and at once when another child comes back.
+ *
+ * One more thread, the settler, settles unsettled regions (settle.c)
+ * soon after they appear, and those a crash left (state=).
  */
 
 #include <config.h>
@@ -17,6 +30,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include <libnbd.h>
@@ -25,14 +39,20 @@
 #include "connect.h"
 #include "dirty.h"
 #include "fanout.h"
+#include "fresh.h"
 #include "internal.h"
 #include "rangelock.h"
 #include "reactor.h"
 #include "resync.h"
+#include "settle.h"
 #include "state.h"
 
+/* Up to this much of a child's consecutive stale granules at a time. */
+#define RESYNC_RUN (16 * DIRTY_GRANULE)
+
 /* Resync runs outside any client connection: in the filter it reaches
- * the plugin through a context of its own, if nbdkit gave one.
+ * the plugin through the context of a client connection, when one
+ * lends it (quorum_local_ops.available).
  */
 static struct quorum_conn background_conn;
 
@@ -41,77 +61,130 @@ resync_set_source (const struct quorum_local_ops *local, void *local_ctx)
 {
   background_conn.local = local;
   background_conn.local_ctx = local_ctx;
+  /* What the lent context takes: plain reads and writes, which the
+   * filter passes to a writable client context only.
+   */
+  background_conn.local_caps.can_write = local != NULL;
 }
 
-/* Copy [offset, offset+count) to child c from the other children,
- * voting as a read does.  Holds the range.
+static size_t
+popcount (uint32_t mask)
+{
+  return __builtin_popcount (mask);
+}
+
+/* Write what out holds at [s, e) (out holds [offset, ...)) to c. */
+static int
+resync_write (struct child *c, const char *out, uint64_t offset,
+              uint64_t s, uint64_t e, uint64_t *copied)
+{
+  struct fanout *w;
+  int err = 0, r = -1;
+
+  w = fanout_run (&background_conn, OP_WRITE, UINT32_C (1) << c->index,
+                  NULL, 0, out + (s - offset), e - s, s, 0, &err);
+  if (w) {
+    err = w->slots[c->index].err;
+    fanout_put (w);
+  }
+  if (w && err == 0) {
+    fresh_took (c, s, e - s);
+    fresh_stale_clear (c, s, e - s);
+    STAT_ADD (c, bytes_repaired, e - s);
+    *copied += e - s;
+    r = 0;
+  }
+  else if (err != ENOTCONN || !child_is_local (c))
+    report_bad (OP_WRITE, c->index, s, e - s, err ? err : EIO);
+  return r;
+}
+
+/* Copy [offset, +count) to child c where vote-threshold current
+ * children agree, block by block; over the range no child's staleness
+ * changes (settle_uniform).  Holds the range.  -1 if writing to c
+ * failed; leftovers are not an error (they stay stale).
+ */
+/* Over 80 lines: sources, read, vote per block, write the runs that
+ * have a winner; each step needs what the one before found.
  */
 static int
-resync_range (struct child *c, uint64_t offset, uint32_t count)
+resync_range (struct child *c, uint64_t offset, uint32_t count,
+              uint64_t *copied)
 {
+  const uint64_t bs = quorum_vote_block, end = offset + count;
   const void *bufs[VOTE_MAX_CHILDREN];
   struct vote_result v;
   struct range_lock rl;
-  struct fanout *f, *w;
+  struct fanout *f;
+  uint64_t pos, next, span, nr_lost = 0;
   uint32_t mask;
-  size_t i, sources = 0, needed;
-  int err, r = -1;
+  size_t i, ok = 0;
+  char *out;
+  int err, r = 0;
+
+  /* Where the children may differ without any of them being wrong,
+   * make them equal first: the sources then agree.
+   */
+  if (fresh_unsettled (offset, count))
+    settle_range (&background_conn, offset, count, &err);
 
   range_lock (&rl, offset, count, true);
-  /* The sources: the other children that are up and clean here (and
-   * the filter's plugin if it can be read from here).  A clean child
-   * took every write made here, the ones that failed too, so it is up
-   * to date even when fewer than vote-threshold children are clean:
-   * after two children missed the same writes, or with vote-threshold
-   * equal to the number of children, where c can never have a vote.
-   * Then every source must agree.
-   */
-  mask = fanout_participants (OP_READ, offset, count) &
+  mask = settle_readable (&background_conn, offset, count) &
     ~(UINT32_C (1) << c->index);
-  for (i = 0; i < quorum_nr_children; ++i) {
-    if (child_is_local (&quorum_children[i]) &&
-        (!background_conn.local ||
-         (background_conn.local->available &&
-          !background_conn.local->available (background_conn.local_ctx))))
-      mask &= ~(UINT32_C (1) << i);
-    if (mask & (UINT32_C (1) << i))
-      sources++;
-  }
-  needed = sources < quorum_threshold ? sources : quorum_threshold;
-  if (needed == 0) {
-    nbdkit_debug ("quorum: child %zu: resync %" PRIu32 "@%" PRIu64 ": no "
-                  "clean child to copy from: left dirty", c->index, count,
-                  offset);
+  if (popcount (mask) < quorum_threshold) {
+    nbdkit_debug ("quorum: child %zu: resync %" PRIu32 "@%" PRIu64 ": %zu "
+                  "current children to copy from, vote-threshold is %u: "
+                  "left stale", c->index, count, offset, popcount (mask),
+                  quorum_threshold);
     goto out;
   }
   f = fanout_run (&background_conn, OP_READ, mask, NULL, SIZE_MAX, NULL,
                   count, offset, 0, &err);
   if (f == NULL)
     goto out;
-  for (i = 0; i < quorum_nr_children; ++i)
+  for (i = 0; i < quorum_nr_children; ++i) {
     bufs[i] = f->slots[i].used && f->slots[i].err == 0 ?
       f->slots[i].buf : NULL;
-  vote_tally (bufs, quorum_nr_children, 0, count, &v);
-  if (v.votes < needed) {
-    nbdkit_debug ("quorum: child %zu: resync %" PRIu32 "@%" PRIu64 ": only "
-                  "%zu of %zu clean children agree: left dirty",
-                  c->index, count, offset, v.votes, sources);
+    if (bufs[i])
+      ok++;
+  }
+  out = ok >= quorum_threshold ? bufpool_get (count) : NULL;
+  if (out == NULL) {
+    nbdkit_debug ("quorum: child %zu: resync %" PRIu32 "@%" PRIu64 ": %zu "
+                  "current children could be read, vote-threshold is %u: "
+                  "left stale", c->index, count, offset, ok,
+                  quorum_threshold);
     fanout_put (f);
     goto out;
   }
-  w = fanout_run (&background_conn, OP_WRITE, UINT32_C (1) << c->index,
-                  NULL, 0, bufs[v.winner], count, offset, 0, &err);
-  if (w) {
-    if (w->slots[c->index].err == 0) {
-      dirty_clear (&c->dirty, offset, count);
-      STAT_ADD (c, bytes_repaired, count);
-      r = 0;
+
+  /* Runs of blocks with a winner are written; a block without one
+   * stays stale (and so does its granule).
+   */
+  for (span = pos = offset; pos < end; pos = next) {
+    const size_t rel = pos - offset;
+
+    next = (pos / bs + 1) * bs;
+    if (next > end)
+      next = end;
+    vote_tally (bufs, quorum_nr_children, rel, next - pos, &v);
+    if (v.votes >= quorum_threshold) {
+      memcpy (out + rel, (const char *) bufs[v.winner] + rel, next - pos);
+      continue;
     }
-    else
-      report_bad (OP_WRITE, c->index, offset, count,
-                  w->slots[c->index].err);
-    fanout_put (w);
+    nr_lost += next - pos;
+    if (pos > span && resync_write (c, out, offset, span, pos, copied) == -1)
+      r = -1;
+    span = next;
   }
+  if (end > span && resync_write (c, out, offset, span, end, copied) == -1)
+    r = -1;
+  if (nr_lost)
+    nbdkit_debug ("quorum: child %zu: resync %" PRIu32 "@%" PRIu64 ": "
+                  "%" PRIu64 " bytes where fewer than vote-threshold=%u "
+                  "current children agree: left stale", c->index, count,
+                  offset, nr_lost, quorum_threshold);
+  bufpool_put (out, count);
   fanout_put (f);
  out:
   range_unlock (&rl);
@@ -120,52 +193,299 @@ resync_range (struct child *c, uint64_t offset, uint32_t count)
 
 /* For control's status: a resync of what is stale now begins. */
 static void
-resync_progress_begin (struct child *c)
+resync_progress_begin (struct child *c, uint64_t total)
 {
   struct timespec ts;
 
   clock_gettime (CLOCK_MONOTONIC, &ts);
-  __atomic_store_n (&c->resync_total, dirty_bytes (&c->dirty),
-                    __ATOMIC_RELEASE);
+  __atomic_store_n (&c->resync_total, total, __ATOMIC_RELEASE);
   __atomic_store_n (&c->resync_done, 0, __ATOMIC_RELEASE);
   __atomic_store_n (&c->resync_since,
                     (uint64_t) ts.tv_sec * 1000000000 + ts.tv_nsec,
                     __ATOMIC_RELEASE);
 }
 
-/* Copy every dirty region to c from the quorum.  -1 if c went down. */
+/* Copy every stale region to c from the quorum.  rejoined: it was just
+ * reconnected.  0 if nothing is stale any more, 1 if something is
+ * left, -1 if c went down or is quitting.
+ */
 static int
-resync_child (struct child *c)
+resync_child (struct child *c, bool rejoined)
 {
-  uint64_t pos = 0, offset, count, copied = 0;
+  const bool local = child_is_local (c);
+  uint64_t pos = 0, offset, count, len, copied = 0, total, left;
+  unsigned tenths = 0;
   struct range_lock rl;
 
-  report_resync ("resync-start", c->index, dirty_bytes (&c->dirty), 0);
-  resync_progress_begin (c);
+  total = fresh_stale_bytes (c);
+  report_resync ("resync-start", c->index, total, 0);
+  resync_progress_begin (c, total);
 
-  /* Writers that saw this child down mark its map when they finish:
+  /* Writers that saw this child down mark it stale when they finish:
    * wait for every one in flight, after which all include the child.
    */
-  range_lock (&rl, 0, quorum_export_size, true);
-  range_unlock (&rl);
+  if (rejoined) {
+    range_lock (&rl, 0, quorum_export_size, true);
+    range_unlock (&rl);
+  }
 
   for (;;) {
-    if (state_get (c) == CHILD_DOWN || state_quitting (c)) {
+    if ((!local && state_get (c) == CHILD_DOWN) || state_quitting (c)) {
       __atomic_store_n (&c->resync_since, 0, __ATOMIC_RELEASE);
       return -1;
     }
-    /* Up to 1 MiB of consecutive dirty granules at a time. */
-    if (!dirty_next_run (&c->dirty, &pos, 16, &offset, &count))
+    if (!fresh_next_stale (c, &pos, RESYNC_RUN, &offset, &count))
       break;
-    if (resync_range (c, offset, count) == 0) {
-      copied += count;
-      __atomic_add_fetch (&c->resync_done, count, __ATOMIC_RELEASE);
+    for (; count > 0; offset += len, count -= len) {
+      len = settle_uniform (offset, count);
+      resync_range (c, offset, len, &copied);
+    }
+    __atomic_store_n (&c->resync_done, copied, __ATOMIC_RELEASE);
+    /* The tenths of what was stale when it began passed now, if it is
+     * not done (resync-end says that).
+     */
+    if (copied < total && copied * 10 / total > tenths) {
+      tenths = copied * 10 / total;
+      report_resync_progress (c->index, tenths * 10, fresh_stale_bytes (c),
+                              copied);
     }
   }
 
-  report_resync ("resync-end", c->index, dirty_bytes (&c->dirty), copied);
+  left = fresh_stale_bytes (c);
+  report_resync ("resync-end", c->index, left, copied);
   __atomic_store_n (&c->resync_since, 0, __ATOMIC_RELEASE);
-  return 0;
+  return left ? 1 : 0;
+}
+
+/* Is a returning child the disk it was?  Its stale map says where it
+ * missed writes; everywhere else it is trusted to hold what the others
+ * hold.  A restarted memory server, a restored snapshot or another
+ * disk at the same address would be trusted wrongly, so before it
+ * takes part again a sample of blocks is compared with what the
+ * current children hold.
+ *
+ * How strong: up to SAMPLE_BLOCKS blocks of vote-block-size (at most
+ * 1 MiB), chosen at random where block status of a current child
+ * says it holds data (SAMPLE_SCANS requests of up to 1 GiB from a
+ * random place, at most SAMPLE_EXTENTS data extents), anywhere if it
+ * offers none, and only where the returning child is neither stale nor
+ * unsettled.  A block is judged against the version vote-threshold
+ * current children agree on, or that all current children that can be
+ * read agree on when there are fewer; a block they do not agree on is
+ * not judged.  An empty disk, another disk or one that lost much
+ * fails it almost surely wherever the quorum holds data; a snapshot a
+ * little old, or a disk that lost a few writes, differs in few blocks
+ * and likely passes: the check is no substitute for a stale map
+ * (state=).  A child stale everywhere is not checked (it is rebuilt
+ * anyway), nor one with no current child to compare with.
+ */
+#define SAMPLE_BLOCKS 16
+#define SAMPLE_TRIES (3 * SAMPLE_BLOCKS)
+#define SAMPLE_SCANS 32
+#define SAMPLE_EXTENTS 256
+#define SAMPLE_WINDOW (UINT32_C (1) << 30)
+
+struct data_extents {
+  uint64_t offset[SAMPLE_EXTENTS], length[SAMPLE_EXTENTS];
+  size_t nr;
+  uint64_t total;               /* bytes */
+};
+
+/* xorshift64*: where to look, not a secret. */
+static uint64_t
+sample_random (uint64_t *state)
+{
+  uint64_t x = *state;
+
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  *state = x;
+  return x * UINT64_C (0x2545F4914F6CDD1D);
+}
+
+static void
+data_add (struct data_extents *d, uint64_t offset, uint64_t length)
+{
+  if (d->nr > 0 && d->offset[d->nr - 1] + d->length[d->nr - 1] == offset)
+    d->length[d->nr - 1] += length;
+  else if (d->nr < SAMPLE_EXTENTS) {
+    d->offset[d->nr] = offset;
+    d->length[d->nr] = length;
+    d->nr++;
+  }
+  else
+    return;
+  d->total += length;
+}
+
+/* Where child src holds data, from a random place on. */
+static void
+sample_scan (size_t src, uint64_t *rnd, struct data_extents *d)
+{
+  const uint64_t size = quorum_export_size;
+  uint64_t pos = (sample_random (rnd) % size) & ~(DIRTY_GRANULE - 1);
+  uint64_t scanned = 0;
+  size_t req, j;
+
+  for (req = 0; req < SAMPLE_SCANS && scanned < size &&
+         d->nr < SAMPLE_EXTENTS; ++req) {
+    uint32_t len = size - pos < SAMPLE_WINDOW ? size - pos : SAMPLE_WINDOW;
+    uint64_t got = 0;
+    struct fanout *f;
+    struct slot *s;
+    int err;
+
+    f = fanout_run (&background_conn, OP_EXTENTS, UINT32_C (1) << src,
+                    NULL, 0, NULL, len, pos, 0, &err);
+    if (f == NULL)
+      return;
+    s = &f->slots[src];
+    for (j = 0; s->err == 0 && j < s->extents.len; ++j) {
+      const struct quorum_extent *e = &s->extents.ptr[j];
+      uint64_t a = e->offset, b = e->offset + e->length;
+
+      if (a < pos)
+        a = pos;
+      if (b > pos + len)
+        b = pos + len;
+      if (b <= a)
+        continue;
+      if (!(e->type & NBDKIT_EXTENT_ZERO))
+        data_add (d, a, b - a);
+      got = b - pos;
+    }
+    fanout_put (f);
+    if (got == 0)
+      return;
+    scanned += got;
+    pos += got;
+    if (pos >= size)
+      pos = 0;
+  }
+}
+
+enum sample_result { SAMPLE_SAME, SAMPLE_DIFFERS, SAMPLE_SKIPPED,
+                     SAMPLE_FAILED };
+
+/* Compare [offset, +len) of c with the current children, holding the
+ * range (no write may be half done on it meanwhile).
+ */
+static enum sample_result
+sample_block (struct child *c, uint64_t offset, uint32_t len)
+{
+  const uint32_t cbit = UINT32_C (1) << c->index;
+  const void *bufs[VOTE_MAX_CHILDREN];
+  enum sample_result r = SAMPLE_SKIPPED;
+  struct vote_result v;
+  struct range_lock rl;
+  struct fanout *f;
+  uint32_t others;
+  size_t i;
+  int err;
+
+  range_lock (&rl, offset, len, false);
+  if (fresh_stale (c, offset, len) || fresh_unsettled (offset, len))
+    goto out;
+  others = settle_readable (&background_conn, offset, len) & ~cbit;
+  if (others == 0)
+    goto out;
+  f = fanout_run (&background_conn, OP_READ, others | cbit, NULL, SIZE_MAX,
+                  NULL, len, offset, 0, &err);
+  if (f == NULL)
+    goto out;
+  if (f->slots[c->index].err) {
+    r = SAMPLE_FAILED;
+    goto out_f;
+  }
+  for (i = 0; i < quorum_nr_children; ++i)
+    bufs[i] = i != c->index && f->slots[i].used && f->slots[i].err == 0 ?
+      f->slots[i].buf : NULL;
+  vote_tally (bufs, quorum_nr_children, 0, len, &v);
+  if (v.nr_ok > 0 && (v.votes >= quorum_threshold || v.nr_versions == 1))
+    r = memcmp (f->slots[c->index].buf, bufs[v.winner], len) == 0 ?
+      SAMPLE_SAME : SAMPLE_DIFFERS;
+ out_f:
+  fanout_put (f);
+ out:
+  range_unlock (&rl);
+  return r;
+}
+
+/* c, reconnected and still down (it takes no part in requests), is
+ * compared with the quorum.  1 if it is the same disk as far as the
+ * sample tells, 0 if not (it is then wholly stale), -1 if it could not
+ * be read or its staleness could not be recorded.
+ */
+static int
+resync_same_disk (struct child *c)
+{
+  const uint64_t size = quorum_export_size;
+  const uint64_t bs = quorum_vote_block < (1 << 20) ?
+    quorum_vote_block : (1 << 20);
+  struct data_extents *d;
+  struct timespec ts;
+  uint64_t rnd, x, b;
+  size_t i, src = SIZE_MAX, tries, judged = 0;
+  int r = 1;
+
+  if (fresh_stale_bytes (c) >= (uint64_t) size)
+    return 1;                   /* nothing of it is trusted */
+  d = calloc (1, sizeof *d);
+  if (d == NULL)
+    return -1;
+  clock_gettime (CLOCK_REALTIME, &ts);
+  rnd = (uint64_t) ts.tv_nsec ^ ((uint64_t) ts.tv_sec << 20) ^
+    ((c->index + 1) * UINT64_C (0x9E3779B97F4A7C15));
+  if (rnd == 0)
+    rnd = 1;
+
+  /* Block status from a remote child that is up (the plugin's is not
+   * worth a lender's time).
+   */
+  for (i = 0; i < quorum_nr_children && src == SIZE_MAX; ++i)
+    if (i != c->index && !child_is_local (&quorum_children[i]) &&
+        state_get (&quorum_children[i]) != CHILD_DOWN)
+      src = i;
+  if (src != SIZE_MAX)
+    sample_scan (src, &rnd, d);
+
+  for (tries = 0; tries < SAMPLE_TRIES && judged < SAMPLE_BLOCKS; ++tries) {
+    enum sample_result sr;
+
+    if (d->total) {             /* a byte of data, at random */
+      x = sample_random (&rnd) % d->total;
+      for (i = 0; x >= d->length[i]; ++i)
+        x -= d->length[i];
+      b = d->offset[i] + x;
+    }
+    else
+      b = sample_random (&rnd) % size;
+    b -= b % bs;
+    sr = sample_block (c, b, size - b < bs ? size - b : bs);
+    if (sr == SAMPLE_SAME)
+      judged++;
+    else if (sr == SAMPLE_FAILED) {
+      nbdkit_debug ("quorum: child %zu (%s): could not be read back",
+                    c->index, c->name);
+      r = -1;
+      break;
+    }
+    else if (sr == SAMPLE_DIFFERS) {
+      nbdkit_error ("quorum: child %zu (%s): came back holding other data "
+                    "than the quorum at %" PRIu64 ": not the disk it was, or "
+                    "it lost what it held: wholly stale, to be rebuilt",
+                    c->index, c->name, b);
+      r = fresh_stale_mark (c, 0, size, FRESH_LOST_CONTENTS) == -1 ? -1 : 0;
+      break;
+    }
+  }
+  if (r == 1)
+    nbdkit_debug ("quorum: child %zu (%s): the same disk: %zu blocks of "
+                  "%" PRIu64 " bytes (%s) compared", c->index, c->name,
+                  judged, bs, d->total ? "where there is data" : "anywhere");
+  free (d);
+  return r;
 }
 
 /* Whether c, offering caps, may join: it must offer what the export
@@ -185,25 +505,118 @@ resync_fits (struct child *c, const struct quorum_caps *caps)
   return false;
 }
 
-void *
-resync_supervisor (void *vp)
+/* Backoff of the retries of what a resync left stale. */
+struct retry {
+  unsigned delay;               /* seconds, the next backoff */
+  bool pending;                 /* try again at "at" */
+  struct timespec at;           /* CLOCK_REALTIME, as state.c waits */
+  struct timespec soonest;      /* a kick heals no sooner */
+};
+
+static void
+retry_reset (struct retry *rt)
 {
-  struct child *c = vp;
+  rt->delay = quorum_reconnect_delay;
+  rt->pending = false;
+}
+
+static void
+retry_later (struct retry *rt)
+{
+  struct timespec now;
+
+  clock_gettime (CLOCK_REALTIME, &now);
+  rt->pending = true;
+  rt->at = rt->soonest = now;
+  rt->at.tv_sec += rt->delay;
+  rt->soonest.tv_sec += quorum_reconnect_delay;
+  /* Both at most a day: the double cannot wrap. */
+  rt->delay = rt->delay * 2 < quorum_reconnect_max ?
+    rt->delay * 2 : quorum_reconnect_max;
+}
+
+static const struct timespec *
+retry_deadline (const struct retry *rt)
+{
+  return rt->pending ? &rt->at : NULL;
+}
+
+static bool
+ts_before (const struct timespec *a, const struct timespec *b)
+{
+  return a->tv_sec < b->tv_sec ||
+    (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+/* Woken: may the leftovers be tried again now?  At the deadline, or on
+ * a kick (something new is stale, another child came back), but at
+ * most once per reconnect-delay.
+ */
+static bool
+retry_due (struct retry *rt)
+{
+  struct timespec now;
+
+  if (!rt->pending)
+    return true;
+  clock_gettime (CLOCK_REALTIME, &now);
+  if (!ts_before (&now, &rt->soonest))
+    return true;
+  if (ts_before (&rt->soonest, &rt->at))
+    rt->at = rt->soonest;
+  return false;
+}
+
+/* c came back: what was left stale or unsettled for want of it may be
+ * copied or settled now.
+ */
+static void
+kick_others (struct child *c)
+{
+  size_t i;
+
+  for (i = 0; i < quorum_nr_children; ++i)
+    if (i != c->index)
+      state_kick (&quorum_children[i]);
+  fresh_wake ();
+}
+
+/* c is down: let go of its handles, record what it may have lost,
+ * reconnect it with backoff and check it is the same disk.  It is then
+ * resyncing.  False if quitting.
+ */
+/* Over 80 lines: each step of a reconnection has its own failure. */
+static bool
+rejoin (struct child *c)
+{
   unsigned delay = quorum_reconnect_delay;
+  bool recorded = false;
+  struct range_lock rl;
+
+  /* The reactor saw the death and let go, or is told to. */
+  reactor_release (c);
+  /* Writes in flight when it went down may still record it took them:
+   * wait for them.
+   */
+  range_lock (&rl, 0, quorum_export_size, true);
+  range_unlock (&rl);
 
   for (;;) {
     struct nbd_handle *nbd, *meta, *old, *old_meta;
     struct quorum_caps caps;
     char *why = NULL;
-
-    if (!state_wait_down (c))
-      break;
-
-    /* The reactor saw the death and let go, or is told to. */
-    reactor_release (c);
+    int same;
 
     if (!state_sleep (c, delay))
-      break;
+      return false;
+    /* It may have lost what it had not flushed. */
+    if (!recorded) {
+      if (fresh_lost_unflushed (c, FRESH_DOWN) == -1) {
+        delay = quorum_reconnect_max;
+        continue;
+      }
+      recorded = true;
+    }
     if (connect_child (c, c->quit_pipe[0], &caps, &nbd, &meta, &why) == -1) {
       /* Both at most a day: the double cannot wrap. */
       delay = delay * 2 < quorum_reconnect_max ?
@@ -246,13 +659,176 @@ resync_supervisor (void *vp)
     connect_close (old_meta, false);
     reactor_serve (c);
 
+    /* Still down: it takes no part in requests while it is checked. */
+    same = resync_same_disk (c);
+    if (same == -1 || reactor_handle_gone (nbd)) {
+      reactor_release (c);
+      delay = delay * 2 < quorum_reconnect_max ?
+        delay * 2 : quorum_reconnect_max;
+      continue;
+    }
     state_set (c, CHILD_RESYNC);
     report_up (c->index);
-    delay = quorum_reconnect_delay;
+    return true;
+  }
+}
 
-    if (resync_child (c) == 0)
-      state_resync_done (c);
+void *
+resync_supervisor (void *vp)
+{
+  struct child *c = vp;
+  struct retry rt;
+  unsigned kicks = 0;
+
+  retry_reset (&rt);
+  for (;;) {
+    bool rejoined = false;
+    int r;
+
+    if (!state_wait_work (c, &kicks, retry_deadline (&rt)))
+      break;
+    if (state_get (c) == CHILD_DOWN) {
+      if (!rejoin (c))
+        break;
+      kick_others (c);
+      retry_reset (&rt);
+      rejoined = true;
+    }
+    else if (!fresh_stale (c, 0, 0)) {
+      retry_reset (&rt);
+      continue;
+    }
+    else if (!retry_due (&rt) || !state_heal_begin (c))
+      continue;
+
+    r = resync_child (c, rejoined);
+    if (r == -1)
+      continue;                 /* down, or quitting */
+    state_resync_done (c);
+    if (r == 0)
+      retry_reset (&rt);
+    else
+      retry_later (&rt);
   }
   return NULL;
 }
 
+/* The filter's plugin: healed like a remote child that never goes
+ * down, while a client lends its context (else later).
+ */
+static void *
+resync_local_healer (void *vp)
+{
+  struct child *c = vp;
+  struct retry rt;
+  unsigned kicks = 0;
+
+  retry_reset (&rt);
+  for (;;) {
+    int r;
+
+    if (!state_wait_work (c, &kicks, retry_deadline (&rt)))
+      break;
+    if (!fresh_stale (c, 0, 0)) {
+      retry_reset (&rt);
+      continue;
+    }
+    if (!retry_due (&rt))
+      continue;
+    if (!settle_local_readable (&background_conn)) {
+      nbdkit_debug ("quorum: child %zu: stale, and no client lends the "
+                    "plugin: next try in %u s", c->index, rt.delay);
+      retry_later (&rt);
+      continue;
+    }
+    r = resync_child (c, false);
+    if (r == 0)
+      retry_reset (&rt);
+    else if (r == 1)
+      retry_later (&rt);
+  }
+  return NULL;
+}
+
+/* The settler. */
+static pthread_t settler;
+static bool settler_running;
+static bool settler_quit;               /* atomic */
+
+static void *
+resync_settler (void *vp)
+{
+  unsigned delay = quorum_reconnect_delay;
+  uint64_t seen = 0;
+
+  while (!__atomic_load_n (&settler_quit, __ATOMIC_ACQUIRE)) {
+    uint64_t pos = 0, offset, count;
+    bool left = false;
+
+    while (!__atomic_load_n (&settler_quit, __ATOMIC_ACQUIRE) &&
+           fresh_next_unsettled (&pos, RESYNC_RUN, &offset, &count)) {
+      int err;
+
+      if (settle_range (&background_conn, offset, count, &err) == -1)
+        left = true;
+    }
+    if (__atomic_load_n (&settler_quit, __ATOMIC_ACQUIRE))
+      break;
+    if (left) {
+      /* Later, or as soon as something changes (a child is back). */
+      fresh_wait (&seen, delay * 1000);
+      delay = delay * 2 < quorum_reconnect_max ?
+        delay * 2 : quorum_reconnect_max;
+    }
+    else {
+      delay = quorum_reconnect_delay;
+      fresh_wait (&seen, 3600 * 1000);
+    }
+  }
+  return NULL;
+}
+
+static int
+start_thread (pthread_t *t, void *(*fn) (void *), void *arg)
+{
+  int err = pthread_create (t, NULL, fn, arg);
+
+  if (err) {
+    errno = err;
+    nbdkit_error ("pthread_create: %m");
+    return -1;
+  }
+  return 0;
+}
+
+int
+resync_start (void)
+{
+  if (quorum_has_local) {
+    struct child *c = &quorum_children[0];
+
+    if (start_thread (&c->supervisor, resync_local_healer, c) == -1)
+      return -1;
+    c->supervisor_running = true;
+  }
+  if (start_thread (&settler, resync_settler, NULL) == -1)
+    return -1;
+  settler_running = true;
+  return 0;
+}
+
+void
+resync_stop (void)
+{
+  if (settler_running) {
+    __atomic_store_n (&settler_quit, true, __ATOMIC_RELEASE);
+    fresh_wake ();
+    pthread_join (settler, NULL);
+    settler_running = false;
+  }
+  if (quorum_has_local && quorum_children[0].supervisor_running) {
+    state_quit (&quorum_children[0]);
+    pthread_join (quorum_children[0].supervisor, NULL);
+    quorum_children[0].supervisor_running = false;
+  }
+}

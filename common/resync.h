@@ -3,7 +3,9 @@
  * SPDX-License-Identifier: BSD-3-Clause
  */
 
-/* Recovery: a child's supervisor, its backoff and its resync. */
+/* Recovery: a child's supervisor, its backoff, its identity check and
+ * its resync; the plugin's healer; the settler.
+ */
 
 #ifndef QUORUM_RESYNC_H
 #define QUORUM_RESYNC_H
@@ -24,10 +26,18 @@ extern void resync_set_source (const struct quorum_local_ops *local,
  * Else it is said why, and it stays down.
  */
 extern bool resync_fits (struct child *c, const struct quorum_caps *caps);
-/* The supervisor thread of one remote child (a struct child *): waits
- * for it to go down, reconnects it with backoff and resyncs it, until
- * the child is asked to quit (state_quit).
+/* The supervisor thread of one remote child (a struct child *): when
+ * it goes down, reconnects it with backoff, checks it is the same disk
+ * and resyncs it; when it becomes stale while up, heals it at once;
+ * retries what is left with backoff, until the child is asked to quit
+ * (state_quit).
  */
 extern void *resync_supervisor (void *child);
+/* After the supervisors (child_start_all): the filter's plugin's healer
+ * (as children[0].supervisor) and the settler.  -1 after nbdkit_error.
+ */
+extern int resync_start (void);
+/* At cleanup, before the children are disconnected: stop them. */
+extern void resync_stop (void);
 
 #endif /* QUORUM_RESYNC_H */

@@ -66,11 +66,30 @@ state_resync_done (struct child *c)
 }
 
 bool
-state_wait_down (struct child *c)
+state_heal_begin (struct child *c)
 {
   SCOPED_LOCK (&c->life.lock);
-  while (!c->life.quit && c->life.state != CHILD_DOWN)
-    pthread_cond_wait (&c->life.cond, &c->life.lock);
+  if (c->life.state == CHILD_DOWN)
+    return false;
+  if (c->life.state == CHILD_UP)
+    state_set_locked (c, CHILD_RESYNC);
+  return true;
+}
+
+bool
+state_wait_work (struct child *c, unsigned *kicks,
+                 const struct timespec *deadline)
+{
+  SCOPED_LOCK (&c->life.lock);
+  while (!c->life.quit && c->life.state != CHILD_DOWN &&
+         c->life.kicks == *kicks) {
+    if (deadline == NULL)
+      pthread_cond_wait (&c->life.cond, &c->life.lock);
+    else if (pthread_cond_timedwait (&c->life.cond, &c->life.lock,
+                                     deadline) == ETIMEDOUT)
+      break;
+  }
+  *kicks = c->life.kicks;
   return !c->life.quit;
 }
 

@@ -4,11 +4,14 @@
  */
 
 /* A remote child's life: up; down (its connection died: it takes part
- * in nothing, writes it misses are recorded in its dirty map, and its
- * supervisor reconnects it); resync (connected again: it takes every
- * write, and reads where it is not dirty, while its supervisor copies
- * the dirty regions to it from the quorum).  And "quit", which asks its
- * threads to stop at cleanup.
+ * in nothing, writes it misses make it stale there (fresh.h), and its
+ * supervisor reconnects it, then checks that it is the same disk before
+ * it takes part again); resync (it takes every write, and reads where
+ * it is not stale, while its supervisor copies the stale regions to it
+ * from the quorum: after a reconnection, or when a region became stale
+ * while it was up).  And "quit", which asks its threads to stop at
+ * cleanup.  The filter's plugin has a life too, always up: its kicks
+ * and quit drive its healer (resync.c).
  *
  * This module alone writes struct child_life, under its lock; anyone
  * reads the state with state_get, which takes no lock.
@@ -19,6 +22,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <time.h>
 
 enum child_state { CHILD_UP, CHILD_DOWN, CHILD_RESYNC };
 
@@ -47,8 +51,16 @@ extern bool state_set_down (struct child *c);
 extern void state_set (struct child *c, enum child_state state);
 /* A resync ended: up, unless it went down meanwhile. */
 extern void state_resync_done (struct child *c);
-/* Sleep until c is down (true) or quitting (false). */
-extern bool state_wait_down (struct child *c);
+/* An up child begins to heal while up: resync, unless it is down
+ * (false) or already resyncing.
+ */
+extern bool state_heal_begin (struct child *c);
+/* Sleep until c is down, or kicked since *kicks (which is updated), or
+ * deadline (CLOCK_REALTIME; NULL: none) has passed: true; or until it
+ * is quitting: false.
+ */
+extern bool state_wait_work (struct child *c, unsigned *kicks,
+                             const struct timespec *deadline);
 /* Sleep for seconds, or until quitting: false if quitting. */
 extern bool state_sleep (struct child *c, unsigned seconds);
 /* New work for c's supervisor (fresh.c: a region of c became stale):

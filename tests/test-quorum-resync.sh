@@ -9,7 +9,11 @@
 # In both forms, with no client connected while it is copied and with
 # one connected: in the filter form the plugin below is then a source
 # too (a context of it is only opened within a client connection), and
-# with one remote child it is the only source.
+# with one remote child it is the only source.  A copy needs
+# vote-threshold current children that agree: in the filter form with
+# no client, child 1 alone is not enough, so child 2 stays stale until
+# a client connects and lends the plugin, then is copied at the next
+# retry.
 
 source ./functions.sh
 set -e
@@ -47,7 +51,7 @@ resync ()
   for i in 1 2; do start_child $i file $tmpdir/c$i.img; done
   start_quorum -P $tmpdir/q.pid -U $tmpdir/q.sock "${quorum_head[@]}" \
       child="$(child_uri 1)" child="$(child_uri 2)" \
-      reconnect-delay=1 report=$tmpdir/r.jsonl
+      reconnect-delay=1 reconnect-max-delay=2 report=$tmpdir/r.jsonl
   [ "$1" = held ] && hold_client
 
   kill -9 $(cat $tmpdir/c2.pid)
@@ -61,6 +65,15 @@ resync ()
   rm -f $tmpdir/c2.sock
   start_child 2 file $tmpdir/c2.img
   wait_for "event=resync-end" 10 grep -q 'event=resync-end child=2' $tmpdir/syslog
+  if [ $form = filter ] && [ "$1" = alone ]; then
+    # One current child can be read: nothing is copied.
+    assert_grep 'event=resync-end child=2 .* dirty=0x50000 copied=0x0$' $tmpdir/syslog
+    refute cmp $tmpdir/c1.img $tmpdir/c2.img
+    hold_client
+    wait_for "event=resync-end dirty=0x0" 20 \
+        grep -q 'event=resync-end child=2 .* dirty=0x0 ' $tmpdir/syslog
+    release_client
+  fi
   cat $tmpdir/syslog
   # 5 granules of 64 KiB were written while it was down.
   assert_grep "^nbdkit-quorum-$form notice event=resync-start child=2 .* dirty=0x50000\$" $tmpdir/syslog

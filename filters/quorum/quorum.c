@@ -24,6 +24,7 @@ struct quorum_handle {
   nbdkit_next *next;            /* the plugin, from .prepare to .finalize */
   /* Lent to background work (see below): under lend_lock. */
   bool lent;
+  bool writable;                /* it may take background writes */
   unsigned borrowers;
   struct quorum_handle *lend_next;
 };
@@ -202,12 +203,13 @@ unlend (struct quorum_handle *h)
 }
 
 static struct quorum_handle *
-borrow (void)
+borrow (bool write)
 {
   struct quorum_handle *h;
 
   pthread_mutex_lock (&lend_lock);
-  h = lenders;
+  for (h = lenders; h && write && !h->writable; h = h->lend_next)
+    ;
   if (h)
     h->borrowers++;
   pthread_mutex_unlock (&lend_lock);
@@ -234,12 +236,14 @@ background_available (void *ctx)
   return r;
 }
 
-/* Background work only reads: a lent context may be read-only. */
+/* Background work reads, and writes what it copies or settles to the
+ * plugin: only through a context that can write (nbdkit asserts it).
+ */
 static int
 background_pread (void *ctx, void *buf, uint32_t count, uint64_t offset,
                   uint32_t flags, int *err)
 {
-  struct quorum_handle *h = borrow ();
+  struct quorum_handle *h = borrow (false);
   int r;
 
   if (h == NULL) {
@@ -256,7 +260,7 @@ background_extents (void *ctx, uint32_t count, uint64_t offset,
                     uint32_t flags, struct quorum_extent_list *list,
                     int *err)
 {
-  struct quorum_handle *h = borrow ();
+  struct quorum_handle *h = borrow (false);
   int r;
 
   if (h == NULL) {
@@ -272,8 +276,16 @@ static int
 background_pwrite (void *ctx, const void *buf, uint32_t count,
                    uint64_t offset, uint32_t flags, int *err)
 {
-  *err = EROFS;
-  return -1;
+  struct quorum_handle *h = borrow (true);
+  int r;
+
+  if (h == NULL) {
+    *err = ENOTCONN;
+    return -1;
+  }
+  r = local_pwrite (h->next, buf, count, offset, 0, err);
+  give_back (h);
+  return r;
 }
 
 static int
@@ -416,6 +428,7 @@ quorum_filter_prepare (nbdkit_next *next, void *handle, int readonly)
   if (quorum_conn_init (&h->conn, &local_ops, next, &c, readonly) == -1)
     return -1;
   h->next = next;
+  h->writable = c.can_write && !readonly;
   lend (h);
   return 0;
 }
