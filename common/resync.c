@@ -191,6 +191,35 @@ resync_range (struct child *c, uint64_t offset, uint32_t count,
   return r;
 }
 
+/* What a resync copied is on stable storage on remote child c, if it
+ * can flush: else it would all be stale again were c to go down before
+ * a client's flush.  (The plugin's copies wait for a client's flush: a
+ * lent context may not flush.)
+ */
+static void
+resync_flush (struct child *c)
+{
+  const uint32_t bit = UINT32_C (1) << c->index;
+  struct fanout *f;
+  bool can_flush;
+  int err = 0;
+
+  pthread_rwlock_rdlock (&c->nbd_lock);
+  can_flush = c->caps.can_flush;
+  pthread_rwlock_unlock (&c->nbd_lock);
+  if (!can_flush)
+    return;
+  fresh_flush_begin ();
+  f = fanout_run (&background_conn, OP_FLUSH, bit, NULL, 0, NULL, 0, 0, 0,
+                  &err);
+  if (f && f->slots[c->index].err == 0)
+    fresh_flush_end (bit, bit, true, &err);
+  else
+    fresh_flush_end (bit, 0, false, &err);
+  if (f)
+    fanout_put (f);
+}
+
 /* For control's status: a resync of what is stale now begins. */
 static void
 resync_progress_begin (struct child *c, uint64_t total)
@@ -251,6 +280,8 @@ resync_child (struct child *c, bool rejoined)
     }
   }
 
+  if (copied && !local)
+    resync_flush (c);
   left = fresh_stale_bytes (c);
   report_resync ("resync-end", c->index, left, copied);
   __atomic_store_n (&c->resync_since, 0, __ATOMIC_RELEASE);

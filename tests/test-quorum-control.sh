@@ -126,7 +126,19 @@ control ()
     { cat $tmpdir/status.txt; exit 1; }
 
   # Back, writing slowly (2 s a write): the 3 runs it is sent are
-  # seen being copied.
+  # seen being copied.  In the filter form a client is connected
+  # meanwhile: a copy needs vote-threshold current sources, and the
+  # plugin is one only while a client lends it.
+  if [ $form = filter ]; then
+    rm -f $tmpdir/release
+    nbdsh -u "$q" -c "
+import os, time
+while not os.path.exists('$tmpdir/release'):
+    time.sleep(0.1)
+" &
+    holder=$!
+    cleanup_fn kill_pid $holder
+  fi
   rm -f $tmpdir/c2.sock
   start_child 2 --filter=delay file $tmpdir/c2.img delay-write=2
   quiet=1 wait_for "a resync with progress" 30 status_check \
@@ -148,6 +160,10 @@ control ()
 
   # In sync: clean, everything copied once, the images equal.
   quiet=1 wait_for "child 2 up" 30 status_check "c[2]['state'] == 'up'"
+  if [ $form = filter ]; then
+    touch $tmpdir/release
+    wait $holder
+  fi
   status_check "q['state'] == 'healthy'" "q['children_up'] == 3" \
       "all(x['state'] == 'up' and x['stale_bytes'] == 0 for x in c)" \
       "c[2]['resync'] is None" "c[2]['bytes_repaired'] == 4 * $gr" \
