@@ -122,6 +122,12 @@ extern int quorum_get_ready (const char *ident);
 extern int quorum_after_fork (const struct quorum_local_ops *local,
                               void *local_ctx);
 
+/* The filter: a client connection has just lent the plugin to
+ * background work (quorum_local_ops.available turned true): what was
+ * left stale or unsettled for want of it is tried again now.
+ */
+extern void quorum_local_available (void);
+
 /* export-name=: the only export the quorum serves ("" by default). */
 extern const char *quorum_export (void);
 

@@ -612,6 +612,16 @@ kick_others (struct child *c)
   fresh_wake ();
 }
 
+void
+quorum_local_available (void)
+{
+  size_t i;
+
+  for (i = 0; i < quorum_nr_children; ++i)
+    state_kick (&quorum_children[i]);
+  fresh_wake ();
+}
+
 /* c is down: let go of its handles, record what it may have lost,
  * reconnect it with backoff and check it is the same disk.  It is then
  * resyncing.  False if quitting.

@@ -78,6 +78,9 @@ resync ()
   # 5 granules of 64 KiB were written while it was down.
   assert_grep "^nbdkit-quorum-$form notice event=resync-start child=2 .* dirty=0x50000\$" $tmpdir/syslog
   assert_grep 'event=resync-end child=2 .* dirty=0x0 copied=0x50000$' $tmpdir/syslog
+  # Progress by tenths, after each run of granules: 2, 2 and 1 of 5.
+  assert_grep 'event=resync-progress child=2 .* percent=40 dirty=0x30000 copied=0x20000$' $tmpdir/syslog
+  assert_grep 'event=resync-progress child=2 .* percent=80 dirty=0x10000 copied=0x40000$' $tmpdir/syslog
   cmp $tmpdir/c0.img $tmpdir/c2.img
   cmp $tmpdir/c1.img $tmpdir/c2.img
   nbdsh -u "$q" -c 'assert h.pread(4096, 4 * 1024 * 1024 - 4096) == b"\x22" * 4096'

@@ -182,6 +182,7 @@ lend (struct quorum_handle *h)
   lenders = h;
   h->lent = true;
   pthread_mutex_unlock (&lend_lock);
+  quorum_local_available ();
 }
 
 /* Take h back, once nobody is using its context. */
