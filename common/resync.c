@@ -65,6 +65,7 @@ resync_set_source (const struct quorum_local_ops *local, void *local_ctx)
    * filter passes to a writable client context only.
    */
   background_conn.local_caps.can_write = local != NULL;
+  background_conn.local_caps.can_extents = local != NULL;
 }
 
 static size_t
@@ -301,9 +302,12 @@ resync_child (struct child *c, bool rejoined)
  * random place, at most SAMPLE_EXTENTS data extents), anywhere if it
  * offers none, and only where the returning child is neither stale nor
  * unsettled.  A block is judged against the version vote-threshold
- * current children agree on, or that all current children that can be
- * read agree on when there are fewer; a block they do not agree on is
- * not judged.  An empty disk, another disk or one that lost much
+ * current children agree on: one difference makes the child wholly
+ * stale.  Where fewer agree (all the current children that can be
+ * read, e.g. the one other child of two), one of them may be the wrong
+ * copy: it takes a difference in most of such blocks, and in two at
+ * least.  A block they do not agree on is not judged.  An empty disk,
+ * another disk or one that lost much
  * fails it almost surely wherever the quorum holds data; a snapshot a
  * little old, or a disk that lost a few writes, differs in few blocks
  * and likely passes: the check is no substitute for a stale map
@@ -403,7 +407,7 @@ enum sample_result { SAMPLE_SAME, SAMPLE_DIFFERS, SAMPLE_SKIPPED,
  * range (no write may be half done on it meanwhile).
  */
 static enum sample_result
-sample_block (struct child *c, uint64_t offset, uint32_t len)
+sample_block (struct child *c, uint64_t offset, uint32_t len, bool *strong)
 {
   const uint32_t cbit = UINT32_C (1) << c->index;
   const void *bufs[VOTE_MAX_CHILDREN];
@@ -433,7 +437,8 @@ sample_block (struct child *c, uint64_t offset, uint32_t len)
     bufs[i] = i != c->index && f->slots[i].used && f->slots[i].err == 0 ?
       f->slots[i].buf : NULL;
   vote_tally (bufs, quorum_nr_children, 0, len, &v);
-  if (v.nr_ok > 0 && (v.votes >= quorum_threshold || v.nr_versions == 1))
+  *strong = v.votes >= quorum_threshold;
+  if (v.nr_ok > 0 && (*strong || v.nr_versions == 1))
     r = memcmp (f->slots[c->index].buf, bufs[v.winner], len) == 0 ?
       SAMPLE_SAME : SAMPLE_DIFFERS;
  out_f:
@@ -448,6 +453,7 @@ sample_block (struct child *c, uint64_t offset, uint32_t len)
  * sample tells, 0 if not (it is then wholly stale), -1 if it could not
  * be read or its staleness could not be recorded.
  */
+/* Over 80 lines: where to look, then the comparisons and the verdict. */
 static int
 resync_same_disk (struct child *c)
 {
@@ -456,8 +462,8 @@ resync_same_disk (struct child *c)
     quorum_vote_block : (1 << 20);
   struct data_extents *d;
   struct timespec ts;
-  uint64_t rnd, x, b;
-  size_t i, src = SIZE_MAX, tries, judged = 0;
+  uint64_t rnd, x, b, first_diff = 0;
+  size_t i, src = SIZE_MAX, tries, judged = 0, weak = 0, weak_diff = 0;
   int r = 1;
 
   if (fresh_stale_bytes (c) >= (uint64_t) size)
@@ -471,18 +477,22 @@ resync_same_disk (struct child *c)
   if (rnd == 0)
     rnd = 1;
 
-  /* Block status from a remote child that is up (the plugin's is not
-   * worth a lender's time).
+  /* Block status from a remote child that is up, else from the plugin
+   * if it can be read.
    */
   for (i = 0; i < quorum_nr_children && src == SIZE_MAX; ++i)
     if (i != c->index && !child_is_local (&quorum_children[i]) &&
         state_get (&quorum_children[i]) != CHILD_DOWN)
       src = i;
+  if (src == SIZE_MAX && quorum_has_local && c->index != 0 &&
+      settle_local_readable (&background_conn))
+    src = 0;
   if (src != SIZE_MAX)
     sample_scan (src, &rnd, d);
 
   for (tries = 0; tries < SAMPLE_TRIES && judged < SAMPLE_BLOCKS; ++tries) {
     enum sample_result sr;
+    bool strong = false;
 
     if (d->total) {             /* a byte of data, at random */
       x = sample_random (&rnd) % d->total;
@@ -493,28 +503,50 @@ resync_same_disk (struct child *c)
     else
       b = sample_random (&rnd) % size;
     b -= b % bs;
-    sr = sample_block (c, b, size - b < bs ? size - b : bs);
-    if (sr == SAMPLE_SAME)
-      judged++;
-    else if (sr == SAMPLE_FAILED) {
+    sr = sample_block (c, b, size - b < bs ? size - b : bs, &strong);
+    if (sr == SAMPLE_SKIPPED)
+      continue;
+    if (sr == SAMPLE_FAILED) {
       nbdkit_debug ("quorum: child %zu (%s): could not be read back",
                     c->index, c->name);
       r = -1;
       break;
     }
-    else if (sr == SAMPLE_DIFFERS) {
-      nbdkit_error ("quorum: child %zu (%s): came back holding other data "
-                    "than the quorum at %" PRIu64 ": not the disk it was, or "
-                    "it lost what it held: wholly stale, to be rebuilt",
-                    c->index, c->name, b);
-      r = fresh_stale_mark (c, 0, size, FRESH_LOST_CONTENTS) == -1 ? -1 : 0;
+    judged++;
+    if (sr == SAMPLE_DIFFERS && (strong || weak_diff == 0))
+      first_diff = b;
+    /* Against vote-threshold children that agree, one difference is
+     * enough.  Against fewer (all the current children that can be
+     * read, when they agree), one of them may be the wrong one: it
+     * takes most of such blocks, and two at least.
+     */
+    if (sr == SAMPLE_DIFFERS && strong) {
+      r = 0;
       break;
     }
+    if (!strong) {
+      weak++;
+      if (sr == SAMPLE_DIFFERS)
+        weak_diff++;
+    }
   }
-  if (r == 1)
+  if (r == 1 && weak_diff >= 2 && weak_diff * 2 > weak)
+    r = 0;
+  if (r == 0) {
+    nbdkit_error ("quorum: child %zu (%s): came back holding other data "
+                  "than the quorum at %" PRIu64 ": not the disk it was, or "
+                  "it lost what it held: wholly stale, to be rebuilt",
+                  c->index, c->name, first_diff);
+    if (fresh_stale_mark (c, 0, size, FRESH_LOST_CONTENTS) == -1)
+      r = -1;
+  }
+  else if (r == 1)
     nbdkit_debug ("quorum: child %zu (%s): the same disk: %zu blocks of "
-                  "%" PRIu64 " bytes (%s) compared", c->index, c->name,
-                  judged, bs, d->total ? "where there is data" : "anywhere");
+                  "%" PRIu64 " bytes (%s) compared, %zu against fewer than "
+                  "vote-threshold children, %zu of them differing",
+                  c->index, c->name, judged, bs,
+                  d->total ? "where there is data" : "anywhere", weak,
+                  weak_diff);
   free (d);
   return r;
 }
