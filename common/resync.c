@@ -477,16 +477,28 @@ resync_same_disk (struct child *c)
   if (rnd == 0)
     rnd = 1;
 
-  /* Block status from a remote child that is up, else from the plugin
-   * if it can be read.
+  /* Block status from the child that is stale in the least (a child
+   * that is stale everywhere, e.g. another one just rebuilding, would
+   * show no data at all), a remote one rather than the plugin.
    */
-  for (i = 0; i < quorum_nr_children && src == SIZE_MAX; ++i)
-    if (i != c->index && !child_is_local (&quorum_children[i]) &&
-        state_get (&quorum_children[i]) != CHILD_DOWN)
-      src = i;
-  if (src == SIZE_MAX && quorum_has_local && c->index != 0 &&
-      settle_local_readable (&background_conn))
-    src = 0;
+  {
+    uint64_t least = size;
+
+    for (i = 0; i < quorum_nr_children; ++i) {
+      struct child *o = &quorum_children[i];
+      uint64_t stale = fresh_stale_bytes (o);
+
+      if (i == c->index || stale >= (uint64_t) size ||
+          (child_is_local (o) ? !settle_local_readable (&background_conn)
+           : state_get (o) == CHILD_DOWN))
+        continue;
+      if (src == SIZE_MAX || stale < least ||
+          (stale == least && child_is_local (&quorum_children[src]))) {
+        src = i;
+        least = stale;
+      }
+    }
+  }
   if (src != SIZE_MAX)
     sample_scan (src, &rnd, d);
 
