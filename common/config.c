@@ -18,6 +18,7 @@
 #include <nbdkit-filter.h>
 
 #include "control.h"
+#include "fresh.h"
 #include "internal.h"
 
 unsigned quorum_threshold;            /* 0 until set: strict majority */
@@ -48,6 +49,7 @@ struct child_spec {
 static struct child_spec *child_specs;
 static size_t nr_child_specs;
 static bool threshold_set;
+static bool state_granule_set;  /* state-granule= given */
 
 /* The longest child-timeout and reconnection delays, in seconds: a
  * day.  Beyond it a number stops meaning anything useful, and every
@@ -254,6 +256,27 @@ quorum_config (const char *key, const char *value)
     return parse_bool (key, value, &quorum_start_degraded) == -1 ? -1 : 1;
   if (strcmp (key, "syslog") == 0)
     return parse_bool (key, value, &quorum_syslog) == -1 ? -1 : 1;
+  if (strcmp (key, "state") == 0) {
+    free (quorum_state_file);
+    /* nbdkit changes directory later. */
+    quorum_state_file = nbdkit_absolute_path (value);
+    return quorum_state_file ? 1 : -1;
+  }
+  if (strcmp (key, "state-granule") == 0) {
+    int64_t r = nbdkit_parse_size (value);
+
+    if (r == -1)
+      return -1;
+    if (r < (int64_t) DIRTY_GRANULE || r > INT64_C (1) << 30 ||
+        (r & (r - 1)) != 0) {
+      nbdkit_error ("state-granule=%s: must be a power of 2 between 64K "
+                    "and 1G (default: 4M)", value);
+      return -1;
+    }
+    quorum_state_granule = r;
+    state_granule_set = true;
+    return 1;
+  }
   if (strcmp (key, "control") == 0)
     return control_config (value);
 
@@ -350,6 +373,13 @@ quorum_config_complete (bool has_local)
   if (quorum_threshold < 1 || quorum_threshold > n) {
     nbdkit_error ("vote-threshold=%u: must be between 1 and the number "
                   "of children (%zu)", quorum_threshold, n);
+    return -1;
+  }
+
+  if (state_granule_set && quorum_state_file == NULL) {
+    nbdkit_error ("state-granule=%" PRIu32 ": has no meaning without "
+                  "state=FILE: give state= too, or drop state-granule=",
+                  quorum_state_granule);
     return -1;
   }
 
@@ -457,7 +487,10 @@ quorum_dump (void)
   printf ("quorum_child_timeout=%u\n", quorum_child_timeout);
   printf ("quorum_features=vote-block-size read-pattern=fifo blkverify "
           "rewrite-corrupted child-command child-timeout reconnect resync "
-          "start-degraded report-json syslog\n");
+          "start-degraded report-json syslog control export-name state "
+          "state-granule heal settle\n");
+  printf ("quorum_state_granule_default=%" PRIu32 "\n",
+          FRESH_STATE_GRANULE_DEFAULT);
   nbd = nbd_create ();
   if (nbd) {
     printf ("quorum_libnbd_version=%s\n", nbd_get_version (nbd));
@@ -483,6 +516,10 @@ quorum_unload (void)
   quorum_children = NULL;
   free (quorum_report_file);
   quorum_report_file = NULL;
+  free (quorum_state_file);
+  quorum_state_file = NULL;
+  quorum_state_granule = FRESH_STATE_GRANULE_DEFAULT;
+  state_granule_set = false;
   free (quorum_workdir);
   quorum_workdir = NULL;
   quorum_nr_children = 0;

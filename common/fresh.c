@@ -147,7 +147,11 @@ fresh_next_unsettled (uint64_t *pos, uint64_t max_bytes,
                          offset, count);
 }
 
-/* Persistence hooks, no-ops without state=: see below. */
+/* Persistence hooks, no-ops without state=: see below.  stale_lock
+ * orders every change of a stale map in memory and in the file alike
+ * (a mark and a clear racing could leave them saying different things
+ * otherwise).
+ */
 static uint64_t persist_stale (struct child *c, uint64_t offset,
                                uint64_t count, bool value);
 static int persist_sync (uint64_t ticket);
@@ -155,10 +159,13 @@ static int persist_sync (uint64_t ticket);
 /* Mark without reporting or syncing: the ticket to sync, 0 if nothing
  * changed on stable storage; *fresh_bits the granules newly stale.
  */
+static pthread_mutex_t stale_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static uint64_t
 stale_mark_quiet (struct child *c, uint64_t offset, uint64_t count,
                   uint64_t *newly)
 {
+  SCOPED_LOCK (&stale_lock);
   *newly = dirty_mark (&c->dirty, offset, count);
   return persist_stale (c, offset, count, true);
 }
@@ -194,6 +201,7 @@ fresh_stale_clear (struct child *c, uint64_t offset, uint64_t count)
 {
   if (!dirty_test (&c->dirty, offset, count))
     return;
+  SCOPED_LOCK (&stale_lock);
   dirty_clear (&c->dirty, offset, count);
   persist_stale (c, offset, count, false);
 }
@@ -346,32 +354,229 @@ fresh_settled (uint64_t offset, uint64_t count)
   dirty_clear (&unsettled, offset, count);
 }
 
-/* Persistence: with state= (filled in below). */
+/* Persistence, with state=.  The stale maps have the granule of c->dirty
+ * (DIRTY_GRANULE) in the file too; the write-intent map has
+ * quorum_state_granule.
+ */
+static struct statefile *state;
+static unsigned intent_shift;
+/* Written to since the sweeper's last pass, at DIRTY_GRANULE: a hint
+ * for the sweeper to leave busy regions in the map.
+ */
+static struct dirty_map recent;
 
 static uint64_t
 persist_stale (struct child *c, uint64_t offset, uint64_t count, bool value)
 {
-  (void) c; (void) offset; (void) count; (void) value;
-  return 0;
+  uint64_t first, end;
+
+  if (state == NULL || count == 0)
+    return 0;
+  /* The granules dirty_mark and dirty_clear change. */
+  if (value) {
+    first = offset >> DIRTY_SHIFT;
+    end = (offset + count + DIRTY_GRANULE - 1) >> DIRTY_SHIFT;
+  }
+  else {
+    first = (offset + DIRTY_GRANULE - 1) >> DIRTY_SHIFT;
+    end = offset + count >= c->dirty.size ? c->dirty.nr_granules :
+      (offset + count) >> DIRTY_SHIFT;
+  }
+  if (first >= end)
+    return 0;
+  return statefile_set (state, STATEFILE_MAP_STALE (c->index), first, end,
+                        value);
 }
 
 static int
 persist_sync (uint64_t ticket)
 {
-  (void) ticket;
-  return 0;
+  if (state == NULL || ticket == 0)
+    return 0;
+  return statefile_sync (state, ticket);
 }
 
 static int
 persist_intent (uint64_t offset, uint64_t count, int *err)
 {
-  (void) offset; (void) count; (void) err;
+  uint64_t ticket;
+
+  if (state == NULL || count == 0)
+    return 0;
+  dirty_mark (&recent, offset, count);
+  ticket = statefile_set (state, STATEFILE_MAP_INTENT, offset >> intent_shift,
+                          ((offset + count - 1) >> intent_shift) + 1, true);
+  if (persist_sync (ticket) == -1) {
+    nbdkit_error ("quorum: state=%s: cannot record where writes are in "
+                  "flight: %m; failing the write (the state file must be "
+                  "writable: see \"state=\" in the manual)",
+                  quorum_state_file);
+    *err = EIO;
+    return -1;
+  }
   return 0;
 }
 
 uint64_t
 fresh_syncs (void)
 {
+  return state ? statefile_syncs (state) : 0;
+}
+
+/* Whether intent granule g may leave the map: no write in flight there
+ * (the caller holds its range), not unsettled, and every child flushed
+ * what it took there, so that even a power loss of the children leaves
+ * them equal there.
+ */
+static bool
+intent_done (uint64_t offset, uint64_t count)
+{
+  size_t i, j;
+
+  if (dirty_test (&recent, offset, count) ||
+      dirty_test (&unsettled, offset, count))
+    return false;
+  for (i = 0; i < quorum_nr_children; ++i)
+    for (j = 0; j < 2; ++j)
+      if (dirty_test (&fresh_children[i].unflushed[j], offset, count))
+        return false;
+  return true;
+}
+
+/* The sweeper: once a second, intent bits whose writes are done leave
+ * the map, and the file is written once for all of them.  A region
+ * written in the last second stays (the next write there would need a
+ * sync again).  Clearing is never urgent: a bit left set costs a
+ * settle after a crash, nothing more.
+ */
+static pthread_t sweeper;
+static bool sweeper_running, sweeper_quit;
+static pthread_mutex_t sweeper_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t sweeper_cond = PTHREAD_COND_INITIALIZER;
+
+static bool
+sweeper_sleep (unsigned seconds)
+{
+  struct timespec deadline;
+
+  clock_gettime (CLOCK_REALTIME, &deadline);
+  deadline.tv_sec += seconds;
+  SCOPED_LOCK (&sweeper_lock);
+  while (!sweeper_quit &&
+         pthread_cond_timedwait (&sweeper_cond, &sweeper_lock,
+                                 &deadline) != ETIMEDOUT)
+    ;
+  return !sweeper_quit;
+}
+
+static void
+sweep (void)
+{
+  const uint64_t granule = UINT64_C (1) << intent_shift;
+  uint64_t g = 0, cleared = 0;
+
+  while ((g = statefile_next (state, STATEFILE_MAP_INTENT, g)) != UINT64_MAX) {
+    const uint64_t offset = g << intent_shift;
+    uint64_t count = granule;
+    struct range_lock rl;
+
+    if (offset + count > (uint64_t) quorum_export_size)
+      count = quorum_export_size - offset;
+    if (intent_done (offset, count)) {
+      range_lock (&rl, offset, count, true);
+      if (intent_done (offset, count) &&
+          statefile_set (state, STATEFILE_MAP_INTENT, g, g + 1, false))
+        cleared++;
+      range_unlock (&rl);
+    }
+    g++;
+  }
+  dirty_clear (&recent, 0, quorum_export_size);
+  if (cleared && statefile_sync_all (state) == -1)
+    nbdkit_debug ("quorum: state=%s: sweep: %m", quorum_state_file);
+}
+
+static void *
+sweeper_thread (void *arg)
+{
+  (void) arg;
+  while (sweeper_sleep (1))
+    sweep ();
+  return NULL;
+}
+
+/* Start-up with state=: what the file says, into memory. */
+static int
+persist_load (void)
+{
+  struct statefile_identity id = {
+    .size = quorum_export_size, .granule = DIRTY_GRANULE,
+    .intent_granule = quorum_state_granule,
+    .nr_children = quorum_nr_children,
+  };
+  const char *names[VOTE_MAX_CHILDREN];
+  uint32_t renamed = 0;
+  uint64_t g, n;
+  char *why = NULL;
+  size_t i;
+
+  for (i = 0; i < quorum_nr_children; ++i)
+    names[i] = quorum_children[i].name;
+  id.names = names;
+  intent_shift = __builtin_ctz (quorum_state_granule);
+  if (dirty_init (&recent, quorum_export_size) == -1) {
+    nbdkit_error ("calloc: %m");
+    return -1;
+  }
+  state = statefile_open (quorum_state_file, &id, &renamed, &why);
+  if (state == NULL) {
+    nbdkit_error ("quorum: %s", why ? why : "state=: out of memory");
+    free (why);
+    return -1;
+  }
+
+  for (i = 0; i < quorum_nr_children; ++i) {
+    struct child *c = &quorum_children[i];
+
+    if (renamed & (UINT32_C (1) << i)) {
+      /* Another disk at this position: it holds nothing of ours. */
+      nbdkit_debug ("quorum: child %zu (%s): not the child state=%s "
+                    "knew at this position: a new disk, wholly stale",
+                    i, c->name, quorum_state_file);
+      fresh_stale_mark (c, 0, quorum_export_size, FRESH_NEW_DISK);
+      statefile_rename (state, i, c->name);
+      continue;
+    }
+    n = 0;
+    for (g = statefile_next (state, STATEFILE_MAP_STALE (i), 0);
+         g != UINT64_MAX;
+         g = statefile_next (state, STATEFILE_MAP_STALE (i), g + 1)) {
+      dirty_mark (&c->dirty, g << DIRTY_SHIFT, DIRTY_GRANULE);
+      n++;
+    }
+    if (n)
+      nbdkit_debug ("quorum: child %zu (%s): state=%s: %" PRIu64
+                    " bytes stale", i, c->name, quorum_state_file,
+                    n << DIRTY_SHIFT);
+  }
+  /* Writes were in flight there when the quorum stopped: the children
+   * may differ.  The bits stay until the regions are settled.
+   */
+  n = 0;
+  for (g = statefile_next (state, STATEFILE_MAP_INTENT, 0);
+       g != UINT64_MAX;
+       g = statefile_next (state, STATEFILE_MAP_INTENT, g + 1)) {
+    dirty_mark (&unsettled, g << intent_shift, UINT64_C (1) << intent_shift);
+    n++;
+  }
+  if (n)
+    nbdkit_debug ("quorum: state=%s: %" PRIu64 " regions of %" PRIu32
+                  " bytes had writes in flight: to be settled",
+                  quorum_state_file, n, quorum_state_granule);
+  if (statefile_sync_all (state) == -1) {
+    nbdkit_error ("quorum: state=%s: %m", quorum_state_file);
+    return -1;
+  }
   return 0;
 }
 
@@ -399,10 +604,29 @@ fresh_init (void)
         nbdkit_error ("calloc: %m");
         return -1;
       }
-    /* Unreachable at start: nothing it holds can be trusted. */
-    if (!child_is_local (c) && state_get (c) == CHILD_DOWN) {
-      fresh_stale_mark (c, 0, quorum_export_size, FRESH_UNREACHABLE);
-      report_down (c->index, "unreachable");
+  }
+  if (quorum_state_file && persist_load () == -1)
+    return -1;
+
+  for (i = 0; i < quorum_nr_children; ++i) {
+    struct child *c = &quorum_children[i];
+
+    if (child_is_local (c) || state_get (c) != CHILD_DOWN)
+      continue;
+    report_down (c->index, "unreachable");
+    /* Unreachable at start.  Without state= nothing it holds can be
+     * trusted; with it, what it missed is in the file, and it may have
+     * missed the writes in flight at the end.
+     */
+    if (state == NULL) {
+      if (fresh_stale_mark (c, 0, quorum_export_size,
+                            FRESH_UNREACHABLE) == -1)
+        return -1;
+    }
+    else if (stale_from_map (c, &unsettled, FRESH_UNSETTLED) &&
+             statefile_sync_all (state) == -1) {
+      nbdkit_error ("quorum: state=%s: %m", quorum_state_file);
+      return -1;
     }
   }
   return 0;
@@ -411,6 +635,17 @@ fresh_init (void)
 int
 fresh_start (void)
 {
+  int err;
+
+  if (state == NULL)
+    return 0;
+  err = pthread_create (&sweeper, NULL, sweeper_thread, NULL);
+  if (err) {
+    errno = err;
+    nbdkit_error ("pthread_create: %m");
+    return -1;
+  }
+  sweeper_running = true;
   return 0;
 }
 
@@ -420,6 +655,22 @@ fresh_stop (void)
   size_t i, j;
 
   fresh_wake ();
+  if (sweeper_running) {
+    pthread_mutex_lock (&sweeper_lock);
+    sweeper_quit = true;
+    pthread_cond_broadcast (&sweeper_cond);
+    pthread_mutex_unlock (&sweeper_lock);
+    pthread_join (sweeper, NULL);
+    sweeper_running = false;
+  }
+  if (state) {
+    /* What the sweeper cleared last, and clears of the stale maps. */
+    if (statefile_sync_all (state) == -1)
+      nbdkit_debug ("quorum: state=%s: %m", quorum_state_file);
+    statefile_close (state);
+    state = NULL;
+  }
+  dirty_free (&recent);
   if (fresh_children)
     for (i = 0; i < quorum_nr_children; ++i)
       for (j = 0; j < 2; ++j)

@@ -202,6 +202,11 @@ extern int quorum_extents (struct quorum_conn *conn, uint32_t count,
   "report=FILE               Append every event as a JSON line to FILE\n" \
   "                          (a regular file or a new one, never a link)\n" \
   "syslog=BOOL               Send reports to syslog(3) (default: true)\n" \
+  "state=FILE                Keep which children are stale, and where\n" \
+  "                          writes were in flight, in FILE across\n" \
+  "                          restarts and crashes (default: in memory)\n" \
+  "state-granule=SIZE        Write-intent granule of state=, a power of\n" \
+  "                          2 from 64K to 1G (default: 4M)\n" \
   "control=SOCKET            Serve nbdkit-quorum-ctl(1) on a Unix socket\n" \
   "                          created mode 0600 (default: none)\n" \
   "export-name=NAME          The one export served; clients asking for\n" \
