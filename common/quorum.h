@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "vector.h"
+
 struct nbdkit_extents;
 
 /* One extent reported by a child, as in the NBD protocol. */
@@ -30,17 +32,21 @@ struct quorum_extent {
   uint32_t type;                /* NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO */
 };
 
-/* A growable list of extents. */
-struct quorum_extent_list {
-  struct quorum_extent *ptr;
-  size_t len;
-  size_t cap;
-};
+/* A growable list of extents: struct quorum_extent_list, with
+ * quorum_extent_list_reserve, _append and _free (vector.h).
+ */
+DEFINE_VECTOR_TYPE (quorum_extent_list, struct quorum_extent)
 
 /* Append an extent; -1 (errno set) if out of memory. */
-extern int quorum_extent_append (struct quorum_extent_list *list,
-                                 uint64_t offset, uint64_t length,
-                                 uint32_t type);
+static inline int
+quorum_extent_append (struct quorum_extent_list *list,
+                      uint64_t offset, uint64_t length, uint32_t type)
+{
+  struct quorum_extent e = { .offset = offset, .length = length,
+                             .type = type };
+
+  return quorum_extent_list_append (list, e);
+}
 
 /* What one child, or the quorum as a whole, can do.  For a child,
  * can_fua and can_zero say that it takes the flag or the command (the
