@@ -14,7 +14,8 @@
  *   caps.c                  the promise, a connection's capabilities
  *   connect.c, reactor.c    opening handles; the poll thread, hand-over, cut
  *   state.c, dirty.c        a child's life and its dirty map
- *   vote.c, rangelock.c, bufpool.c, report.c, uri.c, config.c
+ *   vote.c, extmerge.c, rangelock.c, bufpool.c, report.c, uri.c, config.c
+ *   vector.h                growable arrays (the extent lists)
  *
  * Locks, outermost first:
  *   range lock (rangelock.c)   ordering of overlapping requests; the only
