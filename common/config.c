@@ -167,7 +167,14 @@ quorum_config (const char *key, const char *value)
     return config_export_name (value);
   if (strcmp (key, "child") == 0 || strcmp (key, "child-command") == 0) {
     bool command = strcmp (key, "child-command") == 0;
-    struct child_spec *p;
+    struct child_spec spec = { .command = command };
+    /* vector.h's growth, with the capacity taken to be the length (the
+     * array holds at least that).  XXX child_specs could become a
+     * DEFINE_VECTOR_TYPE vector that keeps its capacity; not worth
+     * touching its other users for at most VOTE_MAX_CHILDREN grows.
+     */
+    size_t cap = nr_child_specs;
+    void *p = child_specs;
 
     if (value[strspn (value, " \t\n")] == '\0') {
       if (command)
@@ -185,19 +192,18 @@ quorum_config (const char *key, const char *value)
                     key, VOTE_MAX_CHILDREN);
       return -1;
     }
-    p = realloc (child_specs, (nr_child_specs + 1) * sizeof *p);
-    if (p == NULL) {
-      nbdkit_error ("realloc: %m");
-      return -1;
-    }
-    child_specs = p;
-    child_specs[nr_child_specs].command = command;
-    child_specs[nr_child_specs].value = strdup (value);
-    if (child_specs[nr_child_specs].value == NULL) {
+    spec.value = strdup (value);
+    if (spec.value == NULL) {
       nbdkit_error ("strdup: %m");
       return -1;
     }
-    nr_child_specs++;
+    if (vector_grow (&p, &cap, nr_child_specs, 1, sizeof spec) == -1) {
+      nbdkit_error ("realloc: %m");
+      free (spec.value);
+      return -1;
+    }
+    child_specs = p;
+    child_specs[nr_child_specs++] = spec;
     return 1;
   }
   if (strcmp (key, "vote-threshold") == 0) {
