@@ -95,12 +95,25 @@ struct quorum_local_ops {
   bool (*available) (void *ctx);
 };
 
-/* Per client connection. */
+/* Per client connection.  Fixed by quorum_conn_init: the front ends'
+ * callbacks answer nbdkit from caps and the modes, as they are.
+ */
 struct quorum_conn {
   const struct quorum_local_ops *local; /* NULL in the plugin */
   void *local_ctx;                      /* the filter's nbdkit_next */
   struct quorum_caps caps;              /* what the export offers */
   struct quorum_caps local_caps;        /* child 0's, in the filter */
+  /* NBDKIT_ZERO_*: none if read-only, else native or emulated by
+   * nbdkit with writes (a plugin answers caps.can_zero instead, which
+   * nbdkit reads as native or emulated).
+   */
+  int zero_mode;
+  /* NBDKIT_FUA_*: native or none, never emulated: the engine honours
+   * FUA on each child, flushing one that lacks it, so nbdkit need not
+   * flush every child.
+   */
+  int fua_mode;
+  int cache_mode;                       /* NBDKIT_CACHE_*: native or none */
 };
 
 /* Parameters.  quorum_config returns 1 if the key is the quorum's, 0 if
@@ -157,6 +170,11 @@ extern int quorum_conn_init (struct quorum_conn *conn,
                              void *local_ctx,
                              const struct quorum_caps *local_caps,
                              bool readonly);
+
+/* .block_size: the export's constraints (conn->caps). */
+extern int quorum_block_size (const struct quorum_conn *conn,
+                              uint32_t *minimum, uint32_t *preferred,
+                              uint32_t *maximum);
 
 /* The data path.  Flags are NBDKIT_FLAG_*.  Return 0, or -1 with *err
  * set to a positive errno.
