@@ -436,14 +436,79 @@ uri_put_piece (FILE *fp, const char *s, size_t len)
   fputc (' ', fp);
 }
 
+/* The transport a URI's scheme names (any case), or NULL if none of
+ * libnbd's.
+ */
+static const char *
+uri_transport (const char *scheme, size_t slen)
+{
+  if ((slen == 3 && strncasecmp (scheme, "nbd", 3) == 0) ||
+      (slen == 4 && strncasecmp (scheme, "nbds", 4) == 0))
+    return "tcp";
+  if ((slen == 8 && strncasecmp (scheme, "nbd+unix", 8) == 0) ||
+      (slen == 9 && strncasecmp (scheme, "nbds+unix", 9) == 0))
+    return "unix";
+  if ((slen == 9 && strncasecmp (scheme, "nbd+vsock", 9) == 0) ||
+      (slen == 10 && strncasecmp (scheme, "nbds+vsock", 10) == 0))
+    return "vsock";
+  return NULL;
+}
+
+/* The host in lower case and the port as pieces: host[:port], or
+ * [v6]:port; the port defaults to 10809.  -1 on ENOMEM.
+ */
+static int
+uri_put_host_port (FILE *fp, const struct uri_parts *p)
+{
+  const char *h = p->host, *h_end = p->host_end;
+  const char *port = NULL, *port_end = NULL;
+  char *host;
+  size_t i;
+
+  if (h < h_end && *h == '[') {
+    const char *close = memchr (h, ']', h_end - h);
+
+    if (close && close + 1 < h_end && close[1] == ':') {
+      port = close + 2;
+      port_end = h_end;
+      h_end = close + 1;
+    }
+  }
+  else {
+    const char *colon = memchr (h, ':', h_end - h);
+
+    if (colon) {
+      port = colon + 1;
+      port_end = h_end;
+      h_end = colon;
+    }
+  }
+  host = uri_percent_decode (h, h_end - h);
+  if (host == NULL)
+    return -1;
+  for (i = 0; host[i]; ++i)
+    host[i] = tolower ((unsigned char) host[i]);
+  uri_put_piece (fp, host, strlen (host));
+  free (host);
+  if (port == NULL || port == port_end)
+    uri_put_piece (fp, "10809", 5);
+  else {
+    /* Leading zeroes do not make another port. */
+    while (port + 1 < port_end && *port == '0')
+      port++;
+    uri_put_piece (fp, port, port_end - port);
+  }
+  return 0;
+}
+
 char *
 uri_disk (const char *uri)
 {
   struct uri_parts p;
   struct disk_query dq = { NULL, 0 };
-  char *ret = NULL, *exp = NULL, *host = NULL, *sock = NULL, *real = NULL;
+  char *ret = NULL, *exp = NULL, *sock = NULL, *real = NULL;
   size_t size = 0, slen, i;
-  const char *transport, *h, *h_end, *port = NULL, *port_end = NULL;
+  const char *transport;
   FILE *fp;
 
   fp = open_memstream (&ret, &size);
@@ -465,17 +530,7 @@ uri_disk (const char *uri)
   }
 
   slen = p.scheme_end - p.scheme;
-  if ((slen == 3 && strncasecmp (p.scheme, "nbd", 3) == 0) ||
-      (slen == 4 && strncasecmp (p.scheme, "nbds", 4) == 0))
-    transport = "tcp";
-  else if ((slen == 8 && strncasecmp (p.scheme, "nbd+unix", 8) == 0) ||
-           (slen == 9 && strncasecmp (p.scheme, "nbds+unix", 9) == 0))
-    transport = "unix";
-  else if ((slen == 9 && strncasecmp (p.scheme, "nbd+vsock", 9) == 0) ||
-           (slen == 10 && strncasecmp (p.scheme, "nbds+vsock", 10) == 0))
-    transport = "vsock";
-  else
-    transport = NULL;
+  transport = uri_transport (p.scheme, slen);
   if (transport == NULL) {
     fputs ("scheme ", fp);
     for (i = 0; i < slen; ++i)
@@ -502,45 +557,9 @@ uri_disk (const char *uri)
     real = sock[0] ? realpath (sock, NULL) : NULL;
     uri_put_piece (fp, real ? real : sock, strlen (real ? real : sock));
   }
-  else {
-    /* host[:port], or [v6]:port; the port defaults to 10809. */
-    h = p.host;
-    h_end = p.host_end;
-    if (h < h_end && *h == '[') {
-      const char *close = memchr (h, ']', h_end - h);
-
-      if (close && close + 1 < h_end && close[1] == ':') {
-        port = close + 2;
-        port_end = h_end;
-        h_end = close + 1;
-      }
-    }
-    else {
-      const char *colon = memchr (h, ':', h_end - h);
-
-      if (colon) {
-        port = colon + 1;
-        port_end = h_end;
-        h_end = colon;
-      }
-    }
-    host = uri_percent_decode (h, h_end - h);
-    if (host == NULL)
-      goto err;
-    for (i = 0; host[i]; ++i)
-      host[i] = tolower ((unsigned char) host[i]);
-    uri_put_piece (fp, host, strlen (host));
-    if (port == NULL || port == port_end)
-      uri_put_piece (fp, "10809", 5);
-    else {
-      /* Leading zeroes do not make another port. */
-      while (port + 1 < port_end && *port == '0')
-        port++;
-      uri_put_piece (fp, port, port_end - port);
-    }
-  }
+  else if (uri_put_host_port (fp, &p) == -1)
+    goto err;
   free (exp);
-  free (host);
   free (sock);
   free (real);
   return uri_close_stream (fp, &ret);
@@ -549,7 +568,6 @@ uri_disk (const char *uri)
   fclose (fp);
   free (ret);
   free (exp);
-  free (host);
   free (sock);
   free (real);
   return NULL;
