@@ -62,36 +62,26 @@ next_length (struct input *in)
   }
 }
 
-/* Where [offset, ...) of list ends, without the merge's code. */
-static uint64_t
-reach (const struct quorum_extent_list *list, uint64_t offset,
-       uint64_t end)
-{
-  uint64_t pos = offset;
-  size_t i;
-
-  for (i = 0; i < list->len; ++i) {
-    if (end - pos <= list->ptr[i].length)
-      return end;
-    pos += list->ptr[i].length;
-  }
-  return pos;
-}
-
-/* The type list gives byte pos (which it covers). */
-static uint32_t
-type_at (const struct quorum_extent_list *list, uint64_t offset,
-         uint64_t pos)
+/* Whether list, describing from offset, covers byte pos, and the type
+ * it gives there: read directly, without the merge's code.
+ */
+static bool
+covers (const struct quorum_extent_list *list, uint64_t offset,
+        uint64_t pos, uint32_t *type)
 {
   uint64_t start = offset;
   size_t i;
 
   for (i = 0; i < list->len; ++i) {
-    if (pos - start < list->ptr[i].length)
-      return list->ptr[i].type;
+    if (pos - start < list->ptr[i].length) {
+      *type = list->ptr[i].type;
+      return true;
+    }
     start += list->ptr[i].length;
+    if (start > pos || start < offset)
+      return false;             /* passed pos, or wrapped past 2^64 */
   }
-  abort ();                     /* pos was not covered */
+  return false;
 }
 
 static void
@@ -101,15 +91,16 @@ check (const struct quorum_extent_list *const *lists, size_t nr,
 {
   uint64_t end = offset + count, pos = offset, b;
   bool all_data = nr == 0;
+  uint32_t t;
   size_t i, j;
 
+  /* Byte by byte (count is small): where the first child stops. */
   for (i = 0; i < nr; ++i) {
-    uint64_t r = reach (lists[i], offset, end);
-
-    if (r == offset)
+    for (b = offset; b < end && covers (lists[i], offset, b, &t); ++b)
+      ;
+    if (b == offset)
       all_data = true;
-    if (r < end)
-      end = r;
+    end = b;
   }
   if (all_data) {
     if (out->len != 1 || out->ptr[0].offset != offset ||
@@ -127,14 +118,15 @@ check (const struct quorum_extent_list *const *lists, size_t nr,
       abort ();
     if (j > 0 && out->ptr[j - 1].type == e->type)
       abort ();                 /* not coalesced */
-    /* Every byte (count is small): the type is what all children
-     * agree on there.
-     */
+    /* Every byte: the type is what all children agree on there. */
     for (b = e->offset; b - e->offset < e->length; ++b) {
       uint32_t agreed = EXTMERGE_HOLE | EXTMERGE_ZERO;
 
-      for (i = 0; i < nr; ++i)
-        agreed &= type_at (lists[i], offset, b);
+      for (i = 0; i < nr; ++i) {
+        if (!covers (lists[i], offset, b, &t))
+          abort ();
+        agreed &= t;
+      }
       if (e->type != agreed)
         abort ();
     }
