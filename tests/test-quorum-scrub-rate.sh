@@ -44,8 +44,13 @@ for i in range(3):
   child0 file $tmpdir/c0.img
   for i in 1 2; do start_child $i file $tmpdir/c$i.img; done
   start_quorum -P $tmpdir/q.pid -U $tmpdir/q.sock "${quorum_head[@]}" \
-      child="$(child_uri 1)" child="$(child_uri 2)" control=$tmpdir/ctl
+      child="$(child_uri 1)" child="$(child_uri 2)" control=$tmpdir/ctl \
+      scrub-rate=1.5
 
+  "$ctl" $tmpdir/ctl rate > $tmpdir/ctl.out
+  assert_grep "^scrub rate limit: 1.5 MiB/s$" $tmpdir/ctl.out
+  "$ctl" $tmpdir/ctl rate --json > $tmpdir/ctl.out
+  assert_grep '"scrub":1572864' $tmpdir/ctl.out
   "$ctl" $tmpdir/ctl scrub start --rate=2 > $tmpdir/ctl.out
   cat $tmpdir/ctl.out
   assert_grep "^scrub started \(rate limit 2 MiB/s\)" $tmpdir/ctl.out
