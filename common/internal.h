@@ -10,7 +10,8 @@
  *                           cleanup); control.c, its socket, with
  *                           control-cmd.c and control-status.c, its
  *                           commands and status, reads all
- *   resync.c, scrub.c       supervisor, backoff, resync; scrub
+ *   resync.c, scrub.c,      supervisor, backoff, resync; scrub
+ *   scrub-chunk.c
  *   engine.c, extents.c     the operations and their votes, block status
  *   fanout.c                slots, parts, references, deadlines
  *   caps.c                  the promise, a connection's capabilities
@@ -143,8 +144,9 @@ struct child {
   uint64_t writes_done, writes_flushed;
 
   /* The resync in progress, for control's status: resync.c writes
-   * them atomically, control.c reads them.  Bytes stale when it began, bytes it has copied,
-   * and when it began (CLOCK_MONOTONIC, ns; 0 while none runs).
+   * them atomically, control-status.c reads them.  Bytes stale when it
+   * began, bytes it has copied, and when it began (CLOCK_MONOTONIC, ns;
+   * 0 while none runs).
    */
   uint64_t resync_total, resync_done, resync_since;
 };

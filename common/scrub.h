@@ -64,4 +64,32 @@ extern void scrub_get (struct scrub_status *st);
 /* Stop the scrub, if one runs, and wait for its thread. */
 extern void scrub_shutdown (void);
 
+/* Between scrub.c and scrub-chunk.c. */
+
+/* Read at a time (a multiple of every vote-block-size up to it). */
+#define SCRUB_CHUNK (1024 * 1024)
+/* Most blocks in a chunk: SCRUB_CHUNK of the smallest vote blocks. */
+#define MAX_BLOCKS (SCRUB_CHUNK / 512)
+
+/* What a chunk found, in bytes. */
+struct scrub_findings {
+  uint64_t read, mismatched, repaired, unreadable, no_quorum, skipped;
+  bool unchecked;               /* some child had no vote in it */
+  bool blkverify;               /* blkverify=true, and children differ */
+};
+
+/* Scrub runs outside any client connection, as resync does: the
+ * filter's plugin through the source of scrub_set_source.
+ */
+extern struct quorum_conn scrub_conn;
+
+/* Whether the filter's plugin can be read from here now. */
+extern bool scrub_local_usable (void);
+
+/* Scrub [off, +count), at most one chunk, holding its range; what it
+ * found is added to fd.  repair: rewrite outvoted children.
+ */
+extern void scrub_chunk (uint64_t off, uint32_t count, bool repair,
+                         struct scrub_findings *fd);
+
 #endif /* QUORUM_SCRUB_H */
