@@ -228,6 +228,8 @@ extern int quorum_extents (struct quorum_conn *conn, uint32_t count,
   "syslog=BOOL               Send reports to syslog(3) (default: true)\n" \
   "control=SOCKET            Serve nbdkit-quorum-ctl(1) on a Unix socket\n" \
   "                          created mode 0600 (default: none)\n" \
+  "scrub-rate=MIB/S          Most a scrub reads, MiB/s, 0 = no limit\n" \
+  "                          (default: 50)\n" \
   "export-name=NAME          The one export served; clients asking for\n" \
   "                          another are refused (default: \"\")"
 

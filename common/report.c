@@ -9,7 +9,8 @@
  * a child that failed or was outvoted, "failure" a request the quorum
  * could not satisfy, "repair" a child rewritten with the winning
  * version; down, up, resync-start and resync-end follow a child's
- * life; "summary" closes the run with a line per child.
+ * life; scrub-start and scrub-end a scrub (scrub.c); "summary" closes
+ * the run with a line per child.
  */
 
 #include <config.h>
@@ -30,12 +31,24 @@
 #include <nbdkit-filter.h>
 
 #include "cleanup.h"
-#include "control.h"
 #include "internal.h"
 
 char *quorum_report_file;               /* report=, absolute */
 static int report_fd = -1;
 static pthread_mutex_t report_lock = PTHREAD_MUTEX_INITIALIZER;
+static const struct report_listener *listener;
+
+void
+report_listen (const struct report_listener *l)
+{
+  __atomic_store_n (&listener, l, __ATOMIC_RELEASE);
+}
+
+static const struct report_listener *
+report_listener (void)
+{
+  return __atomic_load_n (&listener, __ATOMIC_ACQUIRE);
+}
 
 static const char *const report_op_names[] = {
   [OP_READ] = "read", [OP_WRITE] = "write", [OP_ZERO] = "zero",
@@ -376,7 +389,8 @@ report_bad (enum op_type type, size_t child, uint64_t offset,
     STAT_ADD (&quorum_children[child], timeouts, 1);
   else
     STAT_ADD (&quorum_children[child], errors, 1);
-  control_note_error (child, type, offset, length, err);
+  if (report_listener ())
+    report_listener ()->bad (child, type, offset, length, err);
 
   report_emit (LOG_WARNING, f, sizeof f / sizeof f[0]);
 }
@@ -475,7 +489,8 @@ report_down (size_t child, const char *reason)
     STR ("reason", reason),
   };
 
-  control_note_down (child, reason);
+  if (report_listener ())
+    report_listener ()->down (child, reason);
   report_emit (LOG_WARNING, f, sizeof f / sizeof f[0]);
 }
 
@@ -500,6 +515,41 @@ report_resync (const char *event, size_t child, uint64_t dirty,
 
   /* resync-start says how much is dirty; resync-end adds what moved. */
   report_emit (LOG_NOTICE, f, strcmp (event, "resync-start") == 0 ? 4 : 5);
+}
+
+void
+report_scrub_start (uint64_t offset, uint64_t length, bool repair,
+                    uint64_t rate)
+{
+  struct field f[] = {
+    STR ("event", "scrub-start"), HEX ("offset", offset),
+    HEX ("length", length), STR ("mode", repair ? "repair" : "check"),
+    UINT ("rate", rate),
+  };
+
+  report_emit (LOG_NOTICE, f, sizeof f / sizeof f[0]);
+}
+
+void
+report_scrub_end (uint64_t offset, uint64_t length, bool stopped,
+                  uint64_t done, uint64_t mismatched, uint64_t repaired,
+                  uint64_t unreadable, uint64_t no_quorum, uint64_t skipped,
+                  uint64_t unchecked)
+{
+  struct field f[] = {
+    STR ("event", "scrub-end"), HEX ("offset", offset),
+    HEX ("length", length), STR ("result", stopped ? "stopped" : "done"),
+    HEX ("done", done), HEX ("mismatched", mismatched),
+    HEX ("repaired", repaired), HEX ("unreadable", unreadable),
+    { .key = "no-quorum", .json_key = "no_quorum", .kind = F_HEX,
+      .u = no_quorum },
+    HEX ("skipped", skipped), HEX ("unchecked", unchecked),
+  };
+  /* Findings are a warning; a clean scrub is a notice. */
+  int priority = mismatched || unreadable || no_quorum ?
+    LOG_WARNING : LOG_NOTICE;
+
+  report_emit (priority, f, sizeof f / sizeof f[0]);
 }
 
 void
