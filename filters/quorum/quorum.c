@@ -124,6 +124,15 @@ quorum_filter_unload (void)
   quorum_unload ();
 }
 
+#ifdef HAVE_STRUCT_NBDKIT_FILTER_DUMP_PLUGIN
+/* --dump-plugin: newer nbdkit asks filters too, after the plugin. */
+static void
+quorum_filter_dump_plugin (void)
+{
+  quorum_dump ();
+}
+#endif
+
 /* Our keys are the quorum's; everything else is the plugin's. */
 static int
 quorum_filter_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
@@ -580,6 +589,9 @@ static struct nbdkit_filter filter = {
   .config             = quorum_filter_config,
   .config_complete    = quorum_filter_config_complete,
   .config_help        = QUORUM_CONFIG_HELP_CHILD QUORUM_CONFIG_HELP,
+#ifdef HAVE_STRUCT_NBDKIT_FILTER_DUMP_PLUGIN
+  .dump_plugin        = quorum_filter_dump_plugin,
+#endif
   .get_ready          = quorum_filter_get_ready,
   .after_fork         = quorum_filter_after_fork,
   .cleanup            = quorum_filter_cleanup,
