@@ -12,12 +12,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <libnbd.h>
 #include <nbdkit-filter.h>
 
-#include "control.h"
 #include "fresh.h"
 #include "internal.h"
 
@@ -32,6 +32,8 @@ unsigned quorum_reconnect_max = 30;
 bool quorum_start_degraded;
 uint32_t quorum_vote_block = 4096;
 char *quorum_workdir;
+char *quorum_control_path;
+uint64_t quorum_scrub_rate = QUORUM_SCRUB_RATE_DEFAULT;
 
 struct child *quorum_children;
 size_t quorum_nr_children;
@@ -162,6 +164,64 @@ quorum_check_export (const char *exportname)
   return -1;
 }
 
+/* control=: the socket's path, made absolute.  1, or -1. */
+static int
+config_control (const char *value)
+{
+  struct sockaddr_un sun;
+  char *path;
+
+  if (*value == '\0') {
+    nbdkit_error ("control=: empty path; give the path of the control "
+                  "socket to create, such as control=/run/quorum.ctl");
+    return -1;
+  }
+  path = nbdkit_absolute_path (value);
+  if (path == NULL)
+    return -1;
+  if (strlen (path) >= sizeof sun.sun_path) {
+    nbdkit_error ("control=%s: path too long for a Unix socket (%zu "
+                  "bytes, at most %zu); choose a shorter one", path,
+                  strlen (path), sizeof sun.sun_path - 1);
+    free (path);
+    return -1;
+  }
+  free (quorum_control_path);
+  quorum_control_path = path;
+  return 1;
+}
+
+int
+config_parse_rate (const char *value, uint64_t *bytes_per_second)
+{
+  const char *p = value;
+  uint64_t whole = 0, frac = 0, scale = 1;
+
+  /* Digits, then a point and digits, by hand: strtod would take signs,
+   * exponents, hex, inf and nan, and the locale's decimal point.
+   */
+  if (*p < '0' || *p > '9')
+    return -1;
+  for (; *p >= '0' && *p <= '9'; ++p) {
+    whole = whole * 10 + (*p - '0');
+    if (whole > QUORUM_RATE_MAX)
+      return -1;
+  }
+  if (*p == '.') {
+    if (p[1] < '0' || p[1] > '9')
+      return -1;
+    for (++p; *p >= '0' && *p <= '9'; ++p)
+      if (scale < 1000000) {    /* a millionth of a MiB/s is enough */
+        frac = frac * 10 + (*p - '0');
+        scale *= 10;
+      }
+  }
+  if (*p != '\0' || (whole == QUORUM_RATE_MAX && frac > 0))
+    return -1;
+  *bytes_per_second = whole * 1048576 + frac * 1048576 / scale;
+  return 0;
+}
+
 int
 quorum_config (const char *key, const char *value)
 {
@@ -169,7 +229,14 @@ quorum_config (const char *key, const char *value)
     return config_export_name (value);
   if (strcmp (key, "child") == 0 || strcmp (key, "child-command") == 0) {
     bool command = strcmp (key, "child-command") == 0;
-    struct child_spec *p;
+    struct child_spec spec = { .command = command };
+    /* vector.h's growth, with the capacity taken to be the length (the
+     * array holds at least that).  XXX child_specs could become a
+     * DEFINE_VECTOR_TYPE vector that keeps its capacity; not worth
+     * touching its other users for at most VOTE_MAX_CHILDREN grows.
+     */
+    size_t cap = nr_child_specs;
+    void *p = child_specs;
 
     if (value[strspn (value, " \t\n")] == '\0') {
       if (command)
@@ -187,19 +254,18 @@ quorum_config (const char *key, const char *value)
                     key, VOTE_MAX_CHILDREN);
       return -1;
     }
-    p = realloc (child_specs, (nr_child_specs + 1) * sizeof *p);
-    if (p == NULL) {
-      nbdkit_error ("realloc: %m");
-      return -1;
-    }
-    child_specs = p;
-    child_specs[nr_child_specs].command = command;
-    child_specs[nr_child_specs].value = strdup (value);
-    if (child_specs[nr_child_specs].value == NULL) {
+    spec.value = strdup (value);
+    if (spec.value == NULL) {
       nbdkit_error ("strdup: %m");
       return -1;
     }
-    nr_child_specs++;
+    if (vector_grow (&p, &cap, nr_child_specs, 1, sizeof spec) == -1) {
+      nbdkit_error ("realloc: %m");
+      free (spec.value);
+      return -1;
+    }
+    child_specs = p;
+    child_specs[nr_child_specs++] = spec;
     return 1;
   }
   if (strcmp (key, "vote-threshold") == 0) {
@@ -278,7 +344,15 @@ quorum_config (const char *key, const char *value)
     return 1;
   }
   if (strcmp (key, "control") == 0)
-    return control_config (value);
+    return config_control (value);
+  if (strcmp (key, "scrub-rate") == 0) {
+    if (config_parse_rate (value, &quorum_scrub_rate) == -1) {
+      nbdkit_error ("scrub-rate=%s: expected MiB/s, a number from 0 (no "
+                    "limit) to 1048576, such as scrub-rate=50", value);
+      return -1;
+    }
+    return 1;
+  }
 
   return 0;
 }
@@ -541,5 +615,7 @@ quorum_unload (void)
   quorum_start_degraded = false;
   quorum_vote_block = 4096;
   quorum_has_local = false;
-  control_unload ();
+  free (quorum_control_path);
+  quorum_control_path = NULL;
+  quorum_scrub_rate = QUORUM_SCRUB_RATE_DEFAULT;
 }

@@ -32,7 +32,7 @@ struct quorum_handle {
  * work (below): not if the plugin asked nbdkit to serialize its
  * requests, then only its connections' threads call it.
  */
-static bool may_lend;
+static bool lend_allowed;
 
 /* The plugin below, as the engine's local child. */
 static int
@@ -124,6 +124,15 @@ quorum_filter_unload (void)
   quorum_unload ();
 }
 
+#ifdef HAVE_STRUCT_NBDKIT_FILTER_DUMP_PLUGIN
+/* --dump-plugin: newer nbdkit asks filters too, after the plugin. */
+static void
+quorum_filter_dump_plugin (void)
+{
+  quorum_dump ();
+}
+#endif
+
 /* Our keys are the quorum's; everything else is the plugin's. */
 static int
 quorum_filter_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
@@ -150,8 +159,8 @@ quorum_filter_config_complete (nbdkit_next_config_complete *next,
 static int
 quorum_filter_get_ready (int thread_model)
 {
-  may_lend = thread_model == NBDKIT_THREAD_MODEL_PARALLEL;
-  if (!may_lend)
+  lend_allowed = thread_model == NBDKIT_THREAD_MODEL_PARALLEL;
+  if (!lend_allowed)
     nbdkit_debug ("quorum: the plugin serializes its requests: resync "
                   "reads the remote children only");
   return quorum_get_ready ("nbdkit-quorum-filter");
@@ -170,28 +179,28 @@ quorum_filter_get_ready (int thread_model)
  */
 static pthread_mutex_t lend_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t lend_cond = PTHREAD_COND_INITIALIZER;
-static struct quorum_handle *lenders;
+static struct quorum_handle *lend_list;
 static void
-lend (struct quorum_handle *h)
+lend_add (struct quorum_handle *h)
 {
-  if (!may_lend)
+  if (!lend_allowed)
     return;
   pthread_mutex_lock (&lend_lock);
-  h->lend_next = lenders;
-  lenders = h;
+  h->lend_next = lend_list;
+  lend_list = h;
   h->lent = true;
   pthread_mutex_unlock (&lend_lock);
 }
 
 /* Take h back, once nobody is using its context. */
 static void
-unlend (struct quorum_handle *h)
+lend_take_back (struct quorum_handle *h)
 {
   struct quorum_handle **p;
 
   pthread_mutex_lock (&lend_lock);
   if (h->lent) {
-    for (p = &lenders; *p != h; p = &(*p)->lend_next)
+    for (p = &lend_list; *p != h; p = &(*p)->lend_next)
       ;
     *p = h->lend_next;
     h->lent = false;
@@ -202,12 +211,12 @@ unlend (struct quorum_handle *h)
 }
 
 static struct quorum_handle *
-borrow (void)
+lend_borrow (void)
 {
   struct quorum_handle *h;
 
   pthread_mutex_lock (&lend_lock);
-  h = lenders;
+  h = lend_list;
   if (h)
     h->borrowers++;
   pthread_mutex_unlock (&lend_lock);
@@ -215,7 +224,7 @@ borrow (void)
 }
 
 static void
-give_back (struct quorum_handle *h)
+lend_give_back (struct quorum_handle *h)
 {
   pthread_mutex_lock (&lend_lock);
   if (--h->borrowers == 0)
@@ -229,7 +238,7 @@ background_available (void *ctx)
   bool r;
 
   pthread_mutex_lock (&lend_lock);
-  r = lenders != NULL;
+  r = lend_list != NULL;
   pthread_mutex_unlock (&lend_lock);
   return r;
 }
@@ -239,7 +248,7 @@ static int
 background_pread (void *ctx, void *buf, uint32_t count, uint64_t offset,
                   uint32_t flags, int *err)
 {
-  struct quorum_handle *h = borrow ();
+  struct quorum_handle *h = lend_borrow ();
   int r;
 
   if (h == NULL) {
@@ -247,7 +256,7 @@ background_pread (void *ctx, void *buf, uint32_t count, uint64_t offset,
     return -1;
   }
   r = local_pread (h->next, buf, count, offset, flags, err);
-  give_back (h);
+  lend_give_back (h);
   return r;
 }
 
@@ -256,7 +265,7 @@ background_extents (void *ctx, uint32_t count, uint64_t offset,
                     uint32_t flags, struct quorum_extent_list *list,
                     int *err)
 {
-  struct quorum_handle *h = borrow ();
+  struct quorum_handle *h = lend_borrow ();
   int r;
 
   if (h == NULL) {
@@ -264,7 +273,7 @@ background_extents (void *ctx, uint32_t count, uint64_t offset,
     return -1;
   }
   r = local_extents (h->next, count, offset, flags, list, err);
-  give_back (h);
+  lend_give_back (h);
   return r;
 }
 
@@ -360,7 +369,7 @@ quorum_filter_open (nbdkit_next_open *next, nbdkit_context *context,
 static void
 quorum_filter_close (void *handle)
 {
-  unlend (handle);              /* in case .finalize was not reached */
+  lend_take_back (handle);      /* in case .finalize was not reached */
   free (handle);
 }
 
@@ -416,14 +425,14 @@ quorum_filter_prepare (nbdkit_next *next, void *handle, int readonly)
   if (quorum_conn_init (&h->conn, &local_ops, next, &c, readonly) == -1)
     return -1;
   h->next = next;
-  lend (h);
+  lend_add (h);
   return 0;
 }
 
 static int
 quorum_filter_finalize (nbdkit_next *next, void *handle)
 {
-  unlend (handle);
+  lend_take_back (handle);
   return 0;
 }
 
@@ -440,11 +449,7 @@ quorum_filter_block_size (nbdkit_next *next, void *handle,
                           uint32_t *maximum)
 {
   struct quorum_handle *h = handle;
-
-  *minimum = h->conn.caps.block_min;
-  *preferred = h->conn.caps.block_pref;
-  *maximum = h->conn.caps.block_max;
-  return 0;
+  return quorum_block_size (&h->conn, minimum, preferred, maximum);
 }
 
 static int
@@ -479,10 +484,7 @@ static int
 quorum_filter_can_zero (nbdkit_next *next, void *handle)
 {
   struct quorum_handle *h = handle;
-
-  if (!h->conn.caps.can_write)
-    return NBDKIT_ZERO_NONE;
-  return h->conn.caps.can_zero ? NBDKIT_ZERO_NATIVE : NBDKIT_ZERO_EMULATE;
+  return h->conn.zero_mode;
 }
 
 static int
@@ -499,14 +501,11 @@ quorum_filter_can_extents (nbdkit_next *next, void *handle)
   return h->conn.caps.can_extents;
 }
 
-/* The engine honours FUA on each child, with a flush where one lacks
- * it: nbdkit need not emulate it by flushing every child.
- */
 static int
 quorum_filter_can_fua (nbdkit_next *next, void *handle)
 {
   struct quorum_handle *h = handle;
-  return h->conn.caps.can_fua ? NBDKIT_FUA_NATIVE : NBDKIT_FUA_NONE;
+  return h->conn.fua_mode;
 }
 
 static int
@@ -520,7 +519,7 @@ static int
 quorum_filter_can_cache (nbdkit_next *next, void *handle)
 {
   struct quorum_handle *h = handle;
-  return h->conn.caps.can_cache ? NBDKIT_CACHE_NATIVE : NBDKIT_CACHE_NONE;
+  return h->conn.cache_mode;
 }
 
 static int
@@ -590,6 +589,9 @@ static struct nbdkit_filter filter = {
   .config             = quorum_filter_config,
   .config_complete    = quorum_filter_config_complete,
   .config_help        = QUORUM_CONFIG_HELP_CHILD QUORUM_CONFIG_HELP,
+#ifdef HAVE_STRUCT_NBDKIT_FILTER_DUMP_PLUGIN
+  .dump_plugin        = quorum_filter_dump_plugin,
+#endif
   .get_ready          = quorum_filter_get_ready,
   .after_fork         = quorum_filter_after_fork,
   .cleanup            = quorum_filter_cleanup,
