@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,11 @@ struct fresh_child {
 static struct fresh_child *fresh_children;
 static unsigned epoch;                  /* under flush_lock; read atomically */
 static pthread_mutex_t flush_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Threads marking unflushed[e] now: a flush waits for those of the
+ * epoch it covers, so that a write that completed before the flush was
+ * sent is never marked in its map after the flush dealt with it.
+ */
+static unsigned took_active[2];
 
 static struct dirty_map unsettled;
 
@@ -206,13 +212,42 @@ fresh_stale_clear (struct child *c, uint64_t offset, uint64_t count)
   persist_stale (c, offset, count, false);
 }
 
+/* Around marks of unflushed maps: the epoch to mark. */
+static unsigned
+took_enter (void)
+{
+  for (;;) {
+    unsigned e = __atomic_load_n (&epoch, __ATOMIC_ACQUIRE);
+
+    __atomic_add_fetch (&took_active[e], 1, __ATOMIC_ACQ_REL);
+    if (__atomic_load_n (&epoch, __ATOMIC_ACQUIRE) == e)
+      return e;
+    /* A flush began meanwhile: mark the new epoch (the write is then
+     * not counted as covered, which is only cautious).
+     */
+    __atomic_sub_fetch (&took_active[e], 1, __ATOMIC_ACQ_REL);
+  }
+}
+
+static void
+took_leave (unsigned e)
+{
+  __atomic_sub_fetch (&took_active[e], 1, __ATOMIC_ACQ_REL);
+}
+
+static void
+took_mark (unsigned e, struct child *c, uint64_t offset, uint64_t count)
+{
+  dirty_mark (&fresh_children[c->index].unflushed[e], offset, count);
+}
+
 void
 fresh_took (struct child *c, uint64_t offset, uint64_t count)
 {
-  struct fresh_child *fc = &fresh_children[c->index];
+  unsigned e = took_enter ();
 
-  dirty_mark (&fc->unflushed[__atomic_load_n (&epoch, __ATOMIC_ACQUIRE)],
-              offset, count);
+  took_mark (e, c, offset, count);
+  took_leave (e);
 }
 
 /* Mark every granule set in from stale in c; returns the ticket. */
@@ -272,6 +307,7 @@ fresh_write_end (uint64_t offset, uint64_t count, uint32_t sent,
                  uint32_t took, bool acked, int *err)
 {
   uint64_t ticket = 0;
+  unsigned e = took_enter ();
   size_t i;
 
   for (i = 0; i < quorum_nr_children; ++i) {
@@ -281,7 +317,7 @@ fresh_write_end (uint64_t offset, uint64_t count, uint32_t sent,
     enum fresh_reason reason;
 
     if (took & bit) {
-      fresh_took (c, offset, count);
+      took_mark (e, c, offset, count);
       /* A stale child that took a whole granule holds what the others
        * hold there: but only if the write counts.
        */
@@ -300,6 +336,7 @@ fresh_write_end (uint64_t offset, uint64_t count, uint32_t sent,
       ticket = t;
     stale_newly (c, offset, count, newly, reason, reason != FRESH_DOWN);
   }
+  took_leave (e);
   if (!acked) {
     if (dirty_mark (&unsettled, offset, count))
       fresh_changed ();
@@ -312,11 +349,17 @@ fresh_write_end (uint64_t offset, uint64_t count, uint32_t sent,
 void
 fresh_flush_begin (void)
 {
+  unsigned covered;
+
   pthread_mutex_lock (&flush_lock);
   /* What was taken until now is what this flush covers: new writes go
-   * to the other map, which the last flush left empty.
+   * to the other map, which the last flush left empty.  Marks of the
+   * covered map in progress end first (a few instructions each).
    */
-  __atomic_store_n (&epoch, epoch ^ 1, __ATOMIC_RELEASE);
+  covered = epoch;
+  __atomic_store_n (&epoch, covered ^ 1, __ATOMIC_RELEASE);
+  while (__atomic_load_n (&took_active[covered], __ATOMIC_ACQUIRE))
+    sched_yield ();
 }
 
 int
