@@ -8,7 +8,8 @@
 # SPDX-License-Identifier: BSD-3-Clause
 #
 # Usage: bench/quorum-state.sh [--fronts=LIST] [--disk=loop|DIR]
-#                              [--granule=SIZE] [SIZE [REPS [SECONDS]]]
+#                              [--granule=SIZE] [--slow-sync=MS]
+#                              [SIZE [REPS [SECONDS]]]
 #   --fronts   plugin, filter or both (default plugin,filter)
 #   --disk     where the "disk" rows keep the state file: "loop" (the
 #              default) makes an ext4 file system in a 256 MiB image
@@ -18,6 +19,14 @@
 #              is on a disk)
 #   --granule  state-granule= of the state rows (default: none given,
 #              the quorum's default)
+#   --slow-sync  one more row, "slow": the disk row with every fdatasync
+#              of the front made MS milliseconds longer (a shim built
+#              here with cc and preloaded into the front: it sleeps
+#              after the real call), to stand for a disk whose cache
+#              flush takes that long, where the machine's own (a virtual
+#              disk with a host cache, say) answers in a tenth of a
+#              millisecond.  (strace's delay injection cannot stand in:
+#              with -f it halves the front's rate by itself.)
 #   SIZE       image size (default 1G), in /dev/shm
 #   REPS       repetitions of each measurement (default 3); medians
 #   SECONDS    run time of each fio job (default 10)
@@ -48,11 +57,13 @@ source "$(dirname "$0")/bench-lib.sh"
 fronts=plugin,filter
 disk=loop
 granule=
+slow=
 while [ $# -gt 0 ]; do
   case $1 in
     --fronts=*) fronts=${1#--fronts=}; fronts=${fronts/both/plugin,filter} ;;
     --disk=*) disk=${1#--disk=} ;;
     --granule=*) granule=${1#--granule=} ;;
+    --slow-sync=*) slow=${1#--slow-sync=} ;;
     --*) echo "bench: $1: unknown option" >&2; exit 1 ;;
     *) break ;;
   esac
@@ -66,6 +77,33 @@ for f in ${fronts//,/ }; do
 done
 
 bench_requires nbdkit nbdcopy fio python3
+if [ -n "$slow" ]; then
+  [[ $slow =~ ^[0-9]+$ ]] || { echo "bench: --slow-sync=$slow: milliseconds, an integer" >&2; exit 1; }
+  bench_requires cc
+  cat > "$dir/slowsync.c" <<'EOF'
+/* fdatasync, then sleep QUORUM_BENCH_SYNC_DELAY_US microseconds. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+int
+fdatasync (int fd)
+{
+  static int (*real) (int);
+  const char *e = getenv ("QUORUM_BENCH_SYNC_DELAY_US");
+  int r;
+
+  if (real == NULL)
+    real = (int (*) (int)) dlsym (RTLD_NEXT, "fdatasync");
+  r = real (fd);
+  if (e)
+    usleep (atoi (e));
+  return r;
+}
+EOF
+  cc -shared -fPIC -O2 -o "$dir/slowsync.so" "$dir/slowsync.c" -ldl
+fi
 ctl=$top/tools/nbdkit-quorum-ctl
 [ -x "$ctl" ] || { echo "bench: $ctl is not built (make)" >&2; exit 1; }
 
@@ -143,6 +181,7 @@ run_workload () {
 
 workloads=(seqwrite randwrite-qd32 randwrite-qd1)
 states=(none shm disk)
+[ -n "$slow" ] && states+=(slow)
 declare -A val spg
 
 start_children 3 "$dir/c" --filter=noextents
@@ -155,10 +194,14 @@ for w in "${workloads[@]}"; do
     for f in ${fronts//,/ }; do
       for s in "${states[@]}"; do
         front_args=(control="$dir/ctl")
+        front_wrap=()
         case $s in
           shm) rm -f "$dir/q.state"; front_args+=(state="$dir/q.state") ;;
-          disk) rm -f "$disk_dir/q.state"; front_args+=(state="$disk_dir/q.state") ;;
+          disk|slow) rm -f "$disk_dir/q.state"; front_args+=(state="$disk_dir/q.state") ;;
         esac
+        [ "$s" = slow ] &&
+          front_wrap=(env LD_PRELOAD="$dir/slowsync.so"
+                      QUORUM_BENCH_SYNC_DELAY_US=$((slow * 1000)))
         [ "$s" != none ] && [ -n "$granule" ] && front_args+=(state-granule="$granule")
         start_front "$f" c0 c1 c2
         n0=$(syncs)
@@ -183,6 +226,7 @@ stop_children
 
 echo "nbdkit-quorum state= benchmark: size=$size reps=$reps fio=${secs}s $(date -u +%Y-%m-%d) $(nproc) cores"
 echo "state-granule=${granule:-default}; shm: /dev/shm (tmpfs); disk: $disk_what"
+[ -n "$slow" ] && echo "slow: the disk row, every fdatasync of the front ${slow} ms longer (preloaded shim)"
 echo "fdatasyncs counted by the status command's state.syncs (control=), medians"
 printf '%-15s %-6s %-5s %-6s %10s %7s %9s %7s\n' \
        workload front state unit rate /none sync/GiB target
