@@ -110,7 +110,7 @@ ctl=$top/tools/nbdkit-quorum-ctl
 # The disk file system.  Its cleanup runs after bench-lib's, which
 # kills the fronts first (a front holds the state file open: the file
 # system could not be unmounted under it).
-vdir= mnt=
+vdir='' mnt=''
 state_cleanup () {
   bench_cleanup
   if [ -n "$mnt" ] && mountpoint -q "$mnt"; then
