@@ -3,11 +3,12 @@
  * SPDX-License-Identifier: BSD-3-Clause
  */
 
-/* The control socket's status: the quorum, each child and the scrub,
- * as JSON (documented in nbdkit-quorum-ctl(1)).  Status reads the
- * engine's counters with atomic loads and takes none of its locks; it
- * keeps each child's last error, which report.c tells it of through a
- * listener, and samples progress once a second for the rates.
+/* The control socket's status: the quorum, each child, the scrub and
+ * the persistent state, as JSON (documented in nbdkit-quorum-ctl(1)).
+ * Status reads the engine's counters with atomic loads and takes none
+ * of its locks; it keeps each child's last error, which report.c tells
+ * it of through a listener, and samples progress once a second for the
+ * rates.
  */
 
 #include <config.h>
@@ -27,6 +28,7 @@
 #include "cleanup.h"
 #include "control.h"
 #include "dirty.h"
+#include "fresh.h"
 #include "internal.h"
 #include "scrub.h"
 #include "state.h"
@@ -356,6 +358,24 @@ scrub_json (double now)
   return o;
 }
 
+/* The freshness model's persistent state (state=): the file, its
+ * write-intent granule, the fdatasyncs so far and the unsettled bytes
+ * (kept in memory without state= too).
+ */
+static json_object *
+state_json (void)
+{
+  json_object *o = json_object_new_object ();
+  const bool persistent = quorum_state_file != NULL;
+
+  add (o, "file", persistent ?
+       json_object_new_string (quorum_state_file) : NULL);
+  add (o, "granule", persistent ? json_u64 (quorum_state_granule) : NULL);
+  add (o, "syncs", json_u64 (fresh_syncs ()));
+  add (o, "unsettled_bytes", json_u64 (fresh_unsettled_bytes ()));
+  return o;
+}
+
 int
 control_status (json_object *reply)
 {
@@ -394,5 +414,6 @@ control_status (json_object *reply)
   add (reply, "quorum", q);
   add (reply, "children", list);
   add (reply, "scrub", scrub_json (now));
+  add (reply, "state", state_json ());
   return 0;
 }

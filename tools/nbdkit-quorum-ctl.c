@@ -290,6 +290,25 @@ print_scrub (json_object *s)
           human (get_int (s, "unchecked_bytes"), b6, sizeof b6));
 }
 
+/* The persistent state (state=): the file, or that there is none. */
+static void
+print_state (json_object *s)
+{
+  char b1[32], b2[32];
+
+  if (s == NULL)
+    return;
+  if (get (s, "file") == NULL)
+    printf ("       State file : none (in memory only)\n");
+  else
+    printf ("       State file : %s (write-intent granule %s, %" PRIi64
+            " syncs)\n", get_str (s, "file"),
+            human (get_int (s, "granule"), b1, sizeof b1),
+            get_int (s, "syncs"));
+  printf ("        Unsettled : %s\n",
+          human (get_int (s, "unsettled_bytes"), b2, sizeof b2));
+}
+
 static void
 print_status (const char *path, json_object *reply)
 {
@@ -315,6 +334,7 @@ print_status (const char *path, json_object *reply)
   printf ("  Vote block size : %s\n",
           human (get_int (q, "vote_block_size"), b1, sizeof b1));
   printf ("      Export name : \"%s\"\n", get_str (q, "export_name"));
+  print_state (get (reply, "state"));
   print_scrub (get (reply, "scrub"));
   printf ("\n");
   printf ("%5s  %-9s  %10s  %10s  %10s  %5s  %6s  %8s  %10s  %s\n",
