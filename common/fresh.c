@@ -439,16 +439,41 @@ persist_sync (uint64_t ticket)
   return statefile_sync (state, ticket);
 }
 
+static void sweeper_sync_ahead (void);
+
+/* A write at offset continues one just before it: a sequential stream,
+ * which will soon need the next intent granule.
+ */
+static bool
+sequential (uint64_t offset)
+{
+  return offset >= DIRTY_GRANULE &&
+    dirty_test (&recent, offset - DIRTY_GRANULE, DIRTY_GRANULE);
+}
+
 static int
 persist_intent (uint64_t offset, uint64_t count, int *err)
 {
-  uint64_t ticket;
+  const uint64_t granule = UINT64_C (1) << intent_shift;
+  uint64_t first, end, ticket;
+  bool ahead;
 
   if (state == NULL || count == 0)
     return 0;
+  first = offset >> intent_shift;
+  end = ((offset + count - 1) >> intent_shift) + 1;
+  /* In the second half of its granule, a stream marks the next one
+   * too, and has it made durable in the background: by the time the
+   * stream gets there it costs no wait.  (A mark never needed costs a
+   * settle of that granule after a crash, nothing else.)
+   */
+  ahead = (offset + count) % granule > granule / 2 &&
+    end < statefile_bits (state, STATEFILE_MAP_INTENT) &&
+    !statefile_test (state, STATEFILE_MAP_INTENT, end) && sequential (offset);
   dirty_mark (&recent, offset, count);
-  ticket = statefile_set (state, STATEFILE_MAP_INTENT, offset >> intent_shift,
-                          ((offset + count - 1) >> intent_shift) + 1, true);
+  ticket = statefile_set (state, STATEFILE_MAP_INTENT, first, end, true);
+  if (ahead && statefile_set (state, STATEFILE_MAP_INTENT, end, end + 1, true))
+    sweeper_sync_ahead ();
   if (persist_sync (ticket) == -1) {
     nbdkit_error ("quorum: state=%s: cannot record where writes are in "
                   "flight: %m; failing the write (the state file must be "
@@ -486,30 +511,27 @@ intent_done (uint64_t offset, uint64_t count)
   return true;
 }
 
-/* The sweeper: once a second, intent bits whose writes are done leave
- * the map, and the file is written once for all of them.  A region
- * written in the last second stays (the next write there would need a
- * sync again).  Clearing is never urgent: a bit left set costs a
- * settle after a crash, nothing more.
+/* The sweeper: once a second, intent bits whose writes are done and
+ * that were idle for SWEEP_IDLE seconds leave the map, and the file is
+ * written once for all of them.  A region written to again within
+ * seconds stays (each return would cost a sync again).  Clearing is
+ * never urgent: a bit left set costs a settle after a crash, nothing
+ * more.  It also makes marks ahead of sequential writes durable, at
+ * once, off the writers' path.
  */
+#define SWEEP_IDLE 5
 static pthread_t sweeper;
-static bool sweeper_running, sweeper_quit;
+static bool sweeper_running, sweeper_quit, sweeper_ahead;
 static pthread_mutex_t sweeper_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t sweeper_cond = PTHREAD_COND_INITIALIZER;
+static unsigned char *idle_passes;      /* per intent granule, sweeper's */
 
-static bool
-sweeper_sleep (unsigned seconds)
+static void
+sweeper_sync_ahead (void)
 {
-  struct timespec deadline;
-
-  clock_gettime (CLOCK_REALTIME, &deadline);
-  deadline.tv_sec += seconds;
   SCOPED_LOCK (&sweeper_lock);
-  while (!sweeper_quit &&
-         pthread_cond_timedwait (&sweeper_cond, &sweeper_lock,
-                                 &deadline) != ETIMEDOUT)
-    ;
-  return !sweeper_quit;
+  sweeper_ahead = true;
+  pthread_cond_signal (&sweeper_cond);
 }
 
 static void
@@ -525,12 +547,17 @@ sweep (void)
 
     if (offset + count > (uint64_t) quorum_export_size)
       count = quorum_export_size - offset;
-    if (intent_done (offset, count)) {
+    if (dirty_test (&recent, offset, count))
+      idle_passes[g] = 0;
+    else if (idle_passes[g] < SWEEP_IDLE)
+      idle_passes[g]++;
+    else if (intent_done (offset, count)) {
       range_lock (&rl, offset, count, true);
       if (intent_done (offset, count) &&
           statefile_set (state, STATEFILE_MAP_INTENT, g, g + 1, false))
         cleared++;
       range_unlock (&rl);
+      idle_passes[g] = 0;
     }
     g++;
   }
@@ -542,9 +569,34 @@ sweep (void)
 static void *
 sweeper_thread (void *arg)
 {
+  struct timespec next;
+
   (void) arg;
-  while (sweeper_sleep (1))
+  clock_gettime (CLOCK_REALTIME, &next);
+  next.tv_sec++;
+  pthread_mutex_lock (&sweeper_lock);
+  while (!sweeper_quit) {
+    int r = 0;
+
+    while (!sweeper_quit && !sweeper_ahead && r != ETIMEDOUT)
+      r = pthread_cond_timedwait (&sweeper_cond, &sweeper_lock, &next);
+    if (sweeper_quit)
+      break;
+    if (sweeper_ahead) {
+      sweeper_ahead = false;
+      pthread_mutex_unlock (&sweeper_lock);
+      if (statefile_sync_all (state) == -1)
+        nbdkit_debug ("quorum: state=%s: %m", quorum_state_file);
+      pthread_mutex_lock (&sweeper_lock);
+      continue;
+    }
+    pthread_mutex_unlock (&sweeper_lock);
     sweep ();
+    clock_gettime (CLOCK_REALTIME, &next);
+    next.tv_sec++;
+    pthread_mutex_lock (&sweeper_lock);
+  }
+  pthread_mutex_unlock (&sweeper_lock);
   return NULL;
 }
 
@@ -567,7 +619,9 @@ persist_load (void)
     names[i] = quorum_children[i].name;
   id.names = names;
   intent_shift = __builtin_ctz (quorum_state_granule);
-  if (dirty_init (&recent, quorum_export_size) == -1) {
+  idle_passes = calloc (quorum_export_size ?
+                        ((quorum_export_size - 1) >> intent_shift) + 1 : 1, 1);
+  if (idle_passes == NULL || dirty_init (&recent, quorum_export_size) == -1) {
     nbdkit_error ("calloc: %m");
     return -1;
   }
@@ -714,6 +768,8 @@ fresh_stop (void)
     state = NULL;
   }
   dirty_free (&recent);
+  free (idle_passes);
+  idle_passes = NULL;
   if (fresh_children)
     for (i = 0; i < quorum_nr_children; ++i)
       for (j = 0; j < 2; ++j)
