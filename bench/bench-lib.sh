@@ -120,24 +120,38 @@ stop_children () {
 #                is the image itself, not a server: no hop)
 #   passthrough  nbdkit nbd socket=c0 (one forwarding hop, first child)
 #   qemu         qemu-nbd --image-opts driver=quorum,children.N...
-# Extra quorum parameters may be given in $front_args (an array).
+# Extra quorum parameters may be given in $front_args (an array).  The
+# nbdkit fronts run under the command in $front_wrap (an array, e.g.
+# env LD_PRELOAD=...) if it is set: it is started in the background and
+# stopped with the front.
 front_args=()
+front_wrap=()
+front_wrap_pid=
+front_exec () {
+  if [ ${#front_wrap[@]} -eq 0 ]; then
+    "$@"
+  else
+    "${front_wrap[@]}" "$@" &
+    front_wrap_pid=$!
+    pids+=("$front_wrap_pid")
+  fi
+}
 start_front () {
   local kind=$1 sock=$dir/front.sock c i=0 o args=(); shift
   rm -f "$sock" "$dir/front.pid"
   case $kind in
     plugin)
       for c in "$@"; do args+=("child=$(uri "$c")"); done
-      nbdkit -P "$dir/front.pid" -U "$sock" "$plugin" syslog=false \
+      front_exec nbdkit -P "$dir/front.pid" -U "$sock" "$plugin" syslog=false \
              "${args[@]}" "${front_args[@]}" ;;
     filter)
       for c in "${@:2}"; do args+=("child=$(uri "$c")"); done
-      nbdkit -P "$dir/front.pid" -U "$sock" --filter="$filter" \
+      front_exec nbdkit -P "$dir/front.pid" -U "$sock" --filter="$filter" \
              nbd socket="$dir/$1.sock" syslog=false \
              "${args[@]}" "${front_args[@]}" ;;
     filter-file)
       for c in "${@:2}"; do args+=("child=$(uri "$c")"); done
-      nbdkit -P "$dir/front.pid" -U "$sock" --filter="$filter" \
+      front_exec nbdkit -P "$dir/front.pid" -U "$sock" --filter="$filter" \
              file "$dir/$1.img" syslog=false \
              "${args[@]}" "${front_args[@]}" ;;
     passthrough)
@@ -160,7 +174,11 @@ start_front () {
   front_uri="nbd+unix:///?socket=$sock"
 }
 
-stop_front () { stop_pid "$front_pid"; }
+stop_front () {
+  stop_pid "$front_pid"
+  if [ -n "$front_wrap_pid" ]; then stop_pid "$front_wrap_pid"; fi
+  front_wrap_pid=
+}
 
 # Images.  make_full FILE SIZE: fully allocated, non-zero data.
 make_full () {

@@ -25,9 +25,13 @@
 #   quorum-hop.sh SIZE REPS SECONDS                one hop's cost; the
 #                                                  filter with a local
 #                                                  plugin as child 0
+#   quorum-state.sh SIZE REPS SECONDS              writes with state=
+#                                                  on /dev/shm and on
+#                                                  ext4 (a loop image;
+#                                                  root) vs without
 #   quorum-profile.sh SIZE SECONDS (--profile)     top symbols
 # Use a quiet machine: other load moves every figure.  A full run at
-# the defaults takes roughly 55 minutes on 2 cores.
+# the defaults takes roughly 65 minutes on 2 cores.
 
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -71,6 +75,7 @@ run quorum-sparse.sh "$size" "$reps"
 run quorum-fanout.sh 64M "$reps" "$secs"
 run quorum-scaling.sh "$size" "$reps"
 run quorum-hop.sh "$size" "$reps" "$secs"
+run quorum-state.sh "$size" "$reps" "$secs"
 $profile && run quorum-profile.sh "$size" "$secs"
 
 echo

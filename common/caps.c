@@ -166,5 +166,21 @@ quorum_conn_init (struct quorum_conn *conn,
   }
 
   conn->caps = q;
+  if (!q.can_write)
+    conn->zero_mode = NBDKIT_ZERO_NONE;
+  else
+    conn->zero_mode = q.can_zero ? NBDKIT_ZERO_NATIVE : NBDKIT_ZERO_EMULATE;
+  conn->fua_mode = q.can_fua ? NBDKIT_FUA_NATIVE : NBDKIT_FUA_NONE;
+  conn->cache_mode = q.can_cache ? NBDKIT_CACHE_NATIVE : NBDKIT_CACHE_NONE;
+  return 0;
+}
+
+int
+quorum_block_size (const struct quorum_conn *conn, uint32_t *minimum,
+                   uint32_t *preferred, uint32_t *maximum)
+{
+  *minimum = conn->caps.block_min;
+  *preferred = conn->caps.block_pref;
+  *maximum = conn->caps.block_max;
   return 0;
 }

@@ -12,12 +12,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <libnbd.h>
 #include <nbdkit-filter.h>
 
-#include "control.h"
+#include "fresh.h"
 #include "internal.h"
 
 unsigned quorum_threshold;            /* 0 until set: strict majority */
@@ -31,6 +32,8 @@ unsigned quorum_reconnect_max = 30;
 bool quorum_start_degraded;
 uint32_t quorum_vote_block = 4096;
 char *quorum_workdir;
+char *quorum_control_path;
+uint64_t quorum_scrub_rate = QUORUM_SCRUB_RATE_DEFAULT;
 
 struct child *quorum_children;
 size_t quorum_nr_children;
@@ -48,6 +51,7 @@ struct child_spec {
 static struct child_spec *child_specs;
 static size_t nr_child_specs;
 static bool threshold_set;
+static bool state_granule_set;  /* state-granule= given */
 
 /* The longest child-timeout and reconnection delays, in seconds: a
  * day.  Beyond it a number stops meaning anything useful, and every
@@ -160,6 +164,64 @@ quorum_check_export (const char *exportname)
   return -1;
 }
 
+/* control=: the socket's path, made absolute.  1, or -1. */
+static int
+config_control (const char *value)
+{
+  struct sockaddr_un sun;
+  char *path;
+
+  if (*value == '\0') {
+    nbdkit_error ("control=: empty path; give the path of the control "
+                  "socket to create, such as control=/run/quorum.ctl");
+    return -1;
+  }
+  path = nbdkit_absolute_path (value);
+  if (path == NULL)
+    return -1;
+  if (strlen (path) >= sizeof sun.sun_path) {
+    nbdkit_error ("control=%s: path too long for a Unix socket (%zu "
+                  "bytes, at most %zu); choose a shorter one", path,
+                  strlen (path), sizeof sun.sun_path - 1);
+    free (path);
+    return -1;
+  }
+  free (quorum_control_path);
+  quorum_control_path = path;
+  return 1;
+}
+
+int
+config_parse_rate (const char *value, uint64_t *bytes_per_second)
+{
+  const char *p = value;
+  uint64_t whole = 0, frac = 0, scale = 1;
+
+  /* Digits, then a point and digits, by hand: strtod would take signs,
+   * exponents, hex, inf and nan, and the locale's decimal point.
+   */
+  if (*p < '0' || *p > '9')
+    return -1;
+  for (; *p >= '0' && *p <= '9'; ++p) {
+    whole = whole * 10 + (*p - '0');
+    if (whole > QUORUM_RATE_MAX)
+      return -1;
+  }
+  if (*p == '.') {
+    if (p[1] < '0' || p[1] > '9')
+      return -1;
+    for (++p; *p >= '0' && *p <= '9'; ++p)
+      if (scale < 1000000) {    /* a millionth of a MiB/s is enough */
+        frac = frac * 10 + (*p - '0');
+        scale *= 10;
+      }
+  }
+  if (*p != '\0' || (whole == QUORUM_RATE_MAX && frac > 0))
+    return -1;
+  *bytes_per_second = whole * 1048576 + frac * 1048576 / scale;
+  return 0;
+}
+
 int
 quorum_config (const char *key, const char *value)
 {
@@ -167,7 +229,14 @@ quorum_config (const char *key, const char *value)
     return config_export_name (value);
   if (strcmp (key, "child") == 0 || strcmp (key, "child-command") == 0) {
     bool command = strcmp (key, "child-command") == 0;
-    struct child_spec *p;
+    struct child_spec spec = { .command = command };
+    /* vector.h's growth, with the capacity taken to be the length (the
+     * array holds at least that).  XXX child_specs could become a
+     * DEFINE_VECTOR_TYPE vector that keeps its capacity; not worth
+     * touching its other users for at most VOTE_MAX_CHILDREN grows.
+     */
+    size_t cap = nr_child_specs;
+    void *p = child_specs;
 
     if (value[strspn (value, " \t\n")] == '\0') {
       if (command)
@@ -185,19 +254,18 @@ quorum_config (const char *key, const char *value)
                     key, VOTE_MAX_CHILDREN);
       return -1;
     }
-    p = realloc (child_specs, (nr_child_specs + 1) * sizeof *p);
-    if (p == NULL) {
-      nbdkit_error ("realloc: %m");
-      return -1;
-    }
-    child_specs = p;
-    child_specs[nr_child_specs].command = command;
-    child_specs[nr_child_specs].value = strdup (value);
-    if (child_specs[nr_child_specs].value == NULL) {
+    spec.value = strdup (value);
+    if (spec.value == NULL) {
       nbdkit_error ("strdup: %m");
       return -1;
     }
-    nr_child_specs++;
+    if (vector_grow (&p, &cap, nr_child_specs, 1, sizeof spec) == -1) {
+      nbdkit_error ("realloc: %m");
+      free (spec.value);
+      return -1;
+    }
+    child_specs = p;
+    child_specs[nr_child_specs++] = spec;
     return 1;
   }
   if (strcmp (key, "vote-threshold") == 0) {
@@ -254,8 +322,37 @@ quorum_config (const char *key, const char *value)
     return parse_bool (key, value, &quorum_start_degraded) == -1 ? -1 : 1;
   if (strcmp (key, "syslog") == 0)
     return parse_bool (key, value, &quorum_syslog) == -1 ? -1 : 1;
+  if (strcmp (key, "state") == 0) {
+    free (quorum_state_file);
+    /* nbdkit changes directory later. */
+    quorum_state_file = nbdkit_absolute_path (value);
+    return quorum_state_file ? 1 : -1;
+  }
+  if (strcmp (key, "state-granule") == 0) {
+    int64_t r = nbdkit_parse_size (value);
+
+    if (r == -1)
+      return -1;
+    if (r < (int64_t) DIRTY_GRANULE || r > INT64_C (1) << 30 ||
+        (r & (r - 1)) != 0) {
+      nbdkit_error ("state-granule=%s: must be a power of 2 between 64K "
+                    "and 1G (default: 4M)", value);
+      return -1;
+    }
+    quorum_state_granule = r;
+    state_granule_set = true;
+    return 1;
+  }
   if (strcmp (key, "control") == 0)
-    return control_config (value);
+    return config_control (value);
+  if (strcmp (key, "scrub-rate") == 0) {
+    if (config_parse_rate (value, &quorum_scrub_rate) == -1) {
+      nbdkit_error ("scrub-rate=%s: expected MiB/s, a number from 0 (no "
+                    "limit) to 1048576, such as scrub-rate=50", value);
+      return -1;
+    }
+    return 1;
+  }
 
   return 0;
 }
@@ -350,6 +447,13 @@ quorum_config_complete (bool has_local)
   if (quorum_threshold < 1 || quorum_threshold > n) {
     nbdkit_error ("vote-threshold=%u: must be between 1 and the number "
                   "of children (%zu)", quorum_threshold, n);
+    return -1;
+  }
+
+  if (state_granule_set && quorum_state_file == NULL) {
+    nbdkit_error ("state-granule=%" PRIu32 ": has no meaning without "
+                  "state=FILE: give state= too, or drop state-granule=",
+                  quorum_state_granule);
     return -1;
   }
 
@@ -457,7 +561,10 @@ quorum_dump (void)
   printf ("quorum_child_timeout=%u\n", quorum_child_timeout);
   printf ("quorum_features=vote-block-size read-pattern=fifo blkverify "
           "rewrite-corrupted child-command child-timeout reconnect resync "
-          "start-degraded report-json syslog\n");
+          "start-degraded report-json syslog control export-name state "
+          "state-granule heal settle\n");
+  printf ("quorum_state_granule_default=%" PRIu32 "\n",
+          FRESH_STATE_GRANULE_DEFAULT);
   nbd = nbd_create ();
   if (nbd) {
     printf ("quorum_libnbd_version=%s\n", nbd_get_version (nbd));
@@ -483,6 +590,10 @@ quorum_unload (void)
   quorum_children = NULL;
   free (quorum_report_file);
   quorum_report_file = NULL;
+  free (quorum_state_file);
+  quorum_state_file = NULL;
+  quorum_state_granule = FRESH_STATE_GRANULE_DEFAULT;
+  state_granule_set = false;
   free (quorum_workdir);
   quorum_workdir = NULL;
   quorum_nr_children = 0;
@@ -504,5 +615,7 @@ quorum_unload (void)
   quorum_start_degraded = false;
   quorum_vote_block = 4096;
   quorum_has_local = false;
-  control_unload ();
+  free (quorum_control_path);
+  quorum_control_path = NULL;
+  quorum_scrub_rate = QUORUM_SCRUB_RATE_DEFAULT;
 }

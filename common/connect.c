@@ -171,6 +171,17 @@ connect_handle (struct child *c, int quit_fd, bool structured, char **why)
   if (!nbd_aio_is_ready (nbd))
     goto err;
   connect_widen_send_buffer (nbd_aio_get_fd (nbd));
+  /* What each reply costs to read depends on the reply header: plain
+   * (16 bytes, then the data), structured (20, then chunks) or, on
+   * libnbd >= 1.18 with a server that offers it, extended (32).
+   */
+  nbdkit_debug ("quorum: child %zu (%s): connected, %s replies", c->index,
+                c->name,
+#ifdef HAVE_NBD_GET_EXTENDED_HEADERS_NEGOTIATED
+                nbd_get_extended_headers_negotiated (nbd) == 1 ? "extended" :
+#endif
+                nbd_get_structured_replies_negotiated (nbd) == 1 ?
+                "structured" : "plain");
   return nbd;
 
  err:

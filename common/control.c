@@ -8,9 +8,12 @@
  * A Unix socket created mode 0600 in .get_ready (so that it is there
  * once nbdkit writes its pid file or runs its --run command), served
  * from .after_fork by one thread; only the uid nbdkit runs as may use
- * it (SO_PEERCRED, checked on every connection besides the mode).  Each request is one JSON
- * object on one line, {"command": NAME, ...}, and gets one JSON object
- * on one line back, {"ok": true, ...} or {"ok": false, "error": WHY}.
+ * it (SO_PEERCRED, checked on every connection besides the mode).
+ * Each request is one JSON object on one line, {"command": NAME, ...},
+ * and gets one JSON object on one line back, {"ok": true, ...} or
+ * {"ok": false, "error": WHY}.  This file is the server: the socket,
+ * the peer check, the bounds below and the line framing; the requests
+ * and the commands are control-cmd.c's.
  *
  * Nothing a client does reaches the export: every socket is
  * non-blocking, a connection holds at most one request and one reply
@@ -18,8 +21,7 @@
  * most CONTROL_MAX_LINE bytes, at most CONTROL_MAX_CLIENTS connections
  * are served at once, and one that sits on half a request or on an
  * unread reply for CONTROL_TIMEOUT seconds, or idle for CONTROL_IDLE,
- * is dropped.  Status reads the engine's counters with atomic loads and
- * takes none of its locks.
+ * is dropped.
  */
 
 #include <config.h>
@@ -44,52 +46,20 @@
 
 #include <nbdkit-filter.h>
 
-#include "cleanup.h"
 #include "control.h"
-#include "dirty.h"
 #include "internal.h"
-#include "state.h"
 
 /* -D quorum.control_timeout=N: CONTROL_TIMEOUT and CONTROL_IDLE become
  * N seconds (for the tests).
  */
 NBDKIT_DLL_PUBLIC int quorum_debug_control_timeout;
 
-static char *control_path;      /* control=, absolute; NULL: none */
 static int listen_fd = -1;
 static int wake_pipe[2] = { -1, -1 };  /* cleanup wakes the thread */
 static pthread_t control_thread;
 static bool control_running;
 static dev_t sock_dev;          /* the socket we created, so that */
 static ino_t sock_ino;          /* cleanup removes nothing else */
-
-/* The last error of each child, written by report_bad and report_down
- * (any thread), read by status.  This lock protects last_errors.
- */
-struct last_error {
-  bool set;
-  bool down;                    /* a lost connection, not a command */
-  struct timespec when;         /* CLOCK_REALTIME */
-  enum op_type type;
-  uint64_t offset, length;
-  int err;                      /* 0: outvoted */
-  char reason[96];              /* down: why */
-};
-static pthread_mutex_t last_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct last_error last_errors[VOTE_MAX_CHILDREN];
-
-/* The resync rate, over the last RATE_WINDOW seconds: samples of each
- * child's resync_done taken about once a second by the control thread
- * alone (status runs there too).
- */
-#define RATE_WINDOW 10
-struct rate_ring {
-  uint64_t since;               /* the resync sampled (resync_since) */
-  size_t n, head;               /* samples held, next slot */
-  struct { double t; uint64_t done; } s[RATE_WINDOW + 1];
-};
-static struct rate_ring rates[VOTE_MAX_CHILDREN];
-static double last_sample;
 
 /* A client connection. */
 struct client {
@@ -129,32 +99,6 @@ idle_s (void)
     (unsigned) quorum_debug_control_timeout : CONTROL_IDLE;
 }
 
-int
-control_config (const char *value)
-{
-  struct sockaddr_un sun;
-  char *path;
-
-  if (*value == '\0') {
-    nbdkit_error ("control=: empty path; give the path of the control "
-                  "socket to create, such as control=/run/quorum.ctl");
-    return -1;
-  }
-  path = nbdkit_absolute_path (value);
-  if (path == NULL)
-    return -1;
-  if (strlen (path) >= sizeof sun.sun_path) {
-    nbdkit_error ("control=%s: path too long for a Unix socket (%zu "
-                  "bytes, at most %zu); choose a shorter one", path,
-                  strlen (path), sizeof sun.sun_path - 1);
-    free (path);
-    return -1;
-  }
-  free (control_path);
-  control_path = path;
-  return 1;
-}
-
 /* What is at the path now: 0 nothing, 1 a socket of ours that nobody
  * listens on (a server killed before it could remove it), or -1 with an
  * error said: a file that is not a socket, a socket of another uid, or
@@ -167,22 +111,22 @@ control_probe (void)
   struct sockaddr_un sun = { .sun_family = AF_UNIX };
   int fd, r;
 
-  if (lstat (control_path, &st) == -1) {
+  if (lstat (quorum_control_path, &st) == -1) {
     if (errno == ENOENT)
       return 0;
-    nbdkit_error ("control=%s: %m", control_path);
+    nbdkit_error ("control=%s: %m", quorum_control_path);
     return -1;
   }
   if (!S_ISSOCK (st.st_mode)) {
     nbdkit_error ("control=%s: exists and is not a socket: refusing to "
                   "replace it; remove it or choose another path",
-                  control_path);
+                  quorum_control_path);
     return -1;
   }
   if (st.st_uid != geteuid ()) {
     nbdkit_error ("control=%s: a socket owned by uid %u, not by this "
                   "server's uid %u: refusing to replace it; remove it or "
-                  "choose another path", control_path,
+                  "choose another path", quorum_control_path,
                   (unsigned) st.st_uid, (unsigned) geteuid ());
     return -1;
   }
@@ -191,18 +135,18 @@ control_probe (void)
     nbdkit_error ("control=: socket: %m");
     return -1;
   }
-  strcpy (sun.sun_path, control_path);
+  strcpy (sun.sun_path, quorum_control_path);
   r = connect (fd, (struct sockaddr *) &sun, sizeof sun);
   close (fd);
   if (r == 0) {
     nbdkit_error ("control=%s: in use: a server listens on it (another "
                   "nbdkit with this control=?); stop it or choose "
-                  "another path", control_path);
+                  "another path", quorum_control_path);
     return -1;
   }
   if (errno == ECONNREFUSED)
     return 1;
-  nbdkit_error ("control=%s: %m", control_path);
+  nbdkit_error ("control=%s: %m", quorum_control_path);
   return -1;
 }
 
@@ -228,15 +172,16 @@ control_listen (void)
 
   for (i = 0; i < CONTROL_MAX_CLIENTS; ++i)
     clients[i].fd = -1;
-  if (control_path == NULL)
+  if (quorum_control_path == NULL)
     return 0;
+  control_status_init ();
 
   r = control_probe ();
   if (r == -1)
     return -1;
-  if (r == 1 && unlink (control_path) == -1 && errno != ENOENT) {
+  if (r == 1 && unlink (quorum_control_path) == -1 && errno != ENOENT) {
     nbdkit_error ("control=%s: removing the stale socket: %m",
-                  control_path);
+                  quorum_control_path);
     return -1;
   }
 
@@ -246,7 +191,7 @@ control_listen (void)
     nbdkit_error ("control=: socket: %m");
     return -1;
   }
-  strcpy (sun.sun_path, control_path);
+  strcpy (sun.sun_path, quorum_control_path);
   /* The socket is created 0600: bind(2) applies the umask, and nbdkit
    * runs no other thread yet (nor do we, before child_connect_all) to
    * create a file or start a child command under this one.
@@ -257,25 +202,25 @@ control_listen (void)
   umask (mask);
   if (r == -1) {
     errno = err;
-    nbdkit_error ("control=%s: bind: %m", control_path);
+    nbdkit_error ("control=%s: bind: %m", quorum_control_path);
     goto err_sock;
   }
-  if (lstat (control_path, &st) == -1 || !S_ISSOCK (st.st_mode) ||
+  if (lstat (quorum_control_path, &st) == -1 || !S_ISSOCK (st.st_mode) ||
       (st.st_mode & 0777) != 0600) {
     nbdkit_error ("control=%s: the socket was not created mode 0600",
-                  control_path);
+                  quorum_control_path);
     goto err_bound;
   }
   sock_dev = st.st_dev;
   sock_ino = st.st_ino;
   if (listen (listen_fd, CONTROL_MAX_CLIENTS) == -1) {
-    nbdkit_error ("control=%s: listen: %m", control_path);
+    nbdkit_error ("control=%s: listen: %m", quorum_control_path);
     goto err_bound;
   }
   return 0;
 
  err_bound:
-  unlink (control_path);
+  unlink (quorum_control_path);
  err_sock:
   close (listen_fd);
   listen_fd = -1;
@@ -309,7 +254,7 @@ control_start (void)
     return -1;
   }
   control_running = true;
-  nbdkit_debug ("quorum: control socket %s", control_path);
+  nbdkit_debug ("quorum: control socket %s", quorum_control_path);
   return 0;
 }
 
@@ -338,14 +283,18 @@ control_stop (void)
     pthread_join (control_thread, NULL);
     control_running = false;
   }
+  /* A scrub is the control socket's: it stops with it (once no
+   * request can start another), before the children are disconnected.
+   */
+  control_cmd_stop ();
   for (i = 0; i < CONTROL_MAX_CLIENTS; ++i)
     if (clients[i].fd >= 0)
       client_close (&clients[i]);
   if (listen_fd >= 0) {
     /* Only the socket we created: not one put there since. */
-    if (lstat (control_path, &st) == 0 && st.st_dev == sock_dev &&
+    if (lstat (quorum_control_path, &st) == 0 && st.st_dev == sock_dev &&
         st.st_ino == sock_ino)
-      unlink (control_path);
+      unlink (quorum_control_path);
     close (listen_fd);
     listen_fd = -1;
   }
@@ -356,413 +305,6 @@ control_stop (void)
   }
 }
 
-void
-control_unload (void)
-{
-  free (control_path);
-  control_path = NULL;
-}
-
-/* The latest error of a child, for status. */
-static void
-note (size_t child, bool down, enum op_type type, uint64_t offset,
-      uint64_t length, int err, const char *reason)
-{
-  struct last_error *e;
-
-  if (child >= VOTE_MAX_CHILDREN)
-    return;
-  e = &last_errors[child];
-  SCOPED_LOCK (&last_lock);
-  e->set = true;
-  e->down = down;
-  clock_gettime (CLOCK_REALTIME, &e->when);
-  if (!down)
-    e->type = type;
-  e->offset = offset;
-  e->length = length;
-  e->err = err;
-  snprintf (e->reason, sizeof e->reason, "%s", reason);
-}
-
-void
-control_note_error (size_t child, enum op_type type, uint64_t offset,
-                    uint64_t length, int err)
-{
-  note (child, false, type, offset, length, err, "");
-}
-
-void
-control_note_down (size_t child, const char *reason)
-{
-  note (child, true, 0, 0, 0, 0, reason ? reason : "");
-}
-
-/* Resync rates. */
-
-static void
-rates_sample (double now)
-{
-  size_t i;
-
-  if (now - last_sample < 1)
-    return;
-  last_sample = now;
-  for (i = 0; i < quorum_nr_children && i < VOTE_MAX_CHILDREN; ++i) {
-    struct child *c = &quorum_children[i];
-    struct rate_ring *r = &rates[i];
-    uint64_t since = __atomic_load_n (&c->resync_since, __ATOMIC_ACQUIRE);
-
-    if (since != r->since) {
-      r->since = since;
-      r->n = r->head = 0;
-    }
-    if (since == 0)
-      continue;
-    r->s[r->head].t = now;
-    r->s[r->head].done = __atomic_load_n (&c->resync_done,
-                                          __ATOMIC_ACQUIRE);
-    r->head = (r->head + 1) % (RATE_WINDOW + 1);
-    if (r->n < RATE_WINDOW + 1)
-      r->n++;
-  }
-}
-
-/* Bytes per second copied over the last RATE_WINDOW seconds, or since
- * the resync began if it is younger.
- */
-static double
-rate_of (size_t i, uint64_t since, uint64_t done, double now)
-{
-  struct rate_ring *r = &rates[i];
-  double began = since / 1e9;
-
-  if (r->since == since && r->n > 0) {
-    size_t oldest = (r->head + RATE_WINDOW + 1 - r->n) % (RATE_WINDOW + 1);
-    double dt = now - r->s[oldest].t;
-
-    if (dt >= 1 && done >= r->s[oldest].done)
-      return (done - r->s[oldest].done) / dt;
-  }
-  if (now - began > 0)
-    return done / (now - began);
-  return 0;
-}
-
-/* Replies. */
-
-static const char *
-state_name (enum child_state state)
-{
-  switch (state) {
-  case CHILD_UP: return "up";
-  case CHILD_DOWN: return "down";
-  case CHILD_RESYNC: return "resyncing";
-  }
-  return "unknown";
-}
-
-static const char *
-errno_label (int err, char *buf, size_t len)
-{
-  const char *s = strerrorname_np (err);
-
-  if (s)
-    return s;
-  snprintf (buf, len, "errno%d", err);
-  return buf;
-}
-
-static void
-add (json_object *o, const char *key, json_object *v)
-{
-  json_object_object_add (o, key, v);
-}
-
-static json_object *
-json_u64 (uint64_t v)
-{
-  return json_object_new_int64 (v > INT64_MAX ? INT64_MAX : (int64_t) v);
-}
-
-static json_object *
-last_error_json (size_t i)
-{
-  struct last_error e;
-  json_object *o;
-  struct tm tm;
-  char when[64], frac[96], buf[32];
-
-  {
-    SCOPED_LOCK (&last_lock);
-    e = last_errors[i];
-  }
-  if (!e.set)
-    return NULL;
-  o = json_object_new_object ();
-  gmtime_r (&e.when.tv_sec, &tm);
-  strftime (when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf (frac, sizeof frac, "%s.%03dZ", when,
-            (int) (e.when.tv_nsec / 1000000));
-  add (o, "time", json_object_new_string (frac));
-  add (o, "unix_time", json_object_new_int64 (e.when.tv_sec));
-  if (e.down) {
-    add (o, "type", json_object_new_string ("down"));
-    add (o, "error", json_object_new_string (e.reason));
-  }
-  else {
-    add (o, "type", json_object_new_string (report_op_name (e.type)));
-    add (o, "offset", json_u64 (e.offset));
-    add (o, "length", json_u64 (e.length));
-    add (o, "error", json_object_new_string (e.err ? errno_label (e.err, buf,
-                                                                  sizeof buf)
-                                             : "mismatch"));
-  }
-  return o;
-}
-
-static json_object *
-child_json (size_t i, double now, bool *healthy)
-{
-  struct child *c = &quorum_children[i];
-  bool local = child_is_local (c);
-  enum child_state state = local ? CHILD_UP : state_get (c);
-  uint64_t stale = dirty_bytes (&c->dirty);
-  json_object *o = json_object_new_object (), *e;
-
-  add (o, "index", json_object_new_int64 (i));
-  add (o, "name", json_object_new_string (c->name));
-  add (o, "local", json_object_new_boolean (local));
-  add (o, "state", json_object_new_string (state_name (state)));
-  add (o, "stale_bytes", json_u64 (stale));
-  if (state != CHILD_UP || stale)
-    *healthy = false;
-
-  if (state == CHILD_RESYNC) {
-    uint64_t since = __atomic_load_n (&c->resync_since, __ATOMIC_ACQUIRE);
-    uint64_t done = __atomic_load_n (&c->resync_done, __ATOMIC_ACQUIRE);
-    uint64_t total = __atomic_load_n (&c->resync_total, __ATOMIC_ACQUIRE);
-    double rate = 0;
-    json_object *r = json_object_new_object ();
-
-    if (since == 0)             /* about to begin */
-      done = 0, total = stale;
-    else
-      rate = rate_of (i, since, done, now);
-    add (r, "bytes_done", json_u64 (done));
-    add (r, "bytes_total", json_u64 (total));
-    add (r, "rate", json_u64 ((uint64_t) rate));
-    add (r, "elapsed_seconds",
-         json_u64 (since ? (uint64_t) (now - since / 1e9) : 0));
-    add (r, "eta_seconds", rate >= 1 ?
-         json_u64 ((uint64_t) (stale / rate + 0.999)) : NULL);
-    add (o, "resync", r);
-  }
-  else
-    add (o, "resync", NULL);
-
-  add (o, "reads", json_u64 (__atomic_load_n (&c->stats.reads,
-                                              __ATOMIC_RELAXED)));
-  add (o, "writes", json_u64 (__atomic_load_n (&c->stats.writes,
-                                               __ATOMIC_RELAXED)));
-  add (o, "bad_reads", json_u64 (__atomic_load_n (&c->stats.bad_reads,
-                                                  __ATOMIC_RELAXED)));
-  add (o, "errors", json_u64 (__atomic_load_n (&c->stats.errors,
-                                               __ATOMIC_RELAXED)));
-  add (o, "timeouts", json_u64 (__atomic_load_n (&c->stats.timeouts,
-                                                 __ATOMIC_RELAXED)));
-  add (o, "bytes_repaired",
-       json_u64 (__atomic_load_n (&c->stats.bytes_repaired,
-                                  __ATOMIC_RELAXED)));
-  e = last_error_json (i);
-  add (o, "last_error", e);
-  return o;
-}
-
-static int
-cmd_status (json_object *reply, char *err, size_t errlen)
-{
-  json_object *q = json_object_new_object ();
-  json_object *list = json_object_new_array ();
-  double now = now_mono ();
-  bool healthy = true;
-  size_t i, up = 0;
-
-  rates_sample (now);
-  for (i = 0; i < quorum_nr_children; ++i) {
-    json_object *c = child_json (i, now, &healthy);
-    json_object *st;
-
-    if (json_object_object_get_ex (c, "state", &st) &&
-        strcmp (json_object_get_string (st), "up") == 0)
-      up++;
-    json_object_array_add (list, c);
-  }
-
-  add (q, "version", json_object_new_string (PACKAGE_VERSION));
-  add (q, "form", json_object_new_string (quorum_has_local ?
-                                          "filter" : "plugin"));
-  add (q, "state", json_object_new_string (healthy ? "healthy" :
-                                           "degraded"));
-  add (q, "size", quorum_promise.size >= 0 ?
-       json_object_new_int64 (quorum_promise.size) : NULL);
-  add (q, "children", json_object_new_int64 (quorum_nr_children));
-  add (q, "children_up", json_object_new_int64 (up));
-  add (q, "vote_threshold", json_object_new_int64 (quorum_threshold));
-  add (q, "read_pattern", json_object_new_string (
-         quorum_read_pattern == READ_PATTERN_FIFO ? "fifo" : "quorum"));
-  add (q, "vote_block_size", json_object_new_int64 (quorum_vote_block));
-  add (q, "granule_size", json_object_new_int64 (1 << DIRTY_SHIFT));
-  add (q, "export_name", json_object_new_string (quorum_export ()));
-  add (reply, "quorum", q);
-  add (reply, "children", list);
-  return 0;
-}
-
-static int cmd_help (json_object *reply, char *err, size_t errlen);
-
-static const struct command {
-  const char *name;
-  const char *summary;
-  int (*run) (json_object *reply, char *err, size_t errlen);
-} commands[] = {
-  { "help", "list the commands", cmd_help },
-  { "status", "the quorum and each child: state, stale bytes, resync "
-    "progress, counters, last error", cmd_status },
-};
-#define NR_COMMANDS (sizeof commands / sizeof commands[0])
-
-static int
-cmd_help (json_object *reply, char *err, size_t errlen)
-{
-  json_object *list = json_object_new_array ();
-  size_t i;
-
-  for (i = 0; i < NR_COMMANDS; ++i) {
-    json_object *o = json_object_new_object ();
-
-    add (o, "name", json_object_new_string (commands[i].name));
-    add (o, "summary", json_object_new_string (commands[i].summary));
-    json_object_array_add (list, o);
-  }
-  add (reply, "commands", list);
-  return 0;
-}
-
-/* s as printable ASCII, at most 64 bytes: it came from a client. */
-static void
-printable (char *buf, size_t len, const char *s)
-{
-  size_t i;
-
-  for (i = 0; s[i] && i < 64 && i + 4 < len; ++i)
-    buf[i] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
-  if (s[i] && i + 4 < len) {
-    strcpy (buf + i, "...");
-    return;
-  }
-  buf[i] = '\0';
-}
-
-/* Handle one request line (without its newline): the reply object. */
-static json_object *
-control_request (const char *line, size_t len)
-{
-  json_object *reply = json_object_new_object ();
-  json_object *req = NULL, *cmd = NULL;
-  json_tokener *tok;
-  char err[256] = "", name[80] = "";
-  const struct command *command = NULL;
-  size_t i, end;
-
-  /* "ok" first, for people reading the line. */
-  add (reply, "ok", json_object_new_boolean (true));
-  /* XXX json_tokener_parse_ex calls newlocale(3) on every parse; with
-   * the ASan or TSan runtime preloaded into Debian's nbdkit (the
-   * sanitizer stage of scripts/test) glibc's locale lock is already
-   * broken when nbdkit starts, and this thread hangs there (the export
-   * is not affected).
-   */
-  tok = json_tokener_new_ex (8);
-  if (tok == NULL) {
-    snprintf (err, sizeof err, "out of memory");
-    goto out;
-  }
-  json_tokener_set_flags (tok, JSON_TOKENER_STRICT
-#ifdef JSON_TOKENER_VALIDATE_UTF8
-                          | JSON_TOKENER_VALIDATE_UTF8
-#endif
-                          );
-  req = json_tokener_parse_ex (tok, line, len);
-  if (req == NULL) {
-    enum json_tokener_error jerr = json_tokener_get_error (tok);
-
-    snprintf (err, sizeof err, "malformed request: %s: send one JSON "
-              "object per line, such as {\"command\": \"help\"}",
-              jerr == json_tokener_continue ? "incomplete JSON" :
-              json_tokener_error_desc (jerr));
-    goto out;
-  }
-  for (end = json_tokener_get_parse_end (tok); end < len; ++end)
-    if (!strchr (" \t\r", line[end])) {
-      snprintf (err, sizeof err, "malformed request: more after the JSON "
-                "object: send one object per line");
-      goto out;
-    }
-  if (!json_object_is_type (req, json_type_object)) {
-    snprintf (err, sizeof err, "malformed request: not a JSON object: "
-              "send one such as {\"command\": \"status\"}");
-    goto out;
-  }
-  if (!json_object_object_get_ex (req, "command", &cmd) ||
-      !json_object_is_type (cmd, json_type_string)) {
-    snprintf (err, sizeof err, "malformed request: no \"command\" string, "
-              "as in {\"command\": \"status\"}");
-    goto out;
-  }
-  printable (name, sizeof name, json_object_get_string (cmd));
-  for (i = 0; i < NR_COMMANDS; ++i)
-    if (strcmp (commands[i].name, json_object_get_string (cmd)) == 0)
-      command = &commands[i];
-  if (command == NULL) {
-    snprintf (err, sizeof err, "unknown command \"%s\": \"help\" lists "
-              "the commands", name);
-    goto out;
-  }
-  add (reply, "command", json_object_new_string (command->name));
-  /* Neither command takes arguments: refuse what they would ignore. */
-  json_object_object_foreach (req, key, val) {
-    char k[80];
-
-    if (strcmp (key, "command") == 0)
-      continue;
-    if (strcmp (key, "args") == 0 &&
-        json_object_is_type (val, json_type_array) &&
-        json_object_array_length (val) == 0)
-      continue;
-    printable (k, sizeof k, key);
-    if (strcmp (key, "args") == 0)
-      snprintf (err, sizeof err, "%s: takes no arguments", command->name);
-    else
-      snprintf (err, sizeof err, "%s: unknown key \"%s\"", command->name, k);
-    goto out;
-  }
-  command->run (reply, err, sizeof err);
-
- out:
-  if (tok)
-    json_tokener_free (tok);
-  json_object_put (req);
-  if (err[0]) {
-    json_object_put (reply);
-    reply = json_object_new_object ();
-    add (reply, "ok", json_object_new_boolean (false));
-    if (command)
-      add (reply, "command", json_object_new_string (command->name));
-    add (reply, "error", json_object_new_string (err));
-  }
-  return reply;
-}
 
 /* Queue reply as a line on cl; drops the client if out of memory. */
 static void
@@ -788,21 +330,12 @@ client_reply (struct client *cl, json_object *reply, double now)
   json_object_put (reply);
 }
 
-static json_object *
-error_reply (const char *msg)
-{
-  json_object *reply = json_object_new_object ();
-
-  add (reply, "ok", json_object_new_boolean (false));
-  add (reply, "error", json_object_new_string (msg));
-  return reply;
-}
 
 /* A refused connection: say why if it can be said at once, and close. */
 static void
 refuse (int fd, const char *msg)
 {
-  json_object *reply = error_reply (msg);
+  json_object *reply = control_error_reply (msg);
   const char *s = json_object_to_json_string_ext (reply,
                                                   JSON_C_TO_STRING_PLAIN);
   char line[512];
@@ -876,7 +409,7 @@ client_process (struct client *cl, double now)
 
         snprintf (msg, sizeof msg, "request too long: no newline within "
                   "%d bytes", CONTROL_MAX_LINE);
-        client_reply (cl, error_reply (msg), now);
+        client_reply (cl, control_error_reply (msg), now);
         cl->closing = true;
         cl->in_len = 0;
       }
@@ -958,7 +491,7 @@ client_expired (struct client *cl, double now)
       return false;
     snprintf (msg, sizeof msg, "request timed out: no newline within %u s",
               timeout_s ());
-    client_reply (cl, error_reply (msg), now);
+    client_reply (cl, control_error_reply (msg), now);
     cl->closing = true;
     cl->in_len = 0;
     /* One try at saying why; it is dropped whatever happens. */
@@ -1009,7 +542,7 @@ control_serve (void)
     if (r > 0 && fds[0].revents)
       return;
     now = now_mono ();
-    rates_sample (now);
+    control_status_tick (now);
     if (r > 0 && (fds[1].revents & POLLIN))
       control_accept (now);
 

@@ -57,9 +57,14 @@ dirty_mark (struct dirty_map *m, uint64_t offset, uint64_t count)
     return 0;
   dirty_touched (offset, count, &first, &end);
   for (g = first; g < end; ++g) {
-    uint64_t bit = UINT64_C (1) << (g & 63);
-    uint64_t old = __atomic_fetch_or (&m->bits[g >> 6], bit,
-                                      __ATOMIC_ACQ_REL);
+    uint64_t bit = UINT64_C (1) << (g & 63), old;
+
+    /* Usually set already (an unflushed map between flushes): a load
+     * costs no exclusive cache line.
+     */
+    if (dirty_bit (m, g))
+      continue;
+    old = __atomic_fetch_or (&m->bits[g >> 6], bit, __ATOMIC_ACQ_REL);
     if (!(old & bit)) {
       __atomic_add_fetch (&m->nr_dirty, 1, __ATOMIC_ACQ_REL);
       newly++;
@@ -82,12 +87,28 @@ dirty_clear (struct dirty_map *m, uint64_t offset, uint64_t count)
     end = m->nr_granules;
   else
     end = (offset + count) >> DIRTY_SHIFT;
-  for (g = first; g < end; ++g) {
-    uint64_t bit = UINT64_C (1) << (g & 63);
-    uint64_t old = __atomic_fetch_and (&m->bits[g >> 6], ~bit,
-                                       __ATOMIC_ACQ_REL);
-    if (old & bit)
-      __atomic_sub_fetch (&m->nr_dirty, 1, __ATOMIC_ACQ_REL);
+  for (g = first; g < end; ) {
+    uint64_t *w = &m->bits[g >> 6], old;
+
+    /* A whole word at once, or nothing if it is clean. */
+    if ((g & 63) == 0 && g + 64 <= end) {
+      if (__atomic_load_n (w, __ATOMIC_ACQUIRE) != 0) {
+        old = __atomic_exchange_n (w, 0, __ATOMIC_ACQ_REL);
+        if (old)
+          __atomic_sub_fetch (&m->nr_dirty, __builtin_popcountll (old),
+                              __ATOMIC_ACQ_REL);
+      }
+      g += 64;
+      continue;
+    }
+    if (dirty_bit (m, g)) {
+      uint64_t bit = UINT64_C (1) << (g & 63);
+
+      old = __atomic_fetch_and (w, ~bit, __ATOMIC_ACQ_REL);
+      if (old & bit)
+        __atomic_sub_fetch (&m->nr_dirty, 1, __ATOMIC_ACQ_REL);
+    }
+    g++;
   }
 }
 
@@ -122,8 +143,14 @@ dirty_next_run (struct dirty_map *m, uint64_t *pos, uint64_t max_granules,
 
   if (m->bits == NULL)
     return false;
-  while (g < m->nr_granules && !dirty_bit (m, g))
-    g++;
+  while (g < m->nr_granules && !dirty_bit (m, g)) {
+    /* Skip clean words whole. */
+    if ((g & 63) == 0 &&
+        __atomic_load_n (&m->bits[g >> 6], __ATOMIC_ACQUIRE) == 0)
+      g += 64;
+    else
+      g++;
+  }
   if (g >= m->nr_granules) {
     *pos = m->size;
     return false;

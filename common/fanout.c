@@ -39,25 +39,6 @@
 #define container_of(ptr, type, member) \
   ((type *) ((char *) (ptr) - offsetof (type, member)))
 
-int
-quorum_extent_append (struct quorum_extent_list *list,
-                      uint64_t offset, uint64_t length, uint32_t type)
-{
-  if (list->len == list->cap) {
-    size_t cap = list->cap ? list->cap * 2 : 16;
-    struct quorum_extent *p = realloc (list->ptr, cap * sizeof *p);
-
-    if (p == NULL)
-      return -1;
-    list->ptr = p;
-    list->cap = cap;
-  }
-  list->ptr[list->len++] = (struct quorum_extent) {
-    .offset = offset, .length = length, .type = type
-  };
-  return 0;
-}
-
 static struct fanout *
 fanout_new (size_t buflen)
 {

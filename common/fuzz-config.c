@@ -39,7 +39,6 @@
 
 #include <nbdkit-filter.h>
 
-#include "control.h"
 #include "internal.h"
 
 char *quorum_report_file;       /* report.c's, not linked */
@@ -79,24 +78,6 @@ nbdkit_debug (const char *fs, ...)
   va_start (args, fs);
   log_message (fs, args);
   va_end (args);
-}
-
-/* control.c is not linked in (it needs json-c and a thread): its two
- * entry points that config.c calls, as the real ones behave on a path.
- */
-int
-control_config (const char *value)
-{
-  if (value[0] == '\0') {
-    nbdkit_error ("control=: empty path");
-    return -1;
-  }
-  return 1;
-}
-
-void
-control_unload (void)
-{
 }
 
 char *

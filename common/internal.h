@@ -7,14 +7,18 @@
  *
  * The layers, each calling only those below it:
  *   lifecycle.c             connect all, start, stop (get_ready, after_fork,
- *                           cleanup); control.c, its socket, reads all
- *   resync.c                supervisor, backoff, resync
+ *                           cleanup); control.c, its socket, with
+ *                           control-cmd.c and control-status.c, its
+ *                           commands and status, reads all
+ *   resync.c, scrub.c,      supervisor, backoff, resync; scrub
+ *   scrub-chunk.c
  *   engine.c, extents.c     the operations and their votes, block status
  *   fanout.c                slots, parts, references, deadlines
  *   caps.c                  the promise, a connection's capabilities
  *   connect.c, reactor.c    opening handles; the poll thread, hand-over, cut
  *   state.c, dirty.c        a child's life and its dirty map
- *   vote.c, rangelock.c, bufpool.c, report.c, uri.c, config.c
+ *   vote.c, extmerge.c, rangelock.c, bufpool.c, report.c, uri.c, config.c
+ *   vector.h                growable arrays (the extent lists)
  *
  * Locks, outermost first:
  *   range lock (rangelock.c)   ordering of overlapping requests; the only
@@ -29,9 +33,10 @@
  *   life.lock (state.c)        a child's state and quit (taken inside
  *                              reactor_lock by reactor_cut)
  *   submit_lock (child_link)   busy and the handed list; nothing nests in it
+ *   scrub.lock (scrub.c)       the scrub's state; nothing nests in it
  *   rangelock.c, bufpool.c, report_lock (report.c), last_lock
- *                              (control.c): leaves, each taken alone for
- *                              a few instructions
+ *                              (control-status.c): leaves, each taken
+ *                              alone for a few instructions
  * None but the range lock is held across a libnbd completion callback,
  * syslog(3) or a wait for a child: state_set_down reports after its
  * caller let go (reactor_cut, reactor_lost).
@@ -82,6 +87,17 @@ extern bool quorum_start_degraded;
 extern unsigned quorum_child_timeout;   /* seconds, 0 = none */
 extern uint32_t quorum_vote_block;      /* bytes voted on apart */
 extern char *quorum_workdir;            /* where child commands run */
+extern char *quorum_control_path;       /* control=, absolute, or NULL */
+extern uint64_t quorum_scrub_rate;      /* scrub-rate=, bytes/s, 0: none */
+#define QUORUM_SCRUB_RATE_DEFAULT (UINT64_C (50) * 1048576)
+#define QUORUM_RATE_MAX 1048576         /* MiB/s: 1 TiB/s */
+
+/* config.c: a rate in MiB/s (digits, perhaps a point and digits) from 0
+ * to QUORUM_RATE_MAX, as bytes per second.  0, or -1 if it is not one;
+ * says nothing.
+ */
+extern int config_parse_rate (const char *value,
+                              uint64_t *bytes_per_second);
 
 /* Per child counts, for the summary (updated atomically). */
 struct child_stats {
@@ -129,8 +145,9 @@ struct child {
   uint64_t writes_done, writes_flushed;
 
   /* The resync in progress, for control's status: resync.c writes
-   * them atomically, control.c reads them.  Bytes stale when it began, bytes it has copied,
-   * and when it began (CLOCK_MONOTONIC, ns; 0 while none runs).
+   * them atomically, control-status.c reads them.  Bytes stale when it
+   * began, bytes it has copied, and when it began (CLOCK_MONOTONIC, ns;
+   * 0 while none runs).
    */
   uint64_t resync_total, resync_done, resync_since;
 };
@@ -246,6 +263,29 @@ extern void report_stale (size_t child, uint64_t offset, uint64_t length,
  */
 extern void report_settle (uint64_t offset, uint64_t length, size_t winner,
                            size_t votes, uint64_t rewritten);
+/* A scrub of [offset, +length) begins; ends, with what it found
+ * (struct scrub_status in scrub.h, whose counts it takes: this layer
+ * cannot include that header, so they are passed one by one).
+ */
+extern void report_scrub_start (uint64_t offset, uint64_t length,
+                                bool repair, uint64_t rate);
+extern void report_scrub_end (uint64_t offset, uint64_t length,
+                              bool stopped, uint64_t done,
+                              uint64_t mismatched, uint64_t repaired,
+                              uint64_t unreadable, uint64_t no_quorum,
+                              uint64_t skipped, uint64_t unchecked);
+/* Who else hears of a child's trouble (control-status.c, which keeps
+ * each child's last error for status), from the layers above, so that
+ * report.c needs none of them: report_bad calls bad (err 0: its data
+ * was outvoted), report_down calls down.  One listener; set before the
+ * threads start, NULL for none.
+ */
+struct report_listener {
+  void (*bad) (size_t child, enum op_type type, uint64_t offset,
+               uint64_t length, int err);
+  void (*down) (size_t child, const char *reason);
+};
+extern void report_listen (const struct report_listener *listener);
 
 /* bufpool.c: request-sized scratch buffers, reused.  */
 extern void *bufpool_get (size_t len);

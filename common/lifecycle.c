@@ -28,6 +28,7 @@
 #include "internal.h"
 #include "reactor.h"
 #include "resync.h"
+#include "scrub.h"
 #include "state.h"
 
 /* The size every child must have, from the first remote child. */
@@ -273,6 +274,7 @@ int
 quorum_after_fork (const struct quorum_local_ops *local, void *local_ctx)
 {
   resync_set_source (local, local_ctx);
+  scrub_set_source (local, local_ctx);
   if (control_start () == -1)
     return -1;
   if (fresh_start () == -1)

@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "vector.h"
+
 struct nbdkit_extents;
 
 /* One extent reported by a child, as in the NBD protocol. */
@@ -30,17 +32,21 @@ struct quorum_extent {
   uint32_t type;                /* NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO */
 };
 
-/* A growable list of extents. */
-struct quorum_extent_list {
-  struct quorum_extent *ptr;
-  size_t len;
-  size_t cap;
-};
+/* A growable list of extents: struct quorum_extent_list, with
+ * quorum_extent_list_reserve, _append and _free (vector.h).
+ */
+DEFINE_VECTOR_TYPE (quorum_extent_list, struct quorum_extent)
 
 /* Append an extent; -1 (errno set) if out of memory. */
-extern int quorum_extent_append (struct quorum_extent_list *list,
-                                 uint64_t offset, uint64_t length,
-                                 uint32_t type);
+static inline int
+quorum_extent_append (struct quorum_extent_list *list,
+                      uint64_t offset, uint64_t length, uint32_t type)
+{
+  struct quorum_extent e = { .offset = offset, .length = length,
+                             .type = type };
+
+  return quorum_extent_list_append (list, e);
+}
 
 /* What one child, or the quorum as a whole, can do.  For a child,
  * can_fua and can_zero say that it takes the flag or the command (the
@@ -89,12 +95,25 @@ struct quorum_local_ops {
   bool (*available) (void *ctx);
 };
 
-/* Per client connection. */
+/* Per client connection.  Fixed by quorum_conn_init: the front ends'
+ * callbacks answer nbdkit from caps and the modes, as they are.
+ */
 struct quorum_conn {
   const struct quorum_local_ops *local; /* NULL in the plugin */
   void *local_ctx;                      /* the filter's nbdkit_next */
   struct quorum_caps caps;              /* what the export offers */
   struct quorum_caps local_caps;        /* child 0's, in the filter */
+  /* NBDKIT_ZERO_*: none if read-only, else native or emulated by
+   * nbdkit with writes (a plugin answers caps.can_zero instead, which
+   * nbdkit reads as native or emulated).
+   */
+  int zero_mode;
+  /* NBDKIT_FUA_*: native or none, never emulated: the engine honours
+   * FUA on each child, flushing one that lacks it, so nbdkit need not
+   * flush every child.
+   */
+  int fua_mode;
+  int cache_mode;                       /* NBDKIT_CACHE_*: native or none */
 };
 
 /* Parameters.  quorum_config returns 1 if the key is the quorum's, 0 if
@@ -158,6 +177,11 @@ extern int quorum_conn_init (struct quorum_conn *conn,
                              const struct quorum_caps *local_caps,
                              bool readonly);
 
+/* .block_size: the export's constraints (conn->caps). */
+extern int quorum_block_size (const struct quorum_conn *conn,
+                              uint32_t *minimum, uint32_t *preferred,
+                              uint32_t *maximum);
+
 /* The data path.  Flags are NBDKIT_FLAG_*.  Return 0, or -1 with *err
  * set to a positive errno.
  */
@@ -208,8 +232,15 @@ extern int quorum_extents (struct quorum_conn *conn, uint32_t count,
   "report=FILE               Append every event as a JSON line to FILE\n" \
   "                          (a regular file or a new one, never a link)\n" \
   "syslog=BOOL               Send reports to syslog(3) (default: true)\n" \
+  "state=FILE                Keep which children are stale, and where\n" \
+  "                          writes were in flight, in FILE across\n" \
+  "                          restarts and crashes (default: in memory)\n" \
+  "state-granule=SIZE        Write-intent granule of state=, a power of\n" \
+  "                          2 from 64K to 1G (default: 4M)\n" \
   "control=SOCKET            Serve nbdkit-quorum-ctl(1) on a Unix socket\n" \
   "                          created mode 0600 (default: none)\n" \
+  "scrub-rate=MIB/S          Most a scrub reads, MiB/s, 0 = no limit\n" \
+  "                          (default: 50)\n" \
   "export-name=NAME          The one export served; clients asking for\n" \
   "                          another are refused (default: \"\")"
 

@@ -8,8 +8,9 @@
  * JSON object per line to the report= file if there is one.  "bad" is
  * a child that failed or was outvoted, "failure" a request the quorum
  * could not satisfy, "repair" a child rewritten with the winning
- * version; down, up, resync-start, resync-progress (every 10%) and
- * resync-end follow a child's life; "summary" closes the run with a line per child.
+ * version; down, up, resync-start, resync-progress (every tenth) and
+ * resync-end follow a child's life; scrub-start and scrub-end a scrub
+ * (scrub.c); "summary" closes the run with a line per child.
  */
 
 #include <config.h>
@@ -30,14 +31,26 @@
 #include <nbdkit-filter.h>
 
 #include "cleanup.h"
-#include "control.h"
 #include "internal.h"
 
 char *quorum_report_file;               /* report=, absolute */
 static int report_fd = -1;
 static pthread_mutex_t report_lock = PTHREAD_MUTEX_INITIALIZER;
+static const struct report_listener *listener;
 
-static const char *const op_names[] = {
+void
+report_listen (const struct report_listener *l)
+{
+  __atomic_store_n (&listener, l, __ATOMIC_RELEASE);
+}
+
+static const struct report_listener *
+report_listener (void)
+{
+  return __atomic_load_n (&listener, __ATOMIC_ACQUIRE);
+}
+
+static const char *const report_op_names[] = {
   [OP_READ] = "read", [OP_WRITE] = "write", [OP_ZERO] = "zero",
   [OP_TRIM] = "trim", [OP_FLUSH] = "flush", [OP_CACHE] = "cache",
   [OP_EXTENTS] = "extents",
@@ -46,7 +59,7 @@ static const char *const op_names[] = {
 const char *
 report_op_name (enum op_type type)
 {
-  return op_names[type];
+  return report_op_names[type];
 }
 
 /* report= names something other than a regular file. */
@@ -136,7 +149,7 @@ report_close (void)
 }
 
 static const char *
-errno_name (int err, char *buf, size_t len)
+report_errno_name (int err, char *buf, size_t len)
 {
   const char *s = strerrorname_np (err);
 
@@ -163,7 +176,7 @@ struct field {
 #define UINT(k, v) { .key = (k), .kind = F_UINT, .u = (v) }
 
 static void
-json_string (FILE *fp, const char *s)
+report_json_string (FILE *fp, const char *s)
 {
   const unsigned char *p;
 
@@ -195,7 +208,8 @@ json_string (FILE *fp, const char *s)
 #define CUT_MARK "..."
 
 static void
-put_field (FILE *fp, const struct field *f, const char *sep, const char *s)
+report_put_field (FILE *fp, const struct field *f, const char *sep,
+                  const char *s)
 {
   switch (f->kind) {
   case F_STR: case F_LIST:
@@ -217,7 +231,7 @@ put_field (FILE *fp, const struct field *f, const char *sep, const char *s)
  * len + 1 bytes, never cutting a %XX escape.
  */
 static void
-cut_middle (const char *s, size_t len, char *buf)
+report_cut_middle (const char *s, size_t len, char *buf)
 {
   size_t slen = strlen (s), keep = len - strlen (CUT_MARK);
   size_t head = keep / 2, tail_start = slen - (keep - head);
@@ -241,7 +255,7 @@ cut_middle (const char *s, size_t len, char *buf)
 
 /* The key=value line of fields, in a new string (NULL on ENOMEM). */
 static char *
-kv_line (const struct field *fields, size_t nr)
+report_kv_line (const struct field *fields, size_t nr)
 {
   char *line = NULL, *cut = NULL;
   size_t len = 0, i, j, over;
@@ -251,7 +265,7 @@ kv_line (const struct field *fields, size_t nr)
   if (fp == NULL)
     return NULL;
   for (i = 0; i < nr; ++i)
-    put_field (fp, &fields[i], i ? " " : "", fields[i].s);
+    report_put_field (fp, &fields[i], i ? " " : "", fields[i].s);
   if (fclose (fp) == EOF)
     return NULL;
   if (len <= KV_LINE_MAX)
@@ -274,7 +288,7 @@ kv_line (const struct field *fields, size_t nr)
     cut = malloc (want + 1);
     if (cut == NULL)
       break;
-    cut_middle (f->s, want, cut);
+    report_cut_middle (f->s, want, cut);
     free (line);
     line = NULL;
     fp = open_memstream (&line, &len);
@@ -283,8 +297,8 @@ kv_line (const struct field *fields, size_t nr)
       return NULL;
     }
     for (j = 0; j < nr; ++j)
-      put_field (fp, &fields[j], j ? " " : "",
-                 j == i ? cut : fields[j].s);
+      report_put_field (fp, &fields[j], j ? " " : "",
+                        j == i ? cut : fields[j].s);
     free (cut);
     if (fclose (fp) == EOF)
       return NULL;
@@ -294,9 +308,9 @@ kv_line (const struct field *fields, size_t nr)
 }
 
 static void
-emit (int priority, const struct field *fields, size_t nr)
+report_emit (int priority, const struct field *fields, size_t nr)
 {
-  char *line = kv_line (fields, nr);
+  char *line = report_kv_line (fields, nr);
   size_t i;
 
   if (line == NULL) {
@@ -327,10 +341,10 @@ emit (int priority, const struct field *fields, size_t nr)
       const struct field *f = &fields[i];
 
       fputs (",", fp);
-      json_string (fp, f->json_key ? f->json_key : f->key);
+      report_json_string (fp, f->json_key ? f->json_key : f->key);
       fputc (':', fp);
       switch (f->kind) {
-      case F_STR: json_string (fp, f->s); break;
+      case F_STR: report_json_string (fp, f->s); break;
       case F_HEX: case F_UINT: fprintf (fp, "%" PRIu64, f->u); break;
       case F_BOOL: fputs ("true", fp); break;
       case F_LIST: fputs (f->json, fp); break;
@@ -360,9 +374,11 @@ report_bad (enum op_type type, size_t child, uint64_t offset,
 {
   char buf[32];
   struct field f[] = {
-    STR ("event", "bad"), STR ("type", report_op_name (type)), UINT ("child", child),
-    NAME (child), HEX ("offset", offset), HEX ("length", length),
-    err ? (struct field) STR ("error", errno_name (err, buf, sizeof buf))
+    STR ("event", "bad"), STR ("type", report_op_name (type)),
+    UINT ("child", child), NAME (child),
+    HEX ("offset", offset), HEX ("length", length),
+    err ? (struct field) STR ("error",
+                              report_errno_name (err, buf, sizeof buf))
     : (struct field) { .key = "error=mismatch", .json_key = "mismatch",
                        .kind = F_BOOL },
   };
@@ -373,15 +389,16 @@ report_bad (enum op_type type, size_t child, uint64_t offset,
     STAT_ADD (&quorum_children[child], timeouts, 1);
   else
     STAT_ADD (&quorum_children[child], errors, 1);
-  control_note_error (child, type, offset, length, err);
+  if (report_listener ())
+    report_listener ()->bad (child, type, offset, length, err);
 
-  emit (LOG_WARNING, f, sizeof f / sizeof f[0]);
+  report_emit (LOG_WARNING, f, sizeof f / sizeof f[0]);
 }
 
 /* The children on each side: "0,2/1" and [[0,2],[1]]. */
 static void
-format_versions (const size_t *version, size_t nr, char *kv, size_t klen,
-                 char *json, size_t jlen)
+report_format_versions (const size_t *version, size_t nr, char *kv,
+                        size_t klen, char *json, size_t jlen)
 {
   size_t i, j, k = 0, js = 0;
 
@@ -417,8 +434,8 @@ report_failure_votes (enum op_type type, uint64_t offset, uint64_t length,
     { .key = "versions", .kind = F_LIST, .s = kv, .json = json },
   };
 
-  format_versions (version, nr, kv, sizeof kv, json, sizeof json);
-  emit (LOG_ERR, f, sizeof f / sizeof f[0]);
+  report_format_versions (version, nr, kv, sizeof kv, json, sizeof json);
+  report_emit (LOG_ERR, f, sizeof f / sizeof f[0]);
 }
 
 void
@@ -429,11 +446,12 @@ report_failure_errors (enum op_type type, uint64_t offset, uint64_t length,
   struct field f[] = {
     STR ("event", "failure"), STR ("type", report_op_name (type)),
     HEX ("offset", offset), HEX ("length", length),
-    STR ("reason", "errors"), STR ("error", errno_name (err, buf, sizeof buf)),
+    STR ("reason", "errors"),
+    STR ("error", report_errno_name (err, buf, sizeof buf)),
     UINT ("successes", successes), UINT ("threshold", quorum_threshold),
   };
 
-  emit (LOG_ERR, f, sizeof f / sizeof f[0]);
+  report_emit (LOG_ERR, f, sizeof f / sizeof f[0]);
 }
 
 void
@@ -448,7 +466,7 @@ report_failure_blkverify (uint64_t offset, uint64_t length,
       .kind = F_HEX, .u = first_difference },
   };
 
-  emit (LOG_ERR, f, sizeof f / sizeof f[0]);
+  report_emit (LOG_ERR, f, sizeof f / sizeof f[0]);
 }
 
 void
@@ -460,7 +478,7 @@ report_repair (size_t child, uint64_t offset, uint64_t length)
   };
 
   STAT_ADD (&quorum_children[child], bytes_repaired, length);
-  emit (LOG_NOTICE, f, sizeof f / sizeof f[0]);
+  report_emit (LOG_NOTICE, f, sizeof f / sizeof f[0]);
 }
 
 void
@@ -471,8 +489,9 @@ report_down (size_t child, const char *reason)
     STR ("reason", reason),
   };
 
-  control_note_down (child, reason);
-  emit (LOG_WARNING, f, sizeof f / sizeof f[0]);
+  if (report_listener ())
+    report_listener ()->down (child, reason);
+  report_emit (LOG_WARNING, f, sizeof f / sizeof f[0]);
 }
 
 void
@@ -482,7 +501,7 @@ report_up (size_t child)
     STR ("event", "up"), UINT ("child", child), NAME (child),
   };
 
-  emit (LOG_NOTICE, f, sizeof f / sizeof f[0]);
+  report_emit (LOG_NOTICE, f, sizeof f / sizeof f[0]);
 }
 
 void
@@ -495,7 +514,42 @@ report_resync (const char *event, size_t child, uint64_t dirty,
   };
 
   /* resync-start says how much is dirty; resync-end adds what moved. */
-  emit (LOG_NOTICE, f, strcmp (event, "resync-start") == 0 ? 4 : 5);
+  report_emit (LOG_NOTICE, f, strcmp (event, "resync-start") == 0 ? 4 : 5);
+}
+
+void
+report_scrub_start (uint64_t offset, uint64_t length, bool repair,
+                    uint64_t rate)
+{
+  struct field f[] = {
+    STR ("event", "scrub-start"), HEX ("offset", offset),
+    HEX ("length", length), STR ("mode", repair ? "repair" : "check"),
+    UINT ("rate", rate),
+  };
+
+  report_emit (LOG_NOTICE, f, sizeof f / sizeof f[0]);
+}
+
+void
+report_scrub_end (uint64_t offset, uint64_t length, bool stopped,
+                  uint64_t done, uint64_t mismatched, uint64_t repaired,
+                  uint64_t unreadable, uint64_t no_quorum, uint64_t skipped,
+                  uint64_t unchecked)
+{
+  struct field f[] = {
+    STR ("event", "scrub-end"), HEX ("offset", offset),
+    HEX ("length", length), STR ("result", stopped ? "stopped" : "done"),
+    HEX ("done", done), HEX ("mismatched", mismatched),
+    HEX ("repaired", repaired), HEX ("unreadable", unreadable),
+    { .key = "no-quorum", .json_key = "no_quorum", .kind = F_HEX,
+      .u = no_quorum },
+    HEX ("skipped", skipped), HEX ("unchecked", unchecked),
+  };
+  /* Findings are a warning; a clean scrub is a notice. */
+  int priority = mismatched || unreadable || no_quorum ?
+    LOG_WARNING : LOG_NOTICE;
+
+  report_emit (priority, f, sizeof f / sizeof f[0]);
 }
 
 void
@@ -507,7 +561,7 @@ report_resync_progress (size_t child, unsigned percent, uint64_t dirty,
     UINT ("percent", percent), HEX ("dirty", dirty), HEX ("copied", copied),
   };
 
-  emit (LOG_NOTICE, f, sizeof f / sizeof f[0]);
+  report_emit (LOG_NOTICE, f, sizeof f / sizeof f[0]);
 }
 
 void
@@ -519,7 +573,7 @@ report_stale (size_t child, uint64_t offset, uint64_t length,
     HEX ("offset", offset), HEX ("length", length), STR ("reason", reason),
   };
 
-  emit (LOG_WARNING, f, sizeof f / sizeof f[0]);
+  report_emit (LOG_WARNING, f, sizeof f / sizeof f[0]);
 }
 
 void
@@ -532,8 +586,8 @@ report_settle (uint64_t offset, uint64_t length, size_t winner,
     HEX ("rewritten", rewritten),
   };
 
-  emit (votes < quorum_threshold ? LOG_WARNING : LOG_NOTICE,
-        f, sizeof f / sizeof f[0]);
+  report_emit (votes < quorum_threshold ? LOG_WARNING : LOG_NOTICE,
+               f, sizeof f / sizeof f[0]);
 }
 
 void
@@ -555,6 +609,6 @@ report_summary (void)
         .kind = F_UINT, .u = dirty_bytes (&quorum_children[i].dirty) },
     };
 
-    emit (LOG_INFO, f, sizeof f / sizeof f[0]);
+    report_emit (LOG_INFO, f, sizeof f / sizeof f[0]);
   }
 }

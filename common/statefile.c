@@ -15,8 +15,9 @@
  *  16  u64 generation (0: never written, so never valid)
  *  24  u64 checksum: the first 8 bytes of the SHA-256 of bytes 0-23
  *      and the payload
- * Block 0's payload: u64 export size, u32 granule, u32 number of
- * children, then the SHA-256 of each child's name.  Blocks 1... hold
+ * Block 0's payload: u64 export size, u32 granule (of the stale maps),
+ * u32 number of children, the SHA-256 of each of 32 children's names
+ * (zeroes past the last), u32 granule of the write-intent map.  Blocks 1... hold
  * the maps, each map in blocks_per_map consecutive blocks of 32512
  * bits, bit g of a map in byte g/8, bit g%8.
  */
@@ -46,6 +47,7 @@
 #define BITS_PER_BLOCK ((uint64_t) PAYLOAD * 8)
 #define FORMAT_VERSION 1
 #define MAX_CHILDREN 32
+#define INTENT_GRANULE_AT (16 + MAX_CHILDREN * SHA256_DIGEST_SIZE)
 
 static const char magic[8] = "QUORUMST";
 
@@ -53,12 +55,14 @@ struct block {
   uint64_t gen;                 /* of the newest valid copy */
   unsigned cur;                 /* which copy holds it, 0 or 1 */
   uint64_t dirty;               /* ticket of the last unwritten change */
+  uint64_t last;                /* ticket of the last change, atomic */
 };
 
 struct statefile {
   int fd;
   char *path;
-  uint64_t bits;                /* per map */
+  uint64_t bits;                /* per stale map */
+  uint64_t intent_bits;         /* of the write-intent map */
   uint64_t blocks_per_map;
   unsigned nr_maps;
   size_t nr_blocks;             /* with block 0 */
@@ -213,6 +217,7 @@ make_ident (struct statefile *st, const struct statefile_identity *id)
   put32 (st->ident + 12, id->nr_children);
   for (i = 0; i < id->nr_children; ++i)
     name_hash (id->names[i], st->ident + 16 + i * SHA256_DIGEST_SIZE);
+  put32 (st->ident + INTENT_GRANULE_AT, id->intent_granule);
 }
 
 /* A new file, first at a temporary name beside path, then linked into
@@ -299,7 +304,7 @@ load_file (struct statefile *st, const struct statefile_identity *id,
 {
   struct stat sb;
   uint64_t size;
-  uint32_t granule, nr, i;
+  uint32_t granule, intent, nr, i;
   size_t b;
 
   if (fstat (st->fd, &sb) == -1) {
@@ -332,14 +337,23 @@ load_file (struct statefile *st, const struct statefile_identity *id,
   size = get64 (st->ident);
   granule = get32 (st->ident + 8);
   nr = get32 (st->ident + 12);
-  if (size != id->size || granule != id->granule || nr != id->nr_children) {
+  intent = get32 (st->ident + INTENT_GRANULE_AT);
+  if (size != id->size || intent != id->intent_granule ||
+      nr != id->nr_children) {
     if (asprintf (why, "state=%s was written for %" PRIu32 " children "
                   "of %" PRIu64 " bytes with state-granule=%" PRIu32
                   ", but this quorum has %" PRIu32 " children of %" PRIu64
                   " bytes with state-granule=%" PRIu32 ": give the state "
                   "file of this quorum, or a new path", st->path, nr,
-                  size, granule, id->nr_children, id->size,
-                  id->granule) == -1)
+                  size, intent, id->nr_children, id->size,
+                  id->intent_granule) == -1)
+      *why = NULL;
+    return -1;
+  }
+  if (granule != id->granule) {
+    if (asprintf (why, "state=%s keeps stale maps of %" PRIu32 "-byte "
+                  "granules, this build %" PRIu32 ": give a new path",
+                  st->path, granule, id->granule) == -1)
       *why = NULL;
     return -1;
   }
@@ -378,15 +392,20 @@ load_file (struct statefile *st, const struct statefile_identity *id,
 }
 
 struct statefile *
-statefile_open (const char *path, const struct statefile_identity *id,
+statefile_open (const char *path, const struct statefile_identity *id0,
                 uint32_t *renamed, char **why)
 {
+  struct statefile_identity idv = *id0, *id = &idv;
   struct statefile *st;
 
   *why = NULL;
   *renamed = 0;
+  if (id->intent_granule == 0)
+    id->intent_granule = id->granule;
   if (id->nr_children == 0 || id->nr_children > MAX_CHILDREN ||
-      id->granule == 0 || (id->granule & (id->granule - 1)) != 0) {
+      id->granule == 0 || (id->granule & (id->granule - 1)) != 0 ||
+      (id->intent_granule & (id->intent_granule - 1)) != 0 ||
+      id->intent_granule < id->granule) {
     if (asprintf (why, "state=%s: bad configuration", path) == -1)
       *why = NULL;
     return NULL;
@@ -399,6 +418,7 @@ statefile_open (const char *path, const struct statefile_identity *id,
   pthread_cond_init (&st->cond, NULL);
   st->path = strdup (path);
   st->bits = (id->size + id->granule - 1) / id->granule;
+  st->intent_bits = (id->size + id->intent_granule - 1) / id->intent_granule;
   st->blocks_per_map = (st->bits + BITS_PER_BLOCK - 1) / BITS_PER_BLOCK;
   if (st->blocks_per_map == 0)
     st->blocks_per_map = 1;
@@ -446,10 +466,16 @@ statefile_close (struct statefile *st)
   free (st);
 }
 
-uint64_t
-statefile_bits (const struct statefile *st)
+static uint64_t
+map_bits (const struct statefile *st, unsigned map)
 {
-  return st->bits;
+  return map == STATEFILE_MAP_INTENT ? st->intent_bits : st->bits;
+}
+
+uint64_t
+statefile_bits (const struct statefile *st, unsigned map)
+{
+  return map_bits (st, map);
 }
 
 static size_t
@@ -461,7 +487,7 @@ byte_of (const struct statefile *st, unsigned map, uint64_t g)
 bool
 statefile_test (const struct statefile *st, unsigned map, uint64_t g)
 {
-  if (map >= st->nr_maps || g >= st->bits)
+  if (map >= st->nr_maps || g >= map_bits (st, map))
     return false;
   return __atomic_load_n (&st->maps[byte_of (st, map, g)],
                           __ATOMIC_ACQUIRE) & (1u << (g % 8));
@@ -473,8 +499,8 @@ statefile_any (const struct statefile *st, unsigned map, uint64_t first,
 {
   uint64_t g;
 
-  if (end > st->bits)
-    end = st->bits;
+  if (end > map_bits (st, map))
+    end = map_bits (st, map);
   for (g = first; g < end; ++g)
     if (statefile_test (st, map, g))
       return true;
@@ -484,10 +510,11 @@ statefile_any (const struct statefile *st, unsigned map, uint64_t first,
 uint64_t
 statefile_count (const struct statefile *st, unsigned map)
 {
-  uint64_t n = 0, i, bytes = (st->bits + 7) / 8;
+  uint64_t n = 0, i, bytes;
 
   if (map >= st->nr_maps)
     return 0;
+  bytes = (map_bits (st, map) + 7) / 8;
   for (i = 0; i < bytes; ++i)
     n += __builtin_popcount (__atomic_load_n (&st->maps[byte_of (st, map, 0)
                                                         + i],
@@ -500,24 +527,35 @@ statefile_next (const struct statefile *st, unsigned map, uint64_t g)
 {
   if (map >= st->nr_maps)
     return UINT64_MAX;
-  while (g < st->bits) {
+  while (g < map_bits (st, map)) {
     unsigned char byte = __atomic_load_n (&st->maps[byte_of (st, map, g)],
                                           __ATOMIC_ACQUIRE) >> (g % 8);
 
     if (byte)
-      return g + __builtin_ctz (byte) < st->bits ?
+      return g + __builtin_ctz (byte) < map_bits (st, map) ?
         g + __builtin_ctz (byte) : UINT64_MAX;
     g = (g / 8 + 1) * 8;
   }
   return UINT64_MAX;
 }
 
-/* Called with lock held: block b changed. */
+/* Called with lock held: block b changed (or is about to: the ticket
+ * is stored before the bits, so that whoever sees a bit set also sees
+ * the ticket that makes it durable).
+ */
 static uint64_t
 changed_locked (struct statefile *st, size_t b)
 {
   st->blocks[b].dirty = ++st->seq;
+  __atomic_store_n (&st->blocks[b].last, st->seq, __ATOMIC_RELEASE);
   return st->seq;
+}
+
+/* The block holding bit g of map. */
+static size_t
+block_of (const struct statefile *st, unsigned map, uint64_t g)
+{
+  return 1 + byte_of (st, map, g) / PAYLOAD;
 }
 
 uint64_t
@@ -525,30 +563,47 @@ statefile_set (struct statefile *st, unsigned map, uint64_t first,
                uint64_t end, bool value)
 {
   uint64_t g, ticket = 0;
+  size_t b;
 
   if (map >= st->nr_maps)
     return 0;
-  if (end > st->bits)
-    end = st->bits;
-  /* Nothing to do, the usual case for the write-intent map: no lock. */
+  if (end > map_bits (st, map))
+    end = map_bits (st, map);
+  if (first >= end)
+    return 0;
+  /* Nothing to change, the usual case for the write-intent map: no
+   * lock, but the bits may have been set by a change not yet durable,
+   * whose ticket the caller must wait for too.
+   */
   for (g = first; g < end; ++g)
     if (statefile_test (st, map, g) != value)
       break;
-  if (g >= end)
-    return 0;
+  if (g >= end) {
+    uint64_t durable = __atomic_load_n (&st->durable, __ATOMIC_ACQUIRE);
+
+    for (b = block_of (st, map, first); b <= block_of (st, map, end - 1);
+         ++b) {
+      uint64_t t = __atomic_load_n (&st->blocks[b].last, __ATOMIC_ACQUIRE);
+
+      if (t > durable && t > ticket)
+        ticket = t;
+    }
+    return ticket;
+  }
 
   pthread_mutex_lock (&st->lock);
   for (g = first; g < end; ++g) {
     size_t byte = byte_of (st, map, g);
-    unsigned char bit = 1u << (g % 8), old;
+    unsigned char bit = 1u << (g % 8);
 
+    if (statefile_test (st, map, g) == value)
+      continue;
+    ticket = changed_locked (st, block_of (st, map, g));
     if (value)
-      old = __atomic_fetch_or (&st->maps[byte], bit, __ATOMIC_ACQ_REL);
+      __atomic_fetch_or (&st->maps[byte], bit, __ATOMIC_ACQ_REL);
     else
-      old = __atomic_fetch_and (&st->maps[byte], (unsigned char) ~bit,
-                                __ATOMIC_ACQ_REL);
-    if (((old & bit) != 0) != value)
-      ticket = changed_locked (st, 1 + byte / PAYLOAD);
+      __atomic_fetch_and (&st->maps[byte], (unsigned char) ~bit,
+                          __ATOMIC_ACQ_REL);
   }
   pthread_mutex_unlock (&st->lock);
   return ticket;
@@ -616,7 +671,7 @@ write_changed_locked (struct statefile *st)
   if (err)
     st->failed = err;
   else if (target > st->durable)
-    st->durable = target;
+    __atomic_store_n (&st->durable, target, __ATOMIC_RELEASE);
   pthread_cond_broadcast (&st->cond);
   free (copies);
   free (where);

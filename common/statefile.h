@@ -36,7 +36,11 @@ struct statefile;
 /* What the file must have been written for. */
 struct statefile_identity {
   uint64_t size;                /* export size in bytes */
-  uint32_t granule;             /* bytes per bit, a power of 2 */
+  uint32_t granule;             /* bytes per bit of the stale maps, a
+                                 * power of 2 */
+  uint32_t intent_granule;      /* bytes per bit of the write-intent map:
+                                 * a power of 2, a multiple of granule
+                                 * (0: granule) */
   uint32_t nr_children;         /* at most 32 */
   const char *const *names;     /* each child's name (no secrets) */
 };
@@ -58,8 +62,8 @@ extern struct statefile *statefile_open (const char *path,
 /* Close; changes not yet made durable are lost. */
 extern void statefile_close (struct statefile *st);
 
-/* Number of granules (bits per map). */
-extern uint64_t statefile_bits (const struct statefile *st);
+/* Number of bits of map. */
+extern uint64_t statefile_bits (const struct statefile *st, unsigned map);
 
 /* Whether bit g of map is set.  Lock-free. */
 extern bool statefile_test (const struct statefile *st, unsigned map,
@@ -78,9 +82,11 @@ extern uint64_t statefile_next (const struct statefile *st, unsigned map,
 
 /* Set (value true) or clear bits [first, end) of map in memory.
  * Returns the ticket that statefile_sync must be given for the change
- * to be durable, or 0 if every bit already had that value.  A bit that
- * is already set needs no sync, so callers that set the write-intent
- * bit before every write pay for stable storage only on the first.
+ * to be durable, or 0 if every bit already had that value on stable
+ * storage.  A bit that is already set and durable needs no sync, so
+ * callers that set the write-intent bit before every write pay for
+ * stable storage only on the first; one set but not yet durable gets
+ * the ticket of the sync in progress.
  * The caller orders its own updates: one that clears a bit must know
  * that no one depends on it being set (no write in flight there).
  */

@@ -101,6 +101,37 @@ test_next_run (void)
   dirty_free (&m);
 }
 
+/* Maps of many words: marks report what was new, clears of whole words
+ * keep the count right, runs are found past clean words.
+ */
+static void
+test_large (void)
+{
+  struct dirty_map m;
+  uint64_t pos = 0, offset, count;
+
+  CHECK (dirty_init (&m, 1000 * G) == 0);
+  CHECK (dirty_mark (&m, 5 * G, G) == 1);
+  CHECK (dirty_mark (&m, 5 * G, G) == 0);
+  CHECK (dirty_mark (&m, 63 * G, 3 * G) == 3);
+  CHECK (dirty_mark (&m, 700 * G, 1) == 1);
+  CHECK (dirty_bytes (&m) == 5 * G);
+  CHECK (dirty_next_run (&m, &pos, 16, &offset, &count));
+  CHECK (offset == 5 * G && count == G);
+  CHECK (dirty_next_run (&m, &pos, 16, &offset, &count));
+  CHECK (offset == 63 * G && count == 3 * G);
+  CHECK (dirty_next_run (&m, &pos, 16, &offset, &count));
+  CHECK (offset == 700 * G && count == G);
+  CHECK (!dirty_next_run (&m, &pos, 16, &offset, &count));
+  /* From granule 1: words 0 (partly), 1..9 whole, 10 partly. */
+  dirty_clear (&m, G, 680 * G);
+  CHECK (dirty_bytes (&m) == G);
+  CHECK (dirty_test (&m, 700 * G, 1));
+  dirty_clear (&m, 0, 1000 * G);
+  CHECK (dirty_bytes (&m) == 0 && !dirty_test (&m, 0, 0));
+  dirty_free (&m);
+}
+
 static void
 test_unmapped (void)
 {
@@ -122,6 +153,7 @@ main (void)
   test_clear_whole_only ();
   test_clear_at_end ();
   test_next_run ();
+  test_large ();
   test_unmapped ();
   if (failures) {
     fprintf (stderr, "test-dirty: %u checks failed\n", failures);

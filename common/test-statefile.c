@@ -76,16 +76,19 @@ test_create_and_reopen (void)
     return;
   CHECK (renamed == 0);
   CHECK (stat (path, &sb) == 0 && (sb.st_mode & 0777) == 0600);
-  CHECK (statefile_bits (st) == 160);
+  CHECK (statefile_bits (st, STATEFILE_MAP_STALE (0)) == 160);
+  CHECK (statefile_bits (st, STATEFILE_MAP_INTENT) == 160);
   CHECK (statefile_count (st, STATEFILE_MAP_STALE (1)) == 0);
 
   t = statefile_set (st, STATEFILE_MAP_STALE (1), 3, 7, true);
   CHECK (t != 0);
-  /* Already set: nothing to make durable. */
-  CHECK (statefile_set (st, STATEFILE_MAP_STALE (1), 4, 6, true) == 0);
+  /* Already set but not durable yet: wait for the same change. */
+  CHECK (statefile_set (st, STATEFILE_MAP_STALE (1), 4, 6, true) == t);
   CHECK (statefile_set (st, STATEFILE_MAP_INTENT, 159, 200, true) != 0);
   CHECK (statefile_sync (st, t) == 0);
   CHECK (statefile_syncs (st) == 1);
+  /* Set and durable: nothing to wait for. */
+  CHECK (statefile_set (st, STATEFILE_MAP_STALE (1), 4, 6, true) == 0);
   /* Durable already: no second sync. */
   CHECK (statefile_sync (st, t) == 0);
   CHECK (statefile_syncs (st) == 1);
@@ -119,6 +122,35 @@ test_create_and_reopen (void)
   st = open_ok (&id3, NULL);
   CHECK (st && statefile_count (st, STATEFILE_MAP_STALE (1)) == 0);
   statefile_close (st);
+}
+
+/* The write-intent map may have coarser granules than the stale maps,
+ * and a file is refused for another one.
+ */
+static void
+test_intent_granule (void)
+{
+  struct statefile_identity id = id3;
+  struct statefile *st;
+
+  unlink (path);
+  id.intent_granule = 4 * id.granule;
+  st = open_ok (&id, NULL);
+  CHECK (st != NULL);
+  if (st == NULL)
+    return;
+  CHECK (statefile_bits (st, STATEFILE_MAP_INTENT) == 40);
+  CHECK (statefile_bits (st, STATEFILE_MAP_STALE (2)) == 160);
+  CHECK (statefile_set (st, STATEFILE_MAP_INTENT, 39, 41, true) != 0);
+  CHECK (statefile_sync_all (st) == 0);
+  statefile_close (st);
+  st = open_ok (&id, NULL);
+  CHECK (st && statefile_test (st, STATEFILE_MAP_INTENT, 39));
+  CHECK (st && statefile_count (st, STATEFILE_MAP_INTENT) == 1);
+  statefile_close (st);
+  check_refused (&id3, "state-granule=262144, but this quorum has 3 "
+                 "children of 10485760 bytes with state-granule=65536");
+  unlink (path);
 }
 
 static void
@@ -344,7 +376,7 @@ test_large (void)
   CHECK (st != NULL);
   if (st == NULL)
     return;
-  last = statefile_bits (st) - 1;
+  last = statefile_bits (st, STATEFILE_MAP_STALE (2)) - 1;
   CHECK (last == (1 << 20) - 1);
   t = statefile_set (st, STATEFILE_MAP_STALE (2), last, last + 1, true);
   statefile_set (st, STATEFILE_MAP_STALE (2), 40000, 40001, true);
@@ -374,6 +406,7 @@ main (void)
   test_in_use ();
   test_concurrent ();
   test_large ();
+  test_intent_granule ();
 
   unlink (path);
   rmdir (dir);

@@ -30,18 +30,18 @@
  * libnbd or not, may be a secret or a path to one (tls-psk-file,
  * tls-certificates, whatever a later libnbd adds): its value is not.
  */
-static const char *const public_keys[] = {
+static const char *const uri_public_keys[] = {
   "socket", "tls", "tls-hostname", "tls-verify-peer", "tls-username", NULL
 };
 
 static bool
-is_public_key (const char *key, size_t len)
+uri_is_public_key (const char *key, size_t len)
 {
   size_t i;
 
-  for (i = 0; public_keys[i]; ++i)
-    if (strlen (public_keys[i]) == len &&
-        strncmp (public_keys[i], key, len) == 0)
+  for (i = 0; uri_public_keys[i]; ++i)
+    if (strlen (uri_public_keys[i]) == len &&
+        strncmp (uri_public_keys[i], key, len) == 0)
       return true;
   return false;
 }
@@ -114,10 +114,10 @@ uri_split (const char *uri, struct uri_parts *p)
 
 /* Call fn for each key=value of the query, in order. */
 static void
-query_each (const struct uri_parts *p,
-            void (*fn) (const char *key, size_t klen, const char *value,
-                        size_t vlen, void *opaque),
-            void *opaque)
+uri_query_each (const struct uri_parts *p,
+                void (*fn) (const char *key, size_t klen, const char *value,
+                            size_t vlen, void *opaque),
+                void *opaque)
 {
   const char *q = p->query;
 
@@ -141,7 +141,7 @@ query_each (const struct uri_parts *p,
 }
 
 static void
-put_byte (FILE *fp, unsigned char ch)
+uri_put_byte (FILE *fp, unsigned char ch)
 {
   if (ch <= 0x20 || ch >= 0x7f || ch == '"' || ch == '\\' || ch == '\'')
     fprintf (fp, "%%%02X", ch);
@@ -150,17 +150,17 @@ put_byte (FILE *fp, unsigned char ch)
 }
 
 static void
-put_bytes (FILE *fp, const char *s, size_t len)
+uri_put_bytes (FILE *fp, const char *s, size_t len)
 {
   size_t i;
 
   for (i = 0; i < len; ++i)
-    put_byte (fp, s[i]);
+    uri_put_byte (fp, s[i]);
 }
 
 /* Close a memory stream of *ret, which it then holds: NULL on error. */
 static char *
-close_stream (FILE *fp, char **ret)
+uri_close_stream (FILE *fp, char **ret)
 {
   if (fclose (fp) == EOF) {
     free (*ret);
@@ -175,20 +175,20 @@ struct redact_query {
 };
 
 static void
-redact_item (const char *key, size_t klen, const char *value, size_t vlen,
-             void *opaque)
+uri_redact_item (const char *key, size_t klen, const char *value, size_t vlen,
+                 void *opaque)
 {
   struct redact_query *rq = opaque;
 
   if (!rq->first)
     fputc ('&', rq->fp);
   rq->first = false;
-  put_bytes (rq->fp, key, klen);
+  uri_put_bytes (rq->fp, key, klen);
   if (value == NULL)
     return;
   fputc ('=', rq->fp);
-  if (is_public_key (key, klen))
-    put_bytes (rq->fp, value, vlen);
+  if (uri_is_public_key (key, klen))
+    uri_put_bytes (rq->fp, value, vlen);
   else
     fputs ("***", rq->fp);
 }
@@ -208,20 +208,20 @@ uri_redact (const char *uri)
   uri_split (uri, &p);
 
   if (p.password) {
-    put_bytes (fp, uri, p.user_end - uri);
+    uri_put_bytes (fp, uri, p.user_end - uri);
     fputs (":***", fp);
     from = p.password_end;      /* the '@' */
   }
-  put_bytes (fp, from, p.path_end - from);
+  uri_put_bytes (fp, from, p.path_end - from);
 
   if (p.query) {
     struct redact_query rq = { .fp = fp, .first = true };
 
     fputc ('?', fp);
-    query_each (&p, redact_item, &rq);
+    uri_query_each (&p, uri_redact_item, &rq);
   }
   /* The fragment is not used by NBD URIs; drop it with anything odd. */
-  return close_stream (fp, &ret);
+  return uri_close_stream (fp, &ret);
 }
 
 char *
@@ -234,12 +234,12 @@ uri_command_name (const char *command)
   if (fp == NULL)
     return NULL;
   fputs ("command:", fp);
-  put_bytes (fp, command, strlen (command));
-  return close_stream (fp, &ret);
+  uri_put_bytes (fp, command, strlen (command));
+  return uri_close_stream (fp, &ret);
 }
 
 static int
-hex_digit (char ch)
+uri_hex_digit (char ch)
 {
   if (ch >= '0' && ch <= '9')
     return ch - '0';
@@ -251,7 +251,7 @@ hex_digit (char ch)
 
 /* [s, s+len) with %XX decoded, as libnbd does, in a new string. */
 static char *
-percent_decode (const char *s, size_t len)
+uri_percent_decode (const char *s, size_t len)
 {
   char *ret = malloc (len + 1), *o = ret;
   size_t i;
@@ -262,8 +262,8 @@ percent_decode (const char *s, size_t len)
     int hi, lo;
 
     if (s[i] == '%' && i + 2 < len &&
-        (hi = hex_digit (s[i + 1])) >= 0 &&
-        (lo = hex_digit (s[i + 2])) >= 0) {
+        (hi = uri_hex_digit (s[i + 1])) >= 0 &&
+        (lo = uri_hex_digit (s[i + 2])) >= 0) {
       *o++ = hi * 16 + lo;
       i += 2;
     }
@@ -287,7 +287,7 @@ struct secrets {
 };
 
 static void
-add_secret (struct secrets *s, const char *value, size_t len)
+uri_add_secret (struct secrets *s, const char *value, size_t len)
 {
   struct secret *v;
 
@@ -301,26 +301,26 @@ add_secret (struct secrets *s, const char *value, size_t len)
   s->v = v;
   v[s->nr].raw = value;
   v[s->nr].len = len;
-  v[s->nr].decoded = percent_decode (value, len);
+  v[s->nr].decoded = uri_percent_decode (value, len);
   if (v[s->nr].decoded == NULL)
     s->enomem = true;
   s->nr++;
 }
 
 static void
-secret_item (const char *key, size_t klen, const char *value, size_t vlen,
-             void *opaque)
+uri_secret_item (const char *key, size_t klen, const char *value, size_t vlen,
+                 void *opaque)
 {
-  if (value && !is_public_key (key, klen))
-    add_secret (opaque, value, vlen);
+  if (value && !uri_is_public_key (key, klen))
+    uri_add_secret (opaque, value, vlen);
 }
 
 /* Set mask[i] for every byte of msg inside an occurrence of
  * [s, s+len).
  */
 static void
-mask_all (const char *msg, size_t msg_len, bool *mask, const char *s,
-          size_t len)
+uri_mask_all (const char *msg, size_t msg_len, bool *mask, const char *s,
+              size_t len)
 {
   const char *p = msg;
 
@@ -359,7 +359,7 @@ child_redact (const struct child *c, const char *msg)
     else
       fputc (*m++, fp);
   }
-  named = close_stream (fp, &named);
+  named = uri_close_stream (fp, &named);
   if (named == NULL)
     return NULL;
 
@@ -370,17 +370,17 @@ child_redact (const struct child *c, const char *msg)
    */
   uri_split (c->uri, &p);
   if (p.password)
-    add_secret (&s, p.password, p.password_end - p.password);
-  query_each (&p, secret_item, &s);
+    uri_add_secret (&s, p.password, p.password_end - p.password);
+  uri_query_each (&p, uri_secret_item, &s);
   if (s.enomem)
     goto out;                   /* ret NULL: nothing is printed */
   mask = calloc (named_len + 1, sizeof *mask);
   if (mask == NULL)
     goto out;
   for (i = 0; i < s.nr; ++i) {
-    mask_all (named, named_len, mask, s.v[i].raw, s.v[i].len);
-    mask_all (named, named_len, mask, s.v[i].decoded,
-              strlen (s.v[i].decoded));
+    uri_mask_all (named, named_len, mask, s.v[i].raw, s.v[i].len);
+    uri_mask_all (named, named_len, mask, s.v[i].decoded,
+                  strlen (s.v[i].decoded));
   }
   fp = open_memstream (&ret, &size);
   if (fp == NULL)
@@ -391,7 +391,7 @@ child_redact (const struct child *c, const char *msg)
     else if (i == 0 || !mask[i - 1])
       fputs ("***", fp);
   }
-  ret = close_stream (fp, &ret);
+  ret = uri_close_stream (fp, &ret);
 
  out:
   for (i = 0; i < s.nr; ++i)
@@ -413,8 +413,8 @@ struct disk_query {
 };
 
 static void
-disk_item (const char *key, size_t klen, const char *value, size_t vlen,
-           void *opaque)
+uri_disk_item (const char *key, size_t klen, const char *value, size_t vlen,
+               void *opaque)
 {
   struct disk_query *dq = opaque;
 
@@ -429,11 +429,76 @@ disk_item (const char *key, size_t klen, const char *value, size_t vlen,
  * where one ends.
  */
 static void
-put_piece (FILE *fp, const char *s, size_t len)
+uri_put_piece (FILE *fp, const char *s, size_t len)
 {
   fprintf (fp, "%zu:", len);
   fwrite (s, 1, len, fp);
   fputc (' ', fp);
+}
+
+/* The transport a URI's scheme names (any case), or NULL if none of
+ * libnbd's.
+ */
+static const char *
+uri_transport (const char *scheme, size_t slen)
+{
+  if ((slen == 3 && strncasecmp (scheme, "nbd", 3) == 0) ||
+      (slen == 4 && strncasecmp (scheme, "nbds", 4) == 0))
+    return "tcp";
+  if ((slen == 8 && strncasecmp (scheme, "nbd+unix", 8) == 0) ||
+      (slen == 9 && strncasecmp (scheme, "nbds+unix", 9) == 0))
+    return "unix";
+  if ((slen == 9 && strncasecmp (scheme, "nbd+vsock", 9) == 0) ||
+      (slen == 10 && strncasecmp (scheme, "nbds+vsock", 10) == 0))
+    return "vsock";
+  return NULL;
+}
+
+/* The host in lower case and the port as pieces: host[:port], or
+ * [v6]:port; the port defaults to 10809.  -1 on ENOMEM.
+ */
+static int
+uri_put_host_port (FILE *fp, const struct uri_parts *p)
+{
+  const char *h = p->host, *h_end = p->host_end;
+  const char *port = NULL, *port_end = NULL;
+  char *host;
+  size_t i;
+
+  if (h < h_end && *h == '[') {
+    const char *close = memchr (h, ']', h_end - h);
+
+    if (close && close + 1 < h_end && close[1] == ':') {
+      port = close + 2;
+      port_end = h_end;
+      h_end = close + 1;
+    }
+  }
+  else {
+    const char *colon = memchr (h, ':', h_end - h);
+
+    if (colon) {
+      port = colon + 1;
+      port_end = h_end;
+      h_end = colon;
+    }
+  }
+  host = uri_percent_decode (h, h_end - h);
+  if (host == NULL)
+    return -1;
+  for (i = 0; host[i]; ++i)
+    host[i] = tolower ((unsigned char) host[i]);
+  uri_put_piece (fp, host, strlen (host));
+  free (host);
+  if (port == NULL || port == port_end)
+    uri_put_piece (fp, "10809", 5);
+  else {
+    /* Leading zeroes do not make another port. */
+    while (port + 1 < port_end && *port == '0')
+      port++;
+    uri_put_piece (fp, port, port_end - port);
+  }
+  return 0;
 }
 
 char *
@@ -441,9 +506,9 @@ uri_disk (const char *uri)
 {
   struct uri_parts p;
   struct disk_query dq = { NULL, 0 };
-  char *ret = NULL, *exp = NULL, *host = NULL, *sock = NULL, *real = NULL;
+  char *ret = NULL, *exp = NULL, *sock = NULL, *real = NULL;
   size_t size = 0, slen, i;
-  const char *transport, *h, *h_end, *port = NULL, *port_end = NULL;
+  const char *transport;
   FILE *fp;
 
   fp = open_memstream (&ret, &size);
@@ -459,23 +524,13 @@ uri_disk (const char *uri)
     if (name == NULL)
       goto err;
     fputs ("raw ", fp);
-    put_piece (fp, name, strlen (name));
+    uri_put_piece (fp, name, strlen (name));
     free (name);
-    return close_stream (fp, &ret);
+    return uri_close_stream (fp, &ret);
   }
 
   slen = p.scheme_end - p.scheme;
-  if ((slen == 3 && strncasecmp (p.scheme, "nbd", 3) == 0) ||
-      (slen == 4 && strncasecmp (p.scheme, "nbds", 4) == 0))
-    transport = "tcp";
-  else if ((slen == 8 && strncasecmp (p.scheme, "nbd+unix", 8) == 0) ||
-           (slen == 9 && strncasecmp (p.scheme, "nbds+unix", 9) == 0))
-    transport = "unix";
-  else if ((slen == 9 && strncasecmp (p.scheme, "nbd+vsock", 9) == 0) ||
-           (slen == 10 && strncasecmp (p.scheme, "nbds+vsock", 10) == 0))
-    transport = "vsock";
-  else
-    transport = NULL;
+  transport = uri_transport (p.scheme, slen);
   if (transport == NULL) {
     fputs ("scheme ", fp);
     for (i = 0; i < slen; ++i)
@@ -487,69 +542,32 @@ uri_disk (const char *uri)
 
   /* The export name: the path less its first '/'. */
   if (p.path < p.path_end && *p.path == '/')
-    exp = percent_decode (p.path + 1, p.path_end - p.path - 1);
+    exp = uri_percent_decode (p.path + 1, p.path_end - p.path - 1);
   else
-    exp = percent_decode (p.path, p.path_end - p.path);
+    exp = uri_percent_decode (p.path, p.path_end - p.path);
   if (exp == NULL)
     goto err;
-  put_piece (fp, exp, strlen (exp));
+  uri_put_piece (fp, exp, strlen (exp));
 
   if (transport && strcmp (transport, "unix") == 0) {
-    query_each (&p, disk_item, &dq);
-    sock = percent_decode (dq.socket ? dq.socket : "", dq.socket_len);
+    uri_query_each (&p, uri_disk_item, &dq);
+    sock = uri_percent_decode (dq.socket ? dq.socket : "", dq.socket_len);
     if (sock == NULL)
       goto err;
     real = sock[0] ? realpath (sock, NULL) : NULL;
-    put_piece (fp, real ? real : sock, strlen (real ? real : sock));
+    uri_put_piece (fp, real ? real : sock, strlen (real ? real : sock));
   }
-  else {
-    /* host[:port], or [v6]:port; the port defaults to 10809. */
-    h = p.host;
-    h_end = p.host_end;
-    if (h < h_end && *h == '[') {
-      const char *close = memchr (h, ']', h_end - h);
-
-      if (close && close + 1 < h_end && close[1] == ':') {
-        port = close + 2;
-        port_end = h_end;
-        h_end = close + 1;
-      }
-    }
-    else {
-      const char *colon = memchr (h, ':', h_end - h);
-
-      if (colon) {
-        port = colon + 1;
-        port_end = h_end;
-        h_end = colon;
-      }
-    }
-    host = percent_decode (h, h_end - h);
-    if (host == NULL)
-      goto err;
-    for (i = 0; host[i]; ++i)
-      host[i] = tolower ((unsigned char) host[i]);
-    put_piece (fp, host, strlen (host));
-    if (port == NULL || port == port_end)
-      put_piece (fp, "10809", 5);
-    else {
-      /* Leading zeroes do not make another port. */
-      while (port + 1 < port_end && *port == '0')
-        port++;
-      put_piece (fp, port, port_end - port);
-    }
-  }
+  else if (uri_put_host_port (fp, &p) == -1)
+    goto err;
   free (exp);
-  free (host);
   free (sock);
   free (real);
-  return close_stream (fp, &ret);
+  return uri_close_stream (fp, &ret);
 
  err:
   fclose (fp);
   free (ret);
   free (exp);
-  free (host);
   free (sock);
   free (real);
   return NULL;

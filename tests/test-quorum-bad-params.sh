@@ -54,6 +54,10 @@ refuse 'child=not-a-uri: cannot connect to child 1' \
        $QUORUM_PLUGIN $c0 child=not-a-uri
 refuse 'report=/nonexistent/dir/r.jsonl' \
        $QUORUM_PLUGIN $c0 $c1 report=/nonexistent/dir/r.jsonl
+for r in -1 1e3 0x10 . 1. five 1048577 1048576.5 ""; do
+  refuse "scrub-rate=$r: expected MiB/s, a number from 0 \(no limit\) to 1048576, such as scrub-rate=50" \
+         $QUORUM_PLUGIN $c0 $c1 scrub-rate=$r
+done
 
 # Duplicate children: one disk would get two votes.  The same URI
 # however spelled (socket path through a symbolic link or "./", query

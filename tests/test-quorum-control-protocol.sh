@@ -118,9 +118,27 @@ refused(ask(s, b"{\"command\": \"help\"} {\"command\": \"help\"}\n"), "malformed
 refused(ask(s, b"{\"a\":" * 20 + b"1" + b"}" * 20 + b"\n"), "malformed request")
 r = ask(s, b"\n  \n{\"command\": \"help\"}\r\n")
 assert r["ok"] is True and r["command"] == "help", r
-assert [c["name"] for c in r["commands"]] == ["help", "status"], r
+assert [c["name"] for c in r["commands"]] == ["help", "rate", "scrub", "status"], r
 r = ask(s, b"{\"command\": \"status\", \"args\": []}\n")
 assert r["ok"] is True and len(r["children"]) == 3, r
+refused(ask(s, b"{\"command\": \"scrub\", \"args\": [1]}\n"), "scrub: \"args\" must be an array of strings")
+refused(ask(s, b"{\"command\": \"scrub\", \"args\": \"start\"}\n"), "scrub: \"args\" must be an array of strings")
+refused(ask(s, b"{\"command\": \"scrub\"}\n"), "scrub: expected \"start\"")
+refused(ask(s, b"{\"command\": \"scrub\", \"args\": [\"frob\"]}\n"), "scrub: expected \"start\"")
+refused(ask(s, b"{\"command\": \"scrub\", \"args\": [\"stop\"]}\n"), "scrub stop: no scrub is running")
+for a, why in [("--rate=-1", "expected MiB/s"), ("--rate=1e3", "expected MiB/s"),
+               ("--rate=2000000", "expected MiB/s"), ("--rate=", "expected MiB/s"),
+               ("--offset=1M", "expected a size below the export"), ("--offset=x", "expected a size below the export"),
+               ("--length=0", "expected a size above 0"), ("--length=99999999999999999999", "expected a size above 0"),
+               ("--frob", "unknown argument"), ("--repair=yes", "unknown argument")]:
+    refused(ask(s, json.dumps({"command": "scrub", "args": ["start", a]}).encode() + b"\n"), "scrub start: \x27%s\x27: %s" % (a, why))
+refused(ask(s, b"{\"command\": \"scrub\", \"args\": [\"start\", \"--offset=512K\", \"--length=1M\"]}\n"), "goes past the end of the export")
+refused(ask(s, b"{\"command\": \"rate\", \"args\": [\"--resync=5\"]}\n"), "rate: --resync: resyncs are not rate-limited")
+refused(ask(s, b"{\"command\": \"rate\", \"args\": [\"--scrub=five\"]}\n"), "rate: \x27--scrub=five\x27: expected MiB/s")
+r = ask(s, b"{\"command\": \"rate\"}\n")
+assert r["ok"] is True and r["scrub"] == 50 * 1048576, r
+r = ask(s, b"{\"command\": \"status\"}\n")
+assert r["scrub"]["state"] == "idle" and r["scrub"]["rate_limit"] == 50 * 1048576, r
 '
   still_serving 2
 

@@ -7,8 +7,11 @@
 # field by field against the state the test makes (known I/O; a child
 # killed -9, written around while down, restarted slow enough to be
 # seen resyncing, and back in sync), and the human form showing the
-# same.  The socket is mode 0600 and gone once nbdkit exits.  In both
-# forms.
+# same.  The socket is mode 0600 and gone once nbdkit exits.  The
+# state object without state= and with it (the file, its granule, an
+# fdatasync for the first write to a granule and none for the next,
+# a write failed everywhere seen unsettled).
+# In both forms.
 
 source ./functions.sh
 # json-c's parser calls newlocale(3), which hangs with the sanitizer
@@ -25,7 +28,7 @@ version=$(sed -n 's/^#define PACKAGE_VERSION "\(.*\)"$/\1/p' \
 q="nbd+unix:///?socket=$tmpdir/q.sock"
 
 # status_check EXPR...: every Python expression holds of the status
-# reply s (q = s["quorum"], c = s["children"]).  quiet=1: say nothing.
+# reply s (q = s["quorum"], c = s["children"], st = s["state"]).  quiet=1: say nothing.
 status_check ()
 {
   "$ctl" "$tmpdir/ctl" status --json > "$tmpdir/status.json"
@@ -34,6 +37,7 @@ import json, os, sys
 s = json.load(open(sys.argv[1]))
 q = s["quorum"]
 c = s["children"]
+st = s["state"]
 for e in sys.argv[2:]:
     if not eval(e):
         if not os.environ.get("quiet"):
@@ -89,7 +93,10 @@ control ()
       "all(x['stale_bytes'] == 0 for x in c)" \
       "all(x['resync'] is None for x in c)" \
       "all(x['last_error'] is None for x in c)" \
-      "all(x[k] == 0 for x in c for k in ('reads', 'writes', 'bad_reads', 'errors', 'timeouts', 'bytes_repaired'))"
+      "all(x[k] == 0 for x in c for k in ('reads', 'writes', 'bad_reads', 'errors', 'timeouts', 'bytes_repaired'))" \
+      "sorted(st) == ['file', 'granule', 'syncs', 'unsettled_bytes']" \
+      "st['file'] is None" "st['granule'] is None" "st['syncs'] == 0" \
+      "st['unsettled_bytes'] == 0"
 
   # Known I/O: each child reads once and writes twice.
   nbdsh -u "$q" -c 'h.pwrite(b"\x11" * 4096, 0)' \
@@ -122,7 +129,8 @@ control ()
       "^ +Size : 4194304 \(4 MiB\)$" "^ +Vote threshold : 2$" \
       "^ +2 +down +256 KiB +1 +2 +0 +0 +0 +0 B +$(rx "$(child_uri 2)")$" \
       "^ +1 +up +0 B +2 +5 +0 +0 +0 +0 B +$(rx "$(child_uri 1)")$" \
-      "last error: [-0-9T:.]+Z down: connection-lost$" ||
+      "last error: [-0-9T:.]+Z down: connection-lost$" \
+      "^ +State file : none \(in memory only\)$" "^ +Unsettled : 0 B$" ||
     { cat $tmpdir/status.txt; exit 1; }
 
   # Back, writing slowly (2 s a write): the 3 runs it is sent are
@@ -179,4 +187,71 @@ while not os.path.exists('$tmpdir/release'):
   refute test -e $tmpdir/ctl
 }
 
+# With state=FILE (and the default state-granule=, 4 MiB).
+control_state ()
+{
+  local i fail=$tmpdir/fail err
+  rm -f $tmpdir/q.state $fail
+  err=(error-pwrite=EIO error-pwrite-rate=100% error-pwrite-file=$fail
+       error-pread=EIO error-pread-rate=100% error-pread-file=$fail)
+  for i in 0 1 2; do rm -f $tmpdir/c$i.img; truncate -s 8M $tmpdir/c$i.img; done
+  child0 --filter=error file $tmpdir/c0.img "${err[@]}"
+  for i in 1 2; do
+    start_child $i --filter=error file $tmpdir/c$i.img "${err[@]}"
+  done
+  start_quorum -P $tmpdir/q.pid -U $tmpdir/q.sock "${quorum_head[@]}" \
+      child="$(child_uri 1)" child="$(child_uri 2)" \
+      state=$tmpdir/q.state control=$tmpdir/ctl
+
+  status_check "q['state'] == 'healthy'" \
+      "sorted(st) == ['file', 'granule', 'syncs', 'unsettled_bytes']" \
+      "st['file'] == '$tmpdir/q.state'" "st['granule'] == 4 * 1024 * 1024" \
+      "isinstance(st['syncs'], int) and st['syncs'] >= 0" \
+      "st['unsettled_bytes'] == 0"
+
+  # The first write to a granule waits for one fdatasync, the next to
+  # it none (no flush was sent: the sweeper cannot clear its bit), a
+  # write to the next granule one more.  Counted from inside one
+  # connection, so that nothing else happens meanwhile.
+  nbdsh -u "$q" -c "
+import json, subprocess
+def syncs():
+    out = subprocess.check_output(['$ctl', '$tmpdir/ctl', 'status', '--json'])
+    return json.loads(out)['state']['syncs']
+s0 = syncs()
+h.pwrite(b'\x31' * 4096, 0)
+s1 = syncs()
+assert s1 == s0 + 1, (s0, s1)
+h.pwrite(b'\x32' * 4096, 65536)
+h.pwrite(b'\x33' * 4096, 4 * 1024 * 1024 - 4096)
+assert syncs() == s1, (s1, syncs())
+h.pwrite(b'\x34' * 4096, 4 * 1024 * 1024)
+assert syncs() == s1 + 1, (s1, syncs())
+"
+  status_check "st['syncs'] >= 2" "st['unsettled_bytes'] == 0" \
+      "all(x['stale_bytes'] == 0 for x in c)"
+
+  # A write that fails on every child: its 64 KiB granule is unsettled
+  # (no child is stale), and can be settled by no one while reads fail
+  # too.
+  touch $fail
+  nbdsh -u "$q" -c "
+try:
+    h.pwrite(b'\x41' * 4096, 5 * 1024 * 1024)
+    assert False, 'the write succeeded'
+except nbd.Error:
+    pass
+"
+  status_check "st['unsettled_bytes'] == 65536" \
+      "all(x['stale_bytes'] == 0 for x in c)" "q['size'] == 8 * 1024 * 1024"
+  human_shows "^ +State file : $(rx "$tmpdir/q.state") \(write-intent granule 4 MiB, [0-9]+ syncs\)$" \
+      "^ +Unsettled : 64 KiB$" ||
+    { cat $tmpdir/status.txt; exit 1; }
+  rm -f $fail
+
+  kill_pid $(cat $tmpdir/q.pid)
+  rm -f $tmpdir/q.pid $tmpdir/q.sock $tmpdir/q.state
+}
+
 for_each_form control
+for_each_form control_state

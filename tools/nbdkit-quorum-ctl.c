@@ -46,7 +46,13 @@ usage (FILE *fp)
            "usage: %s [--timeout=SECONDS] SOCKET COMMAND [ARGS...]\n"
            "\n"
            "Commands:\n"
-           "  status [--json]   the quorum and each child\n"
+           "  status [--json]   the quorum, each child and the scrub\n"
+           "  scrub start [--repair] [--rate=MIB/S] [--offset=O] "
+           "[--length=L] [--json]\n"
+           "                    read every block through the vote\n"
+           "  scrub stop [--json]\n"
+           "  rate [--scrub=MIB/S] [--json]  show or change the scrub's "
+           "rate limit\n"
            "  help [--json]     the commands the server knows\n"
            "Any other command is sent as {\"command\": COMMAND, \"args\": "
            "[ARGS...]}\n"
@@ -223,6 +229,86 @@ human (uint64_t bytes, char *buf, size_t len)
   return buf;
 }
 
+/* A rate limit for people: "50 MiB/s" or "none". */
+static const char *
+human_rate (uint64_t rate, char *buf, size_t len)
+{
+  char b[32];
+
+  if (rate == 0)
+    return "none";
+  snprintf (buf, len, "%s/s", human (rate, b, sizeof b));
+  return buf;
+}
+
+static void
+print_scrub (json_object *s)
+{
+  const char *state = get_str (s, "state");
+  int64_t done = get_int (s, "bytes_done"), total = get_int (s, "bytes_total");
+  char b1[32], b2[32], b3[32], b4[32], b5[32], b6[32];
+
+  if (s == NULL)
+    return;
+  if (strcmp (state, "idle") == 0) {
+    printf ("            Scrub : none since start-up (rate limit %s)\n",
+            human_rate (get_int (s, "rate_limit"), b1, sizeof b1));
+    return;
+  }
+  printf ("            Scrub : %s%s%s, %s of %s", state,
+          strcmp (state, "done") == 0 && json_object_get_boolean (
+            get (s, "stopped")) ? " (stopped)" : "",
+          json_object_get_boolean (get (s, "repair")) ? ", repairing" : "",
+          human (done, b1, sizeof b1), human (total, b2, sizeof b2));
+  if (total > 0)
+    printf (" (%d%%)", (int) (done * 100 / total));
+  printf (" from offset %" PRIi64, get_int (s, "offset"));
+  if (strcmp (state, "running") == 0) {
+    printf (", %s/s, limit %s", human (get_int (s, "rate"), b1, sizeof b1),
+            human_rate (get_int (s, "rate_limit"), b2, sizeof b2));
+    if (get (s, "eta_seconds")) {
+      int64_t eta = get_int (s, "eta_seconds");
+
+      printf (", %" PRIi64 ":%02d:%02d to go", eta / 3600,
+              (int) (eta / 60 % 60), (int) (eta % 60));
+    }
+    if (json_object_get_boolean (get (s, "stopping")))
+      printf (", stopping");
+  }
+  else
+    printf (" in %" PRIi64 " s", get_int (s, "elapsed_seconds"));
+  printf ("\n");
+  printf ("                    %s mismatched, %s repaired, %s unreadable, "
+          "%s without quorum\n",
+          human (get_int (s, "mismatched_bytes"), b1, sizeof b1),
+          human (get_int (s, "repaired_bytes"), b2, sizeof b2),
+          human (get_int (s, "unreadable_bytes"), b3, sizeof b3),
+          human (get_int (s, "no_quorum_bytes"), b4, sizeof b4));
+  printf ("                    %s skipped as zeroes, %s checked without "
+          "every child\n",
+          human (get_int (s, "skipped_bytes"), b5, sizeof b5),
+          human (get_int (s, "unchecked_bytes"), b6, sizeof b6));
+}
+
+/* The persistent state (state=): the file, or that there is none. */
+static void
+print_state (json_object *s)
+{
+  char b1[32], b2[32];
+
+  if (s == NULL)
+    return;
+  if (get (s, "file") == NULL)
+    printf ("       State file : none (in memory only)\n");
+  else
+    printf ("       State file : %s (write-intent granule %s, %" PRIi64
+            " syncs)\n", get_str (s, "file"),
+            human (get_int (s, "granule"), b1, sizeof b1),
+            get_int (s, "syncs"));
+  printf ("        Unsettled : %s\n",
+          human (get_int (s, "unsettled_bytes"), b2, sizeof b2));
+}
+
 static void
 print_status (const char *path, json_object *reply)
 {
@@ -248,6 +334,8 @@ print_status (const char *path, json_object *reply)
   printf ("  Vote block size : %s\n",
           human (get_int (q, "vote_block_size"), b1, sizeof b1));
   printf ("      Export name : \"%s\"\n", get_str (q, "export_name"));
+  print_state (get (reply, "state"));
+  print_scrub (get (reply, "scrub"));
   printf ("\n");
   printf ("%5s  %-9s  %10s  %10s  %10s  %5s  %6s  %8s  %10s  %s\n",
           "INDEX", "STATE", "STALE", "READS", "WRITES", "BAD", "ERRORS",
@@ -321,7 +409,7 @@ main (int argc, char *argv[])
   bool json = false, known;
   json_object *req, *reply, *ok;
   json_tokener *tok;
-  char *line;
+  char *line, b1[32];
   int c, i;
 
   /* "+": options end at SOCKET, the rest belongs to the command. */
@@ -361,7 +449,20 @@ main (int argc, char *argv[])
   req = json_object_new_object ();
   json_object_object_add (req, "command", json_object_new_string (command));
   known = strcmp (command, "status") == 0 || strcmp (command, "help") == 0;
-  if (known) {
+  if (strcmp (command, "scrub") == 0 || strcmp (command, "rate") == 0) {
+    /* Checked by the server: passed on, less --json. */
+    json_object *args = json_object_new_array ();
+
+    known = true;
+    for (i = 0; i < argc; ++i) {
+      if (strcmp (argv[i], "--json") == 0)
+        json = true;
+      else
+        json_object_array_add (args, json_object_new_string (argv[i]));
+    }
+    json_object_object_add (req, "args", args);
+  }
+  else if (known) {
     for (i = 0; i < argc; ++i) {
       if (strcmp (argv[i], "--json") == 0)
         json = true;
@@ -412,6 +513,14 @@ main (int argc, char *argv[])
     print_status (path, reply);
   else if (strcmp (command, "help") == 0)
     print_help (reply);
+  else if (strcmp (command, "rate") == 0)
+    printf ("scrub rate limit: %s\n",
+            human_rate (get_int (reply, "scrub"), b1, sizeof b1));
+  else if (strcmp (command, "scrub") == 0 && get (reply, "rate_limit"))
+    printf ("scrub started (rate limit %s): see status\n",
+            human_rate (get_int (reply, "rate_limit"), b1, sizeof b1));
+  else if (strcmp (command, "scrub") == 0)
+    printf ("scrub stopping: see status\n");
   else
     printf ("%s\n", json_object_to_json_string_ext (
               reply, JSON_C_TO_STRING_PRETTY |

@@ -33,7 +33,7 @@ struct quorum_handle {
  * work (below): not if the plugin asked nbdkit to serialize its
  * requests, then only its connections' threads call it.
  */
-static bool may_lend;
+static bool lend_allowed;
 
 /* The plugin below, as the engine's local child. */
 static int
@@ -125,6 +125,15 @@ quorum_filter_unload (void)
   quorum_unload ();
 }
 
+#ifdef HAVE_STRUCT_NBDKIT_FILTER_DUMP_PLUGIN
+/* --dump-plugin: newer nbdkit asks filters too, after the plugin. */
+static void
+quorum_filter_dump_plugin (void)
+{
+  quorum_dump ();
+}
+#endif
+
 /* Our keys are the quorum's; everything else is the plugin's. */
 static int
 quorum_filter_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
@@ -151,8 +160,8 @@ quorum_filter_config_complete (nbdkit_next_config_complete *next,
 static int
 quorum_filter_get_ready (int thread_model)
 {
-  may_lend = thread_model == NBDKIT_THREAD_MODEL_PARALLEL;
-  if (!may_lend)
+  lend_allowed = thread_model == NBDKIT_THREAD_MODEL_PARALLEL;
+  if (!lend_allowed)
     nbdkit_debug ("quorum: the plugin serializes its requests: resync "
                   "reads the remote children only");
   return quorum_get_ready ("nbdkit-quorum-filter");
@@ -171,15 +180,15 @@ quorum_filter_get_ready (int thread_model)
  */
 static pthread_mutex_t lend_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t lend_cond = PTHREAD_COND_INITIALIZER;
-static struct quorum_handle *lenders;
+static struct quorum_handle *lend_list;
 static void
-lend (struct quorum_handle *h)
+lend_add (struct quorum_handle *h)
 {
-  if (!may_lend)
+  if (!lend_allowed)
     return;
   pthread_mutex_lock (&lend_lock);
-  h->lend_next = lenders;
-  lenders = h;
+  h->lend_next = lend_list;
+  lend_list = h;
   h->lent = true;
   pthread_mutex_unlock (&lend_lock);
   quorum_local_available ();
@@ -187,13 +196,13 @@ lend (struct quorum_handle *h)
 
 /* Take h back, once nobody is using its context. */
 static void
-unlend (struct quorum_handle *h)
+lend_take_back (struct quorum_handle *h)
 {
   struct quorum_handle **p;
 
   pthread_mutex_lock (&lend_lock);
   if (h->lent) {
-    for (p = &lenders; *p != h; p = &(*p)->lend_next)
+    for (p = &lend_list; *p != h; p = &(*p)->lend_next)
       ;
     *p = h->lend_next;
     h->lent = false;
@@ -204,12 +213,12 @@ unlend (struct quorum_handle *h)
 }
 
 static struct quorum_handle *
-borrow (bool write)
+lend_borrow (bool write)
 {
   struct quorum_handle *h;
 
   pthread_mutex_lock (&lend_lock);
-  for (h = lenders; h && write && !h->writable; h = h->lend_next)
+  for (h = lend_list; h && write && !h->writable; h = h->lend_next)
     ;
   if (h)
     h->borrowers++;
@@ -218,7 +227,7 @@ borrow (bool write)
 }
 
 static void
-give_back (struct quorum_handle *h)
+lend_give_back (struct quorum_handle *h)
 {
   pthread_mutex_lock (&lend_lock);
   if (--h->borrowers == 0)
@@ -232,7 +241,7 @@ background_available (void *ctx)
   bool r;
 
   pthread_mutex_lock (&lend_lock);
-  r = lenders != NULL;
+  r = lend_list != NULL;
   pthread_mutex_unlock (&lend_lock);
   return r;
 }
@@ -244,7 +253,7 @@ static int
 background_pread (void *ctx, void *buf, uint32_t count, uint64_t offset,
                   uint32_t flags, int *err)
 {
-  struct quorum_handle *h = borrow (false);
+  struct quorum_handle *h = lend_borrow (false);
   int r;
 
   if (h == NULL) {
@@ -252,7 +261,7 @@ background_pread (void *ctx, void *buf, uint32_t count, uint64_t offset,
     return -1;
   }
   r = local_pread (h->next, buf, count, offset, flags, err);
-  give_back (h);
+  lend_give_back (h);
   return r;
 }
 
@@ -261,7 +270,7 @@ background_extents (void *ctx, uint32_t count, uint64_t offset,
                     uint32_t flags, struct quorum_extent_list *list,
                     int *err)
 {
-  struct quorum_handle *h = borrow (false);
+  struct quorum_handle *h = lend_borrow (false);
   int r;
 
   if (h == NULL) {
@@ -269,7 +278,7 @@ background_extents (void *ctx, uint32_t count, uint64_t offset,
     return -1;
   }
   r = local_extents (h->next, count, offset, flags, list, err);
-  give_back (h);
+  lend_give_back (h);
   return r;
 }
 
@@ -277,7 +286,7 @@ static int
 background_pwrite (void *ctx, const void *buf, uint32_t count,
                    uint64_t offset, uint32_t flags, int *err)
 {
-  struct quorum_handle *h = borrow (true);
+  struct quorum_handle *h = lend_borrow (true);
   int r;
 
   if (h == NULL) {
@@ -285,7 +294,7 @@ background_pwrite (void *ctx, const void *buf, uint32_t count,
     return -1;
   }
   r = local_pwrite (h->next, buf, count, offset, 0, err);
-  give_back (h);
+  lend_give_back (h);
   return r;
 }
 
@@ -373,7 +382,7 @@ quorum_filter_open (nbdkit_next_open *next, nbdkit_context *context,
 static void
 quorum_filter_close (void *handle)
 {
-  unlend (handle);              /* in case .finalize was not reached */
+  lend_take_back (handle);      /* in case .finalize was not reached */
   free (handle);
 }
 
@@ -430,14 +439,14 @@ quorum_filter_prepare (nbdkit_next *next, void *handle, int readonly)
     return -1;
   h->next = next;
   h->writable = c.can_write && !readonly;
-  lend (h);
+  lend_add (h);
   return 0;
 }
 
 static int
 quorum_filter_finalize (nbdkit_next *next, void *handle)
 {
-  unlend (handle);
+  lend_take_back (handle);
   return 0;
 }
 
@@ -454,11 +463,7 @@ quorum_filter_block_size (nbdkit_next *next, void *handle,
                           uint32_t *maximum)
 {
   struct quorum_handle *h = handle;
-
-  *minimum = h->conn.caps.block_min;
-  *preferred = h->conn.caps.block_pref;
-  *maximum = h->conn.caps.block_max;
-  return 0;
+  return quorum_block_size (&h->conn, minimum, preferred, maximum);
 }
 
 static int
@@ -493,10 +498,7 @@ static int
 quorum_filter_can_zero (nbdkit_next *next, void *handle)
 {
   struct quorum_handle *h = handle;
-
-  if (!h->conn.caps.can_write)
-    return NBDKIT_ZERO_NONE;
-  return h->conn.caps.can_zero ? NBDKIT_ZERO_NATIVE : NBDKIT_ZERO_EMULATE;
+  return h->conn.zero_mode;
 }
 
 static int
@@ -513,14 +515,11 @@ quorum_filter_can_extents (nbdkit_next *next, void *handle)
   return h->conn.caps.can_extents;
 }
 
-/* The engine honours FUA on each child, with a flush where one lacks
- * it: nbdkit need not emulate it by flushing every child.
- */
 static int
 quorum_filter_can_fua (nbdkit_next *next, void *handle)
 {
   struct quorum_handle *h = handle;
-  return h->conn.caps.can_fua ? NBDKIT_FUA_NATIVE : NBDKIT_FUA_NONE;
+  return h->conn.fua_mode;
 }
 
 static int
@@ -534,7 +533,7 @@ static int
 quorum_filter_can_cache (nbdkit_next *next, void *handle)
 {
   struct quorum_handle *h = handle;
-  return h->conn.caps.can_cache ? NBDKIT_CACHE_NATIVE : NBDKIT_CACHE_NONE;
+  return h->conn.cache_mode;
 }
 
 static int
@@ -604,6 +603,9 @@ static struct nbdkit_filter filter = {
   .config             = quorum_filter_config,
   .config_complete    = quorum_filter_config_complete,
   .config_help        = QUORUM_CONFIG_HELP_CHILD QUORUM_CONFIG_HELP,
+#ifdef HAVE_STRUCT_NBDKIT_FILTER_DUMP_PLUGIN
+  .dump_plugin        = quorum_filter_dump_plugin,
+#endif
   .get_ready          = quorum_filter_get_ready,
   .after_fork         = quorum_filter_after_fork,
   .cleanup            = quorum_filter_cleanup,

@@ -123,11 +123,7 @@ quorum_plugin_block_size (void *handle, uint32_t *minimum,
                           uint32_t *preferred, uint32_t *maximum)
 {
   struct quorum_handle *h = handle;
-
-  *minimum = h->conn.caps.block_min;
-  *preferred = h->conn.caps.block_pref;
-  *maximum = h->conn.caps.block_max;
-  return 0;
+  return quorum_block_size (&h->conn, minimum, preferred, maximum);
 }
 
 static int
@@ -158,7 +154,9 @@ quorum_plugin_can_trim (void *handle)
   return h->conn.caps.can_trim;
 }
 
-/* false: nbdkit emulates zero with writes of zeroes. */
+/* false: nbdkit emulates zero with writes of zeroes (see
+ * quorum_conn.zero_mode).
+ */
 static int
 quorum_plugin_can_zero (void *handle)
 {
@@ -180,14 +178,11 @@ quorum_plugin_can_extents (void *handle)
   return h->conn.caps.can_extents;
 }
 
-/* The engine honours FUA on each child, with a flush where one lacks
- * it: nbdkit need not emulate it by flushing every child.
- */
 static int
 quorum_plugin_can_fua (void *handle)
 {
   struct quorum_handle *h = handle;
-  return h->conn.caps.can_fua ? NBDKIT_FUA_NATIVE : NBDKIT_FUA_NONE;
+  return h->conn.fua_mode;
 }
 
 static int
@@ -201,26 +196,29 @@ static int
 quorum_plugin_can_cache (void *handle)
 {
   struct quorum_handle *h = handle;
-  return h->conn.caps.can_cache ? NBDKIT_CACHE_NATIVE : NBDKIT_CACHE_NONE;
+  return h->conn.cache_mode;
 }
 
-/* The engine returns a positive errno in err; nbdkit wants it set. */
-#define CALL(expr)                              \
-  do {                                          \
-    int err = 0;                                \
-    if ((expr) == -1) {                         \
-      nbdkit_set_error (err ? err : EIO);       \
-      return -1;                                \
-    }                                           \
-    return 0;                                   \
-  } while (0)
+/* The engine returns a positive errno in *err; nbdkit wants it set.
+ * r is evaluated, and *err set, before this is called.
+ */
+static int
+quorum_plugin_result (int r, const int *err)
+{
+  if (r == -1)
+    nbdkit_set_error (*err ? *err : EIO);
+  return r;
+}
 
 static int
 quorum_plugin_pread (void *handle, void *buf, uint32_t count,
                      uint64_t offset, uint32_t flags)
 {
   struct quorum_handle *h = handle;
-  CALL (quorum_pread (&h->conn, buf, count, offset, flags, &err));
+  int err = 0;
+
+  return quorum_plugin_result (quorum_pread (&h->conn, buf, count, offset,
+                                             flags, &err), &err);
 }
 
 static int
@@ -228,14 +226,19 @@ quorum_plugin_pwrite (void *handle, const void *buf, uint32_t count,
                       uint64_t offset, uint32_t flags)
 {
   struct quorum_handle *h = handle;
-  CALL (quorum_pwrite (&h->conn, buf, count, offset, flags, &err));
+  int err = 0;
+
+  return quorum_plugin_result (quorum_pwrite (&h->conn, buf, count, offset,
+                                              flags, &err), &err);
 }
 
 static int
 quorum_plugin_flush (void *handle, uint32_t flags)
 {
   struct quorum_handle *h = handle;
-  CALL (quorum_flush (&h->conn, flags, &err));
+  int err = 0;
+
+  return quorum_plugin_result (quorum_flush (&h->conn, flags, &err), &err);
 }
 
 static int
@@ -243,7 +246,10 @@ quorum_plugin_trim (void *handle, uint32_t count, uint64_t offset,
                     uint32_t flags)
 {
   struct quorum_handle *h = handle;
-  CALL (quorum_trim (&h->conn, count, offset, flags, &err));
+  int err = 0;
+
+  return quorum_plugin_result (quorum_trim (&h->conn, count, offset, flags,
+                                            &err), &err);
 }
 
 static int
@@ -251,7 +257,10 @@ quorum_plugin_zero (void *handle, uint32_t count, uint64_t offset,
                     uint32_t flags)
 {
   struct quorum_handle *h = handle;
-  CALL (quorum_zero (&h->conn, count, offset, flags, &err));
+  int err = 0;
+
+  return quorum_plugin_result (quorum_zero (&h->conn, count, offset, flags,
+                                            &err), &err);
 }
 
 static int
@@ -259,7 +268,10 @@ quorum_plugin_extents (void *handle, uint32_t count, uint64_t offset,
                        uint32_t flags, struct nbdkit_extents *extents)
 {
   struct quorum_handle *h = handle;
-  CALL (quorum_extents (&h->conn, count, offset, flags, extents, &err));
+  int err = 0;
+
+  return quorum_plugin_result (quorum_extents (&h->conn, count, offset, flags,
+                                               extents, &err), &err);
 }
 
 static int
@@ -267,7 +279,10 @@ quorum_plugin_cache (void *handle, uint32_t count, uint64_t offset,
                      uint32_t flags)
 {
   struct quorum_handle *h = handle;
-  CALL (quorum_cache (&h->conn, count, offset, flags, &err));
+  int err = 0;
+
+  return quorum_plugin_result (quorum_cache (&h->conn, count, offset, flags,
+                                             &err), &err);
 }
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL

@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# nbdkit-quorum benchmark, counting mode: where a request's time goes,
+# as counts rather than timings, so that a busy machine moves them
+# little.  For each front and workload: system calls, futex waits and
+# wakes, and context switches of the quorum's nbdkit, per request.
+# Copyright (C) 2026 the nbdkit-quorum authors.
+# SPDX-License-Identifier: BSD-3-Clause
+#
+# Usage: bench/quorum-syscalls.sh [--root=DIR] [REQUESTS [FRONTS [WORKLOADS]]]
+#   --root     the same on Debian 13's stack, in the root that
+#              scripts/in-debian13 keeps in DIR
+#   REQUESTS   requests per workload (default 4000)
+#   FRONTS     comma-separated: plugin,filter (default both)
+#   WORKLOADS  comma-separated, of randread-qd1, randread-qd32,
+#              randwrite-qd1, randwrite-qd32 (default all four)
+#
+# The children are three `nbdkit --filter=noextents file` servers on
+# 64 MiB images in /dev/shm, the front as in bench/quorum-bench.sh.  A
+# Python client (libnbd's bindings) connects, then sends REQUESTS 4 KiB
+# requests at random aligned offsets (fixed seed), keeping DEPTH in
+# flight; the counts cover only those requests:
+#   ctxsw    voluntary + involuntary context switches of every thread of
+#            the front, from /proc/PID/task/*/status, after minus before
+#            (a run without strace)
+#   syscalls every system call of every thread (strace -f attached
+#            for the requests only; a second run), and of them:
+#   futex-w  futex waits (FUTEX_WAIT*: a thread went to sleep on a lock,
+#            a semaphore or a condition variable)
+#   futex-k  futex wakes (FUTEX_WAKE*: one thread woke another)
+#   recv, send, poll, read, write   the socket and pipe calls
+# Each count is divided by REQUESTS.  The front's own threads only: the
+# children's and the client's calls are not counted.
+
+case ${1:-} in
+  --root=*)
+    exec "$(dirname "$0")/../scripts/in-debian13" "$1" --with="fio bc strace" \
+         --build bench/quorum-syscalls.sh "${@:2}" ;;
+esac
+
+# shellcheck source=bench/bench-lib.sh
+source "$(dirname "$0")/bench-lib.sh"
+
+nreq=${1:-4000}
+fronts=${2:-plugin,filter}
+workloads=${3:-randread-qd1,randread-qd32,randwrite-qd1,randwrite-qd32}
+size=64M
+bench_requires nbdkit strace python3
+
+make_full "$dir/c0.img" "$size"
+cp "$dir/c0.img" "$dir/c1.img"
+cp "$dir/c0.img" "$dir/c2.img"
+start_children 3 "$dir/c" --filter=noextents
+
+# The client: connect, say "ready", wait for a line on stdin, run the
+# requests, say "done", wait for another line, then close.
+cat > "$dir/client.py" <<'EOF'
+import random, sys
+import nbd
+uri, rw, depth, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+h = nbd.NBD()
+h.connect_uri(uri)
+size = h.get_size()
+blocks = size // 4096
+rnd = random.Random(1)
+buf = nbd.Buffer(4096)
+wbuf = nbd.Buffer.from_bytearray(bytearray(b'\x5a' * 4096))
+def retire(err):
+    if err:
+        sys.exit("request failed: %d" % err)
+    return 1                    # retired: aio_in_flight counts the rest
+print("ready", flush=True)
+sys.stdin.readline()
+sent = 0
+while sent < n or h.aio_in_flight() > 0:
+    while sent < n and h.aio_in_flight() < depth:
+        off = rnd.randrange(blocks) * 4096
+        if rw == "randread":
+            h.aio_pread(buf, off, completion=retire)
+        else:
+            h.aio_pwrite(wbuf, off, completion=retire)
+        sent += 1
+    h.poll(-1)
+print("done", flush=True)
+sys.stdin.readline()
+h.shutdown()
+EOF
+
+ctxsw () {
+  local t s=0 v
+  for t in /proc/"$1"/task/*/status; do
+    v=$(awk '/ctxt_switches/ { n += $2 } END { print n + 0 }' "$t" 2>/dev/null) || v=0
+    s=$((s + ${v:-0}))
+  done
+  echo "$s"
+}
+
+# run_client RW DEPTH MODE: one client run against the front; MODE
+# ctxsw prints the context switches, strace leaves the trace in
+# $dir/trace.
+run_client () {
+  local rw=$1 depth=$2 mode=$3 c0 c1 spid
+  coproc CL { exec python3 "$dir/client.py" "$front_uri" "$rw" "$depth" "$nreq"; }
+  local cpid=$CL_PID
+  pids+=("$cpid")
+  read -r _ <&"${CL[0]}"
+  if [ "$mode" = strace ]; then
+    rm -f "$dir/trace"
+    strace -f -qq -e signal=none -o "$dir/trace" -p "$front_pid" 2>/dev/null &
+    spid=$!
+    pids+=("$spid")
+    # strace says nothing when it is attached: wait for the threads to
+    # show as traced.
+    for _ in $(seq 100); do
+      grep -q "^TracerPid:[[:space:]]*$spid" /proc/"$front_pid"/status 2>/dev/null && break
+      sleep 0.05
+    done
+    sleep 0.3
+  fi
+  c0=$(ctxsw "$front_pid")
+  echo go >&"${CL[1]}"
+  read -r _ <&"${CL[0]}"
+  c1=$(ctxsw "$front_pid")
+  if [ "$mode" = strace ]; then
+    stop_pid "$spid"
+  fi
+  echo bye >&"${CL[1]}"
+  wait "$cpid" 2>/dev/null || true
+  [ "$mode" = ctxsw ] && echo $((c1 - c0))
+  return 0
+}
+
+printf 'nbdkit-quorum system calls per request: %s requests, %s, nbdkit %s, libnbd %s, %s\n' \
+       "$nreq" "$(date -u +%Y-%m-%d)" \
+       "$(nbdkit --version | awk '{print $2}')" \
+       "$(python3 -c 'import nbd; print(nbd.NBD().get_version())')" \
+       "$(. /etc/os-release; echo "$PRETTY_NAME")"
+printf '%-15s %-7s %7s %9s %8s %8s %6s %6s %6s %6s %6s\n' \
+       workload front ctxsw syscalls futex-w futex-k recv send poll read write
+for w in ${workloads//,/ }; do
+  rw=${w%-qd*}; depth=${w#*-qd}
+  for f in ${fronts//,/ }; do
+    start_front "$f" c0 c1 c2
+    cs=$(run_client "$rw" "$depth" ctxsw)
+    run_client "$rw" "$depth" strace
+    stop_front
+    [ -n "${KEEP_TRACE:-}" ] && cp "$dir/trace" "$KEEP_TRACE.$w.$f"
+    python3 - "$dir/trace" "$nreq" "$w" "$f" "$cs" <<'PY'
+import re, sys
+path, n, w, f, cs = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+calls = {}
+fw = fk = 0
+pat = re.compile(r'^\d+\s+(?:<\.\.\. )?([a-z_0-9]+)')
+for line in open(path, errors="replace"):
+    if "resumed>" in line:
+        continue                 # the second half of an interrupted call
+    m = pat.match(line)
+    if not m:
+        continue
+    name = m.group(1)
+    calls[name] = calls.get(name, 0) + 1
+    if name == "futex":
+        if "FUTEX_WAKE" in line:
+            fk += 1
+        elif "FUTEX_WAIT" in line or "FUTEX_LOCK" in line:
+            fw += 1
+total = sum(calls.values())
+def g(*names):
+    return sum(calls.get(x, 0) for x in names) / n
+print("%-15s %-7s %7.2f %9.2f %8.2f %8.2f %6.2f %6.2f %6.2f %6.2f %6.2f" %
+      (w, f, cs / n, total / n, fw / n, fk / n,
+       g("recvfrom", "recvmsg", "recv"), g("sendto", "sendmsg", "send"),
+       g("poll", "ppoll"), g("read"), g("write")))
+shown = {"futex", "recvfrom", "recvmsg", "recv", "sendto", "sendmsg", "send",
+         "poll", "ppoll", "read", "write"}
+rest = sorted((c, x) for x, c in calls.items() if x not in shown and c / n >= 0.05)
+if rest:
+    print("%-15s %-7s   others: %s" % ("", "", " ".join(
+        "%s=%.2f" % (x, c / n) for c, x in reversed(rest))))
+PY
+  done
+done
