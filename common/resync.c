@@ -764,13 +764,18 @@ resync_supervisor (void *vp)
   struct child *c = vp;
   struct retry rt;
   unsigned kicks = 0;
+  bool first = true;
 
   retry_reset (&rt);
   for (;;) {
     bool rejoined = false;
     int r;
 
-    if (!state_wait_work (c, &kicks, retry_deadline (&rt)))
+    /* At once the first time: it may be stale since start-up (state=). */
+    if (!first && !state_wait_work (c, &kicks, retry_deadline (&rt)))
+      break;
+    first = false;
+    if (state_quitting (c))
       break;
     if (state_get (c) == CHILD_DOWN) {
       if (!rejoin (c))
@@ -807,12 +812,16 @@ resync_local_healer (void *vp)
   struct child *c = vp;
   struct retry rt;
   unsigned kicks = 0;
+  bool first = true;
 
   retry_reset (&rt);
   for (;;) {
     int r;
 
-    if (!state_wait_work (c, &kicks, retry_deadline (&rt)))
+    if (!first && !state_wait_work (c, &kicks, retry_deadline (&rt)))
+      break;
+    first = false;
+    if (state_quitting (c))
       break;
     if (!fresh_stale (c, 0, 0)) {
       retry_reset (&rt);
