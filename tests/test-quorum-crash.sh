@@ -11,7 +11,8 @@
 # workload wrote holds what it acknowledged last (or the write in
 # flight at the kill), reads of the whole disk succeed, the regions
 # that had writes in flight are settled (event=settle), and the three
-# children end byte-identical.
+# children end byte-identical.  (Without state= they stay different:
+# nothing remembers where the writes in flight were.)
 
 source ./functions.sh
 set -e
@@ -40,7 +41,10 @@ crash ()
   rm -f $st $tmpdir/saved.* $tmpdir/stop.*
   for i in 0 1 2; do rm -f $tmpdir/c$i.img; truncate -s 8M $tmpdir/c$i.img; done
   child0 file $tmpdir/c0.img
-  for i in 1 2; do start_child $i file $tmpdir/c$i.img; done
+  start_child 1 file $tmpdir/c1.img
+  # Child 2 slower, so that the kill finds writes done on some children
+  # and not yet on others.
+  start_child 2 --filter=delay file $tmpdir/c2.img delay-write=20ms
   qstart
 
   for k in 1 2 3; do
