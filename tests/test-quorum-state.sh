@@ -122,7 +122,7 @@ mismatch ()
 
   for i in 0 1 2; do truncate -s 2M $tmpdir/c$i.img; done
   expect_fail_start $tmpdir/size.log "${head[@]}" "$c1" "$c2" state=$st
-  assert_grep "state.*size|size.*state" $tmpdir/size.log
+  assert_grep "state.*(size|bytes)" $tmpdir/size.log
   assert_grep "(1048576|1M|1 ?MiB|0x100000)" $tmpdir/size.log
   assert_grep "(2097152|2M|2 ?MiB|0x200000)" $tmpdir/size.log
   sha256sum -c $tmpdir/st.sum
@@ -186,7 +186,7 @@ unrecordable ()
 set -e
 dd if=/dev/zero of=$tmpdir/small/fill bs=4096 status=none 2>/dev/null || :
 df $tmpdir/small
-nbdsh -u "\$uri" -c '
+nbdsh -u "\$1" -c '
 import errno
 for off in range(65536, 1048576, 65536):
     try:
@@ -204,7 +204,7 @@ QUORUM_PRELOAD='$QUORUM_PRELOAD'
 $(declare -f quorum)
 mount -t tmpfs -o size=256k tmpfs $tmpdir/small
 quorum -U - $head child='$(child_uri 1)' child='$(child_uri 2)' \
-    state=$tmpdir/small/state --run 'bash $tmpdir/fill-and-write'
+    state=$tmpdir/small/state --run 'bash $tmpdir/fill-and-write \"\$uri\"'
 " > $tmpdir/full.log 2>&1 || { cat $tmpdir/full.log; exit 1; }
   cat $tmpdir/full.log
   assert_grep "error: .*state" $tmpdir/full.log
