@@ -36,8 +36,19 @@ qstart ()
       reconnect-delay=1 reconnect-max-delay=1 state=$st "$@"
 }
 
+# qhold: a client connected meanwhile, for the filter form, whose
+# plugin (child 0) can only be read from within a client's connection:
+# the copies to a stale child need it as a source.
+qhold ()
+{
+  hold_connection "$q"
+  holding=true
+}
+holding=false
+
 qstop ()
 {
+  if $holding; then release_connection; holding=false; fi
   kill_pid $(cat $tmpdir/q.pid)
   rm -f $tmpdir/q.pid $tmpdir/q.sock
 }
@@ -66,6 +77,7 @@ restart_stale ()
   start_child 2 file $tmpdir/c2.img
   rm -f $tmpdir/syslog
   qstart
+  qhold
   nbdsh -u "$q" -c "assert h.pread(65536, $r) == b'W' * 65536"
   wait_for "child 2 resynced" 30 \
       images_equal $tmpdir/c0.img $tmpdir/c1.img $tmpdir/c2.img
@@ -87,6 +99,7 @@ restart_degraded ()
 
   rm -f $tmpdir/syslog
   qstart start-degraded=true
+  qhold
   nbdsh -u "$q" -c "assert h.pread(65536, $r1) == b'V' * 65536" \
         -c "h.pwrite(b'U' * 4096, $r2)" -c 'h.flush()'
   start_child 2 file $tmpdir/c2.img
@@ -142,6 +155,7 @@ new_disk ()
   start_quorum -P $tmpdir/q.pid -U $tmpdir/q.sock "${quorum_head[@]}" \
       child="$(child_uri 1)" child="$(child_uri 3)" vote-threshold=2 \
       reconnect-delay=1 reconnect-max-delay=1 state=$st
+  qhold
   wait_for "child 2 rebuilt" 30 images_equal $tmpdir/c0.img $tmpdir/c3.img
   cat $tmpdir/syslog
   assert_grep "event=stale child=2 name=nbd\+unix:///\?socket=$tmpdir/c3.sock offset=0x0 length=0x100000 reason=new-disk" $tmpdir/syslog
