@@ -325,10 +325,12 @@ fresh_write_end (uint64_t offset, uint64_t count, uint32_t sent,
         fresh_stale_clear (c, offset, count);
       continue;
     }
-    /* Sent and failed: if the write failed as a whole, the region is
-     * unsettled and settles this child too.
+    /* The write failed as a whole: the region is unsettled, and this
+     * child (failed, or down and holding the old version, which is as
+     * good there) is settled with the rest; marking it stale would
+     * leave fewer current copies than settling and copying need.
      */
-    if ((sent & bit) && !acked)
+    if (!acked)
       continue;
     reason = sent & bit ? FRESH_WRITE_FAILED : FRESH_DOWN;
     t = stale_mark_quiet (c, offset, count, &newly);

@@ -77,9 +77,9 @@ extern int fresh_write_begin (uint64_t offset, uint64_t count, int *err);
  * that succeeded, acked whether it met the threshold.  Acknowledged:
  * every child that did not take it is stale there (durably, before
  * this returns), every child that took a whole granule is current
- * there.  Not acknowledged: the region is unsettled (and children it
- * was not sent to are stale).  -1 with *err = EIO if a stale mark
- * could not be recorded: the write must then fail.
+ * there.  Not acknowledged: the region is unsettled, and no child is
+ * marked.  -1 with *err = EIO if a stale mark could not be recorded:
+ * the write must then fail.
  */
 extern int fresh_write_end (uint64_t offset, uint64_t count, uint32_t sent,
                             uint32_t took, bool acked, int *err);
