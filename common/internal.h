@@ -10,13 +10,16 @@
  *                           cleanup); control.c, its socket, with
  *                           control-cmd.c and control-status.c, its
  *                           commands and status, reads all
- *   resync.c, scrub.c,      supervisor, backoff, resync; scrub
- *   scrub-chunk.c
- *   engine.c, extents.c     the operations and their votes, block status
+ *   resync.c, identity.c,   supervisors, healer, settler, backoff, resync,
+ *   scrub.c, scrub-chunk.c  a returning child's identity check; scrub
+ *   engine.c, extents.c,    the operations and their votes, block status,
+ *   settle.c                settling unsettled regions
  *   fanout.c                slots, parts, references, deadlines
  *   caps.c                  the promise, a connection's capabilities
  *   connect.c, reactor.c    opening handles; the poll thread, hand-over, cut
- *   state.c, dirty.c        a child's life and its dirty map
+ *   fresh.c                 stale, unsettled and unflushed maps; state=
+ *   statefile.c, state.c,   the state file; a child's life; bitmaps
+ *   dirty.c
  *   vote.c, extmerge.c, rangelock.c, bufpool.c, report.c, uri.c, config.c
  *   vector.h                growable arrays (the extent lists)
  *
@@ -33,6 +36,12 @@
  *   life.lock (state.c)        a child's state and quit (taken inside
  *                              reactor_lock by reactor_cut)
  *   submit_lock (child_link)   busy and the handed list; nothing nests in it
+ *   flush_lock (fresh.c)       serialises flushes (held across the flush's
+ *                              fan-out, as the range lock is)
+ *   stale_lock (fresh.c)       a stale map in memory and in the file
+ *                              together; takes statefile's lock inside
+ *   statefile lock             its maps' writers, tickets; dropped while
+ *                              it writes and syncs
  *   scrub.lock (scrub.c)       the scrub's state; nothing nests in it
  *   rangelock.c, bufpool.c, report_lock (report.c), last_lock
  *                              (control-status.c): leaves, each taken
@@ -47,7 +56,8 @@
  *                              release store, read atomically by
  *                              child_meta_stale
  *   link.busy                  under submit_lock only (no atomics)
- *   dirty (struct dirty_map)   atomics only, no lock
+ *   dirty (struct dirty_map)   atomics; marks and clears under stale_lock
+ *                              (fresh.c), tests lock-free
  *   stats, writes_done, writes_flushed   atomics only, no lock
  *   resync_total, _done, _since  atomics only (resync.c writes)
  */
