@@ -18,7 +18,6 @@
 #include <libnbd.h>
 #include <nbdkit-filter.h>
 
-#include "fresh.h"
 #include "internal.h"
 
 unsigned quorum_threshold;            /* 0 until set: strict majority */
@@ -32,6 +31,8 @@ unsigned quorum_reconnect_max = 30;
 bool quorum_start_degraded;
 uint32_t quorum_vote_block = 4096;
 char *quorum_workdir;
+char *quorum_state_file;
+uint32_t quorum_state_granule = QUORUM_STATE_GRANULE_DEFAULT;
 char *quorum_control_path;
 uint64_t quorum_scrub_rate = QUORUM_SCRUB_RATE_DEFAULT;
 
@@ -564,7 +565,7 @@ quorum_dump (void)
           "start-degraded report-json syslog control export-name state "
           "state-granule heal settle\n");
   printf ("quorum_state_granule_default=%" PRIu32 "\n",
-          FRESH_STATE_GRANULE_DEFAULT);
+          QUORUM_STATE_GRANULE_DEFAULT);
   nbd = nbd_create ();
   if (nbd) {
     printf ("quorum_libnbd_version=%s\n", nbd_get_version (nbd));
@@ -592,7 +593,7 @@ quorum_unload (void)
   quorum_report_file = NULL;
   free (quorum_state_file);
   quorum_state_file = NULL;
-  quorum_state_granule = FRESH_STATE_GRANULE_DEFAULT;
+  quorum_state_granule = QUORUM_STATE_GRANULE_DEFAULT;
   state_granule_set = false;
   free (quorum_workdir);
   quorum_workdir = NULL;

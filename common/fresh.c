@@ -35,8 +35,6 @@
 #include "state.h"
 #include "statefile.h"
 
-char *quorum_state_file;
-uint32_t quorum_state_granule = FRESH_STATE_GRANULE_DEFAULT;
 
 /* One per child, beside struct child: what it took and has not
  * flushed.  unflushed[epoch] gets new writes; the other one is what the

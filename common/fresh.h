@@ -49,10 +49,9 @@ enum fresh_reason {
 };
 extern const char *fresh_reason_name (enum fresh_reason reason);
 
-/* state= and state-granule= (config.c). */
-extern char *quorum_state_file;         /* NULL: in memory only */
-extern uint32_t quorum_state_granule;   /* write-intent granule, bytes */
-#define FRESH_STATE_GRANULE_DEFAULT (UINT32_C (4) << 20)
+/* state= and state-granule= are quorum_state_file and
+ * quorum_state_granule (internal.h, config.c).
+ */
 
 /* Start-up, once quorum_export_size is known (.get_ready, before the
  * fork): every child's map, the state file opened and loaded (stale

@@ -97,6 +97,9 @@ extern bool quorum_start_degraded;
 extern unsigned quorum_child_timeout;   /* seconds, 0 = none */
 extern uint32_t quorum_vote_block;      /* bytes voted on apart */
 extern char *quorum_workdir;            /* where child commands run */
+extern char *quorum_state_file;         /* state=, NULL: in memory only */
+extern uint32_t quorum_state_granule;   /* state-granule=, bytes */
+#define QUORUM_STATE_GRANULE_DEFAULT (UINT32_C (4) << 20)
 extern char *quorum_control_path;       /* control=, absolute, or NULL */
 extern uint64_t quorum_scrub_rate;      /* scrub-rate=, bytes/s, 0: none */
 #define QUORUM_SCRUB_RATE_DEFAULT (UINT64_C (50) * 1048576)
