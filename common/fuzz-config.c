@@ -397,7 +397,8 @@ static const char *const keys[] = {
   "child", "child-command", "vote-threshold", "child-timeout",
   "reconnect-delay", "reconnect-max-delay", "vote-block-size",
   "read-pattern", "blkverify", "rewrite-corrupted", "report",
-  "start-degraded", "syslog", "export-name",
+  "start-degraded", "syslog", "export-name", "state", "state-granule",
+  "scrub-rate",
 };
 #define NR_KEYS (sizeof keys / sizeof keys[0])
 
