@@ -21,7 +21,9 @@
  * would have to be made stale there, and the region would be left
  * with fewer current copies than a read or a copy needs, for good.  So
  * it waits for more children instead (a read of it fails meanwhile, as
- * it would anyway).
+ * it would anyway).  Likewise a region is settled only if at least
+ * vote-threshold children hold the settled version afterwards: where a
+ * rewrite failed on too many, it stays unsettled and is retried.
  */
 
 #include <config.h>
@@ -217,6 +219,20 @@ settle_uniform_range (struct quorum_conn *conn, uint64_t offset,
       fanout_put (w);
   }
   bufpool_put (out, count);
+
+  /* Settled needs vote-threshold children holding the version now: a
+   * rewrite that failed (a transient error) must not leave fewer, made
+   * stale for good where they could never be copied to again.  It is
+   * tried again later; a read of it fails meanwhile.
+   */
+  if (popcount (took) < quorum_threshold) {
+    nbdkit_debug ("quorum: settle %" PRIu32 "@%" PRIu64 ": only %zu "
+                  "children hold the settled version, vote-threshold is "
+                  "%u: left unsettled", count, offset, popcount (took),
+                  quorum_threshold);
+    *err = EIO;
+    goto out_f;
+  }
 
   /* Current children that are not equal now are stale here. */
   for (i = 0; i < n; ++i) {

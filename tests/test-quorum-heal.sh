@@ -58,6 +58,9 @@ try:
     assert False, \"write on 1 of 2 children succeeded\"
 except nbd.Error:
     pass
+# The settler tries the region while the child still fails writes:
+# that must leave it unsettled, not make the child stale for good.
+time.sleep(2)
 os.unlink(\"$tmpdir/trigger\")
 h.pwrite(data, $r + 4096)
 want = bytes(4096) + data + bytes(65536 - 8192)
