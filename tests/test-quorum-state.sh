@@ -211,8 +211,13 @@ for off in range(65536, 1048576, 65536):
 assert h.pread(4096, 0) == bytes(4096)
 '
 EOF
-  unshare -m --propagation private bash -c "
+  # A mount namespace of its own, made private from inside: under a
+  # chroot (the Debian 13 stage) / is no mount point and unshare's own
+  # --propagation private fails; that stage's namespace is private
+  # already.
+  unshare -m --propagation unchanged bash -c "
 set -e
+mount --make-rprivate / 2>/dev/null || true
 tmpdir=$tmpdir
 QUORUM_PRELOAD='$QUORUM_PRELOAD'
 $(declare -f quorum)
