@@ -34,6 +34,7 @@ uint32_t quorum_vote_block = 4096;
 char *quorum_workdir;
 char *quorum_control_path;
 uint64_t quorum_scrub_rate = QUORUM_SCRUB_RATE_DEFAULT;
+uint64_t quorum_resync_rate = QUORUM_RESYNC_RATE_DEFAULT;
 
 struct child *quorum_children;
 size_t quorum_nr_children;
@@ -353,6 +354,14 @@ quorum_config (const char *key, const char *value)
     }
     return 1;
   }
+  if (strcmp (key, "resync-rate") == 0) {
+    if (config_parse_rate (value, &quorum_resync_rate) == -1) {
+      nbdkit_error ("resync-rate=%s: expected MiB/s, a number from 0 (no "
+                    "limit) to 1048576, such as resync-rate=100", value);
+      return -1;
+    }
+    return 1;
+  }
 
   return 0;
 }
@@ -618,4 +627,5 @@ quorum_unload (void)
   free (quorum_control_path);
   quorum_control_path = NULL;
   quorum_scrub_rate = QUORUM_SCRUB_RATE_DEFAULT;
+  quorum_resync_rate = QUORUM_RESYNC_RATE_DEFAULT;
 }

@@ -90,6 +90,8 @@ extern char *quorum_workdir;            /* where child commands run */
 extern char *quorum_control_path;       /* control=, absolute, or NULL */
 extern uint64_t quorum_scrub_rate;      /* scrub-rate=, bytes/s, 0: none */
 #define QUORUM_SCRUB_RATE_DEFAULT (UINT64_C (50) * 1048576)
+extern uint64_t quorum_resync_rate;     /* resync-rate=, bytes/s, 0: none */
+#define QUORUM_RESYNC_RATE_DEFAULT (UINT64_C (100) * 1048576)
 #define QUORUM_RATE_MAX 1048576         /* MiB/s: 1 TiB/s */
 
 /* config.c: a rate in MiB/s (digits, perhaps a point and digits) from 0
@@ -249,6 +251,10 @@ extern void report_repair (size_t child, uint64_t offset, uint64_t length);
 /* A child's life. */
 extern void report_down (size_t child, const char *reason);
 extern void report_up (size_t child);
+/* The operator's doing (control): fail, return, replace-start,
+ * replace-end.
+ */
+extern void report_admin (const char *event, size_t child);
 extern void report_resync (const char *event, size_t child,
                            uint64_t dirty, uint64_t copied);
 /* A resync has copied another tenth of what was stale when it began. */

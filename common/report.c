@@ -495,6 +495,16 @@ report_down (size_t child, const char *reason)
 }
 
 void
+report_admin (const char *event, size_t child)
+{
+  struct field f[] = {
+    STR ("event", event), UINT ("child", child), NAME (child),
+  };
+
+  report_emit (LOG_NOTICE, f, sizeof f / sizeof f[0]);
+}
+
+void
 report_up (size_t child)
 {
   struct field f[] = {

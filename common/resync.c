@@ -42,6 +42,7 @@
 #include "fresh.h"
 #include "internal.h"
 #include "rangelock.h"
+#include "ratelimit.h"
 #include "reactor.h"
 #include "resync.h"
 #include "settle.h"
@@ -49,6 +50,35 @@
 
 /* Up to this much of a child's consecutive stale granules at a time. */
 #define RESYNC_RUN (16 * DIRTY_GRANULE)
+
+/* resync-rate=, or what control's rate set: each child's resync has a
+ * bucket of its own, charged with the bytes it read to copy (not those
+ * it zeroed).
+ */
+static struct ratelimit resync_limit =
+  RATELIMIT_INIT (&quorum_resync_rate, RESYNC_RUN);
+
+uint64_t
+resync_rate (void)
+{
+  return ratelimit_get (&resync_limit);
+}
+
+void
+resync_set_rate (uint64_t bytes_per_second)
+{
+  ratelimit_set (&resync_limit, bytes_per_second);
+}
+
+/* A resync's rate-limit sleep ends when its child goes down or quits. */
+static bool
+resync_cancelled (void *vp)
+{
+  struct child *c = vp;
+
+  return state_quitting (c) ||
+    (!child_is_local (c) && state_get (c) == CHILD_DOWN);
+}
 
 /* Resync runs outside any client connection: in the filter it reaches
  * the plugin through the context of a client connection, when one
@@ -110,7 +140,7 @@ resync_write (struct child *c, const char *out, uint64_t offset,
  */
 static int
 resync_range (struct child *c, uint64_t offset, uint32_t count,
-              uint64_t *copied)
+              uint64_t *copied, uint64_t *read)
 {
   const uint64_t bs = quorum_vote_block, end = offset + count;
   const void *bufs[VOTE_MAX_CHILDREN];
@@ -143,6 +173,7 @@ resync_range (struct child *c, uint64_t offset, uint32_t count,
                   count, offset, 0, &err);
   if (f == NULL)
     goto out;
+  *read += count;
   for (i = 0; i < quorum_nr_children; ++i) {
     bufs[i] = f->slots[i].used && f->slots[i].err == 0 ?
       f->slots[i].buf : NULL;
@@ -244,8 +275,11 @@ resync_child (struct child *c, bool rejoined)
 {
   const bool local = child_is_local (c);
   uint64_t pos = 0, offset, count, len, copied = 0, total, left;
+  struct ratelimit_bucket bucket;
   unsigned tenths = 0;
   struct range_lock rl;
+
+  ratelimit_bucket_init (&bucket);
 
   total = fresh_stale_bytes (c);
   report_resync ("resync-start", c->index, total, 0);
@@ -267,8 +301,11 @@ resync_child (struct child *c, bool rejoined)
     if (!fresh_next_stale (c, &pos, RESYNC_RUN, &offset, &count))
       break;
     for (; count > 0; offset += len, count -= len) {
+      uint64_t read = 0;
+
       len = settle_uniform (offset, count);
-      resync_range (c, offset, len, &copied);
+      resync_range (c, offset, len, &copied, &read);
+      ratelimit_pace (&resync_limit, &bucket, read, resync_cancelled, c);
     }
     __atomic_store_n (&c->resync_done, copied, __ATOMIC_RELEASE);
     /* The tenths of what was stale when it began passed now, if it is
@@ -692,8 +729,18 @@ rejoin (struct child *c)
     char *why = NULL;
     int same;
 
-    if (!state_sleep (c, delay))
+    /* Failed by the operator: not reconnected until returned, then at
+     * once.
+     */
+    if (state_failed (c)) {
+      if (!state_wait_return (c))
+        return false;
+      delay = quorum_reconnect_delay;
+    }
+    else if (!state_sleep (c, delay))
       return false;
+    if (state_failed (c))
+      continue;                 /* failed while it slept */
     /* It may have lost what it had not flushed. */
     if (!recorded) {
       if (fresh_lost_unflushed (c, FRESH_DOWN) == -1) {
@@ -746,7 +793,7 @@ rejoin (struct child *c)
 
     /* Still down: it takes no part in requests while it is checked. */
     same = resync_same_disk (c);
-    if (same == -1 || reactor_handle_gone (nbd)) {
+    if (same == -1 || reactor_handle_gone (nbd) || state_failed (c)) {
       reactor_release (c);
       delay = delay * 2 < quorum_reconnect_max ?
         delay * 2 : quorum_reconnect_max;
