@@ -498,7 +498,8 @@ quorum_config_complete (bool has_local)
     return -1;
   }
 
-  quorum_children = calloc (n, sizeof *quorum_children);
+  /* And the spare (internal.h). */
+  quorum_children = calloc (n + 1, sizeof *quorum_children);
   if (quorum_children == NULL) {
     nbdkit_error ("calloc: %m");
     return -1;

@@ -30,6 +30,7 @@
 #include "dirty.h"
 #include "fresh.h"
 #include "internal.h"
+#include "replace.h"
 #include "resync.h"
 #include "scrub.h"
 #include "state.h"
@@ -147,7 +148,8 @@ control_status_tick (double now)
   if (now - last_sample < 1)
     return;
   last_sample = now;
-  for (i = 0; i < quorum_nr_children && i < VOTE_MAX_CHILDREN; ++i) {
+  /* The spare too (a replace's rebuild). */
+  for (i = 0; i < quorum_nr_slots () && i < VOTE_MAX_CHILDREN; ++i) {
     struct child *c = &quorum_children[i];
 
     ring_sample (&rates[i],
@@ -314,6 +316,13 @@ child_json (size_t i, double now, bool *healthy)
                                   __ATOMIC_RELAXED)));
   e = last_error_json (i);
   add (o, "last_error", e);
+  /* Being replaced: the new server, rebuilt as the spare. */
+  if (i < quorum_nr_children) {
+    bool ignored = true;
+
+    add (o, "replacement", replace_target () == i ?
+         child_json (quorum_nr_children, now, &ignored) : NULL);
+  }
   return o;
 }
 

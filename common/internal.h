@@ -156,6 +156,19 @@ struct child {
 extern struct child *quorum_children;
 extern size_t quorum_nr_children;
 extern bool quorum_has_local;
+/* children[] has one entry more than the children, when they are fewer
+ * than VOTE_MAX_CHILDREN: the spare, children[quorum_nr_children],
+ * which a replace (replace.c) rebuilds before it takes a child's
+ * place.  It is never counted in a vote: only the fan-out, the
+ * reactor, the freshness maps and its own supervisor see it.  The
+ * slots, the spare's included:
+ */
+static inline size_t
+quorum_nr_slots (void)
+{
+  return quorum_nr_children < VOTE_MAX_CHILDREN ?
+    quorum_nr_children + 1 : quorum_nr_children;
+}
 
 /* Debug flag: -D quorum.votes=1 */
 extern int quorum_debug_votes;
@@ -255,6 +268,16 @@ extern void report_up (size_t child);
  * replace-end.
  */
 extern void report_admin (const char *event, size_t child);
+/* replace-start: child is to be replaced by the server named other;
+ * replace-end: it was, and other is the old one's name.
+ */
+extern void report_replace (const char *event, size_t child,
+                            const char *other);
+/* resync-end: dirty bytes left, copied made current, zeroed of them
+ * written as zeroes (all its sources reported zeroes there).
+ */
+extern void report_resync_end (size_t child, uint64_t dirty,
+                               uint64_t copied, uint64_t zeroed);
 extern void report_resync (const char *event, size_t child,
                            uint64_t dirty, uint64_t copied);
 /* A resync has copied another tenth of what was stale when it began. */

@@ -207,7 +207,7 @@ reactor_collect_locked (struct pollfd *fds, struct reactor_watch *w,
 {
   size_t i, n = 0;
 
-  for (i = 0; i < quorum_nr_children; ++i) {
+  for (i = 0; i < quorum_nr_slots (); ++i) {
     struct child *c = &quorum_children[i];
 
     if (!c->link.serving)

@@ -44,6 +44,7 @@
 #include "rangelock.h"
 #include "ratelimit.h"
 #include "reactor.h"
+#include "replace.h"
 #include "resync.h"
 #include "settle.h"
 #include "state.h"
@@ -130,6 +131,92 @@ resync_write (struct child *c, const char *out, uint64_t offset,
   return r;
 }
 
+/* Whether every child in mask reports [offset, +count) as zeroes
+ * (block status): then there is nothing to read.  Not if one's block
+ * status connection may not see its latest writes yet.
+ */
+static bool
+resync_all_zero (uint32_t mask, uint64_t offset, uint32_t count)
+{
+  const uint64_t end = offset + count;
+  struct fanout *f;
+  bool zero = true;
+  size_t i, j;
+  int err;
+
+  for (i = 0; i < quorum_nr_children; ++i)
+    if ((mask & (UINT32_C (1) << i)) &&
+        child_meta_stale (&quorum_children[i]))
+      return false;
+  f = fanout_run (&background_conn, OP_EXTENTS, mask, NULL, 0, NULL, count,
+                  offset, 0, &err);
+  if (f == NULL)
+    return false;
+  for (i = 0; zero && i < quorum_nr_children; ++i) {
+    const struct slot *s = &f->slots[i];
+    uint64_t pos = offset;
+
+    if (!s->used)
+      continue;
+    for (j = 0; s->err == 0 && j < s->extents.len && pos < end; ++j) {
+      const struct quorum_extent *e = &s->extents.ptr[j];
+
+      if (e->offset + e->length <= pos)
+        continue;
+      if (e->offset > pos || !(e->type & NBDKIT_EXTENT_ZERO))
+        break;
+      pos = e->offset + e->length;
+    }
+    zero = s->err == 0 && pos >= end;
+  }
+  fanout_put (f);
+  return zero;
+}
+
+/* Zero [offset, +count) of c, where all its sources hold zeroes: with
+ * the zero command where c offers it (holes allowed), else by writing
+ * zeroes.
+ */
+static int
+resync_zero (struct child *c, uint64_t offset, uint32_t count,
+             uint64_t *copied, uint64_t *zeroed)
+{
+  struct fanout *w;
+  char *buf = NULL;
+  int err = 0;
+
+  /* Only this thread changes c->caps (rejoin). */
+  if (!child_is_local (c) && c->caps.can_zero)
+    w = fanout_run (&background_conn, OP_ZERO, UINT32_C (1) << c->index,
+                    NULL, 0, NULL, count, offset, NBDKIT_FLAG_MAY_TRIM,
+                    &err);
+  else {
+    buf = bufpool_get (count);
+    if (buf == NULL)
+      return -1;
+    memset (buf, 0, count);
+    w = fanout_run (&background_conn, OP_WRITE, UINT32_C (1) << c->index,
+                    NULL, 0, buf, count, offset, 0, &err);
+  }
+  if (w) {
+    err = w->slots[c->index].err;
+    fanout_put (w);
+  }
+  if (buf)
+    bufpool_put (buf, count);
+  if (w == NULL || err) {
+    if (err != ENOTCONN || !child_is_local (c))
+      report_bad (OP_ZERO, c->index, offset, count, err ? err : EIO);
+    return -1;
+  }
+  fresh_took (c, offset, count);
+  fresh_stale_clear (c, offset, count);
+  STAT_ADD (c, bytes_repaired, count);
+  *copied += count;
+  *zeroed += count;
+  return 0;
+}
+
 /* Copy [offset, +count) to child c where vote-threshold current
  * children agree, block by block; over the range no child's staleness
  * changes (settle_uniform).  Holds the range.  -1 if writing to c
@@ -140,7 +227,7 @@ resync_write (struct child *c, const char *out, uint64_t offset,
  */
 static int
 resync_range (struct child *c, uint64_t offset, uint32_t count,
-              uint64_t *copied, uint64_t *read)
+              uint64_t *copied, uint64_t *zeroed, uint64_t *read)
 {
   const uint64_t bs = quorum_vote_block, end = offset + count;
   const void *bufs[VOTE_MAX_CHILDREN];
@@ -167,6 +254,11 @@ resync_range (struct child *c, uint64_t offset, uint32_t count,
                   "current children to copy from, vote-threshold is %u: "
                   "left stale", c->index, count, offset, popcount (mask),
                   quorum_threshold);
+    goto out;
+  }
+  /* Where every source holds zeroes (a sparse disk), nothing is read. */
+  if (resync_all_zero (mask, offset, count)) {
+    r = resync_zero (c, offset, count, copied, zeroed);
     goto out;
   }
   f = fanout_run (&background_conn, OP_READ, mask, NULL, SIZE_MAX, NULL,
@@ -244,7 +336,11 @@ resync_flush (struct child *c)
   fresh_flush_begin ();
   f = fanout_run (&background_conn, OP_FLUSH, bit, NULL, 0, NULL, 0, 0, 0,
                   &err);
-  if (f && f->slots[c->index].err == 0)
+  if (c->index >= quorum_nr_children) {       /* the spare */
+    fresh_spare_flush_end (c, f && f->slots[c->index].err == 0);
+    fresh_flush_end (0, 0, false, &err);
+  }
+  else if (f && f->slots[c->index].err == 0)
     fresh_flush_end (bit, bit, true, &err);
   else
     fresh_flush_end (bit, 0, false, &err);
@@ -274,7 +370,7 @@ static int
 resync_child (struct child *c, bool rejoined)
 {
   const bool local = child_is_local (c);
-  uint64_t pos = 0, offset, count, len, copied = 0, total, left;
+  uint64_t pos = 0, offset, count, len, copied = 0, zeroed = 0, total, left;
   struct ratelimit_bucket bucket;
   unsigned tenths = 0;
   struct range_lock rl;
@@ -304,7 +400,7 @@ resync_child (struct child *c, bool rejoined)
       uint64_t read = 0;
 
       len = settle_uniform (offset, count);
-      resync_range (c, offset, len, &copied, &read);
+      resync_range (c, offset, len, &copied, &zeroed, &read);
       ratelimit_pace (&resync_limit, &bucket, read, resync_cancelled, c);
     }
     __atomic_store_n (&c->resync_done, copied, __ATOMIC_RELEASE);
@@ -321,7 +417,7 @@ resync_child (struct child *c, bool rejoined)
   if (copied && !local)
     resync_flush (c);
   left = fresh_stale_bytes (c);
-  report_resync ("resync-end", c->index, left, copied);
+  report_resync_end (c->index, left, copied, zeroed);
   __atomic_store_n (&c->resync_since, 0, __ATOMIC_RELEASE);
   return left ? 1 : 0;
 }
@@ -739,6 +835,9 @@ rejoin (struct child *c)
     }
     else if (!state_sleep (c, delay))
       return false;
+    /* A new disk takes its place. */
+    if (replace_swap_if_ready (c))
+      return true;
     if (state_failed (c))
       continue;                 /* failed while it slept */
     /* It may have lost what it had not flushed. */
@@ -824,7 +923,12 @@ resync_supervisor (void *vp)
     first = false;
     if (state_quitting (c))
       break;
-    if (state_get (c) == CHILD_DOWN) {
+    if (replace_swap_if_ready (c)) {
+      kick_others (c);
+      retry_reset (&rt);
+      rejoined = true;
+    }
+    else if (state_get (c) == CHILD_DOWN) {
       if (!rejoin (c))
         break;
       kick_others (c);
@@ -842,6 +946,8 @@ resync_supervisor (void *vp)
     if (r == -1)
       continue;                 /* down, or quitting */
     state_resync_done (c);
+    if (r == 0 && c->index >= quorum_nr_children)
+      replace_rebuilt (c);      /* the spare is complete */
     if (r == 0)
       retry_reset (&rt);
     else

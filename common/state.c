@@ -167,8 +167,27 @@ bool
 state_wait_return (struct child *c)
 {
   SCOPED_LOCK (&c->life.lock);
-  while (!c->life.quit && c->life.failed)
+  while (!c->life.quit && c->life.failed && !c->life.wake)
     pthread_cond_wait (&c->life.cond, &c->life.lock);
   c->life.wake = false;
   return !c->life.quit;
+}
+
+void
+state_reset (struct child *c, enum child_state state)
+{
+  SCOPED_LOCK (&c->life.lock);
+  __atomic_store_n (&c->life.quit, false, __ATOMIC_RELEASE);
+  __atomic_store_n (&c->life.failed, false, __ATOMIC_RELEASE);
+  c->life.wake = false;
+  state_set_locked (c, state);
+}
+
+void
+state_replaced (struct child *c)
+{
+  SCOPED_LOCK (&c->life.lock);
+  __atomic_store_n (&c->life.failed, false, __ATOMIC_RELEASE);
+  if (!c->life.quit)
+    state_set_locked (c, CHILD_RESYNC);
 }

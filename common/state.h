@@ -87,8 +87,14 @@ extern bool state_fail (struct child *c);
 extern bool state_return (struct child *c);
 /* Lock-free. */
 extern bool state_failed (struct child *c);
-/* Sleep while c is failed: false if quitting. */
+/* Sleep while c is failed, or until state_wake: false if quitting. */
 extern bool state_wait_return (struct child *c);
+/* The spare, before its supervisor starts (replace.c): in state, not
+ * quitting, not failed.
+ */
+extern void state_reset (struct child *c, enum child_state state);
+/* c has a new disk (replace.c's swap): resync, not failed. */
+extern void state_replaced (struct child *c);
 /* Ask c's threads to stop. */
 extern void state_quit (struct child *c);
 

@@ -374,6 +374,30 @@ print_status (const char *path, json_object *reply)
       }
       printf ("\n");
     }
+    if (get (c, "replacement")) {
+      json_object *p = get (c, "replacement"), *pr = get (p, "resync");
+
+      printf ("%5s  replacement: %s, %s, %s stale", "", get_str (p, "name"),
+              get_str (p, "state"),
+              human (get_int (p, "stale_bytes"), b1, sizeof b1));
+      if (pr) {
+        int64_t done = get_int (pr, "bytes_done");
+        int64_t total = get_int (pr, "bytes_total");
+
+        printf (", rebuilt %s of %s", human (done, b2, sizeof b2),
+                human (total, b3, sizeof b3));
+        if (total > 0)
+          printf (" (%d%%)", (int) (done * 100 / total));
+        printf (", %s/s", human (get_int (pr, "rate"), b1, sizeof b1));
+        if (get (pr, "eta_seconds")) {
+          int64_t eta = get_int (pr, "eta_seconds");
+
+          printf (", %" PRIi64 ":%02d:%02d to go", eta / 3600,
+                  (int) (eta / 60 % 60), (int) (eta % 60));
+        }
+      }
+      printf ("\n");
+    }
     if (e) {
       printf ("%5s  last error: %s %s", "", get_str (e, "time"),
               get_str (e, "type"));
