@@ -411,6 +411,11 @@ resync_child (struct child *c, bool rejoined)
       tenths = copied * 10 / total;
       report_resync_progress (c->index, tenths * 10, fresh_stale_bytes (c),
                               copied);
+      /* What it copied so far survives its going down (a rebuild
+       * continues from here): a flush a tenth.
+       */
+      if (!local)
+        resync_flush (c);
     }
   }
 
