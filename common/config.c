@@ -35,6 +35,7 @@ char *quorum_state_file;
 uint32_t quorum_state_granule = QUORUM_STATE_GRANULE_DEFAULT;
 char *quorum_control_path;
 uint64_t quorum_scrub_rate = QUORUM_SCRUB_RATE_DEFAULT;
+uint64_t quorum_resync_rate = QUORUM_RESYNC_RATE_DEFAULT;
 
 struct child *quorum_children;
 size_t quorum_nr_children;
@@ -354,6 +355,14 @@ quorum_config (const char *key, const char *value)
     }
     return 1;
   }
+  if (strcmp (key, "resync-rate") == 0) {
+    if (config_parse_rate (value, &quorum_resync_rate) == -1) {
+      nbdkit_error ("resync-rate=%s: expected MiB/s, a number from 0 (no "
+                    "limit) to 1048576, such as resync-rate=100", value);
+      return -1;
+    }
+    return 1;
+  }
 
   return 0;
 }
@@ -490,7 +499,8 @@ quorum_config_complete (bool has_local)
     return -1;
   }
 
-  quorum_children = calloc (n, sizeof *quorum_children);
+  /* And the spare (internal.h). */
+  quorum_children = calloc (n + 1, sizeof *quorum_children);
   if (quorum_children == NULL) {
     nbdkit_error ("calloc: %m");
     return -1;
@@ -619,4 +629,5 @@ quorum_unload (void)
   free (quorum_control_path);
   quorum_control_path = NULL;
   quorum_scrub_rate = QUORUM_SCRUB_RATE_DEFAULT;
+  quorum_resync_rate = QUORUM_RESYNC_RATE_DEFAULT;
 }

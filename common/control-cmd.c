@@ -25,7 +25,11 @@
 
 #include "control.h"
 #include "internal.h"
+#include "reactor.h"
+#include "replace.h"
+#include "resync.h"
 #include "scrub.h"
+#include "state.h"
 
 static void
 add (json_object *o, const char *key, json_object *v)
@@ -199,33 +203,155 @@ cmd_scrub (json_object *reply, json_object *args, char *err, size_t errlen)
 static int
 cmd_rate (json_object *reply, json_object *args, char *err, size_t errlen)
 {
-  uint64_t rate = 0;
-  bool set = false;
+  uint64_t scrub = 0, resync = 0;
+  bool set_scrub = false, set_resync = false;
   size_t i;
 
   for (i = 0; i < nr_args (args); ++i) {
     const char *a = arg_at (args, i), *v;
 
     if ((v = option (a, "scrub")) != NULL) {
-      if (config_parse_rate (v, &rate) == -1)
+      if (config_parse_rate (v, &scrub) == -1)
         return bad_arg ("rate", a, RATE_WHY, err, errlen);
-      set = true;
+      set_scrub = true;
     }
-    else if (option (a, "resync") != NULL) {
-      /* XXX resync.c has no limit to change yet (issue 14). */
-      snprintf (err, errlen, "rate: --resync: resyncs are not "
-                "rate-limited in this version; only --scrub=MIB/S "
-                "can be changed");
-      return -1;
+    else if ((v = option (a, "resync")) != NULL) {
+      if (config_parse_rate (v, &resync) == -1)
+        return bad_arg ("rate", a, RATE_WHY, err, errlen);
+      set_resync = true;
     }
     else
       return bad_arg ("rate", a, "unknown argument: expected "
-                      "--scrub=MIB/S", err, errlen);
+                      "--resync=MIB/S or --scrub=MIB/S", err, errlen);
   }
   /* All checked before any is applied. */
-  if (set)
-    scrub_set_rate (rate);
+  if (set_scrub)
+    scrub_set_rate (scrub);
+  if (set_resync)
+    resync_set_rate (resync);
   add (reply, "scrub", json_object_new_int64 (scrub_rate ()));
+  add (reply, "resync", json_object_new_int64 (resync_rate ()));
+  return 0;
+}
+
+/* The child an argument names: its index, decimal. */
+static int
+child_arg (const char *cmd, json_object *args, size_t want, size_t *i,
+           char *err, size_t errlen)
+{
+  const char *a = nr_args (args) ? arg_at (args, 0) : "";
+  char why[96];
+  uint64_t v;
+  char *end;
+
+  if (nr_args (args) != want) {
+    snprintf (err, errlen, "%s: expected %s", cmd,
+              want == 1 ? "the index of a child, such as \"fail 2\"" :
+              "the index of a child and the URI of the new server");
+    return -1;
+  }
+  errno = 0;
+  v = *a >= '0' && *a <= '9' ? strtoull (a, &end, 10) : UINT64_MAX;
+  if (errno || v == UINT64_MAX || *end || v >= quorum_nr_children) {
+    snprintf (why, sizeof why, "expected the index of a child, from 0 to "
+              "%zu", quorum_nr_children - 1);
+    return bad_arg (cmd, a, why, err, errlen);
+  }
+  *i = v;
+  return 0;
+}
+
+/* Children in service: up or resyncing, the filter's plugin too. */
+static size_t
+in_service (void)
+{
+  size_t i, n = 0;
+
+  for (i = 0; i < quorum_nr_children; ++i)
+    if (child_is_local (&quorum_children[i]) ||
+        state_get (&quorum_children[i]) != CHILD_DOWN)
+      n++;
+  return n;
+}
+
+/* fail N: take remote child N out of service (maintenance). */
+static int
+cmd_fail (json_object *reply, json_object *args, char *err, size_t errlen)
+{
+  struct child *c;
+  size_t i, n;
+  bool serving;
+
+  if (child_arg ("fail", args, 1, &i, err, errlen) == -1)
+    return -1;
+  c = &quorum_children[i];
+  if (child_is_local (c)) {
+    snprintf (err, errlen, "fail %zu: child %zu is the filter's plugin, "
+              "which cannot be taken out of service", i, i);
+    return -1;
+  }
+  if (state_failed (c)) {
+    snprintf (err, errlen, "fail %zu: child %zu is failed already; "
+              "\"return %zu\" brings it back", i, i, i);
+    return -1;
+  }
+  if (replace_target () == i) {
+    snprintf (err, errlen, "fail %zu: child %zu is being replaced", i, i);
+    return -1;
+  }
+  serving = state_get (c) != CHILD_DOWN;
+  n = in_service ();
+  if (serving && n - 1 < quorum_threshold) {
+    snprintf (err, errlen, "fail %zu: would leave %zu %s in service (up "
+              "or resyncing), fewer than vote-threshold=%u: refused",
+              i, n - 1, n - 1 == 1 ? "child" : "children", quorum_threshold);
+    return -1;
+  }
+  state_fail (c);
+  report_admin ("fail", i);
+  /* Down at once, for reason "failed": it misses every write from now
+   * on, and its supervisor waits for return.
+   */
+  if (serving)
+    reactor_cut_reason (c, "failed by the operator", "failed");
+  add (reply, "child", json_object_new_int64 (i));
+  add (reply, "in_service", json_object_new_int64 (in_service ()));
+  return 0;
+}
+
+/* return N: put a failed child back; it is reconnected at once and
+ * resynchronised like any child that comes back.
+ */
+static int
+cmd_return (json_object *reply, json_object *args, char *err, size_t errlen)
+{
+  size_t i;
+
+  if (child_arg ("return", args, 1, &i, err, errlen) == -1)
+    return -1;
+  if (!state_return (&quorum_children[i])) {
+    snprintf (err, errlen, "return %zu: child %zu is not failed (\"fail "
+              "%zu\" takes it out of service)", i, i, i);
+    return -1;
+  }
+  report_admin ("return", i);
+  add (reply, "child", json_object_new_int64 (i));
+  return 0;
+}
+
+/* replace N URI */
+static int
+cmd_replace (json_object *reply, json_object *args, char *err,
+             size_t errlen)
+{
+  size_t i;
+
+  if (child_arg ("replace", args, 2, &i, err, errlen) == -1)
+    return -1;
+  if (replace_start (i, arg_at (args, 1), err, errlen) == -1)
+    return -1;
+  add (reply, "child", json_object_new_int64 (i));
+  add (reply, "name", json_object_new_string (replace_name ()));
   return 0;
 }
 
@@ -239,9 +365,13 @@ static const struct command {
   int (*run) (json_object *reply, json_object *args, char *err,
               size_t errlen);
 } commands[] = {
+  { "fail", "N: take remote child N out of service", true, cmd_fail },
   { "help", "list the commands", false, cmd_help },
-  { "rate", "[--scrub=MIB/S]: show or change the scrub's rate limit",
-    true, cmd_rate },
+  { "rate", "[--resync=MIB/S] [--scrub=MIB/S]: show or change the rate "
+    "limits", true, cmd_rate },
+  { "replace", "N URI: rebuild the server at URI as child N, which keeps "
+    "voting until it is complete", true, cmd_replace },
+  { "return", "N: put failed child N back in service", true, cmd_return },
   { "scrub", "start [--repair] [--rate=MIB/S] [--offset=O --length=L] | "
     "stop: read every block through the vote", true, cmd_scrub },
   { "status", "the quorum, each child (state, stale bytes, resync "

@@ -30,6 +30,8 @@
 #include "dirty.h"
 #include "fresh.h"
 #include "internal.h"
+#include "replace.h"
+#include "resync.h"
 #include "scrub.h"
 #include "state.h"
 
@@ -146,7 +148,8 @@ control_status_tick (double now)
   if (now - last_sample < 1)
     return;
   last_sample = now;
-  for (i = 0; i < quorum_nr_children && i < VOTE_MAX_CHILDREN; ++i) {
+  /* The spare too (a replace's rebuild). */
+  for (i = 0; i < quorum_nr_slots () && i < VOTE_MAX_CHILDREN; ++i) {
     struct child *c = &quorum_children[i];
 
     ring_sample (&rates[i],
@@ -181,13 +184,20 @@ rate_of (size_t i, uint64_t since, uint64_t done, double now)
 
 /* Replies. */
 
+/* up, down, resyncing, rebuilding (a resync of a child that was stale
+ * everywhere when it began: new, replaced, or one that lost what it
+ * held), failed (taken out of service by the operator).
+ */
 static const char *
-state_name (enum child_state state)
+state_name (struct child *c, enum child_state state)
 {
   switch (state) {
   case CHILD_UP: return "up";
-  case CHILD_DOWN: return "down";
-  case CHILD_RESYNC: return "resyncing";
+  case CHILD_DOWN:
+    return !child_is_local (c) && state_failed (c) ? "failed" : "down";
+  case CHILD_RESYNC:
+    return __atomic_load_n (&c->resync_total, __ATOMIC_ACQUIRE) >=
+      (uint64_t) quorum_export_size ? "rebuilding" : "resyncing";
   }
   return "unknown";
 }
@@ -263,7 +273,7 @@ child_json (size_t i, double now, bool *healthy)
   add (o, "index", json_object_new_int64 (i));
   add (o, "name", json_object_new_string (c->name));
   add (o, "local", json_object_new_boolean (local));
-  add (o, "state", json_object_new_string (state_name (state)));
+  add (o, "state", json_object_new_string (state_name (c, state)));
   add (o, "stale_bytes", json_u64 (stale));
   if (state != CHILD_UP || stale)
     *healthy = false;
@@ -306,6 +316,13 @@ child_json (size_t i, double now, bool *healthy)
                                   __ATOMIC_RELAXED)));
   e = last_error_json (i);
   add (o, "last_error", e);
+  /* Being replaced: the new server, rebuilt as the spare. */
+  if (i < quorum_nr_children) {
+    bool ignored = true;
+
+    add (o, "replacement", replace_target () == i ?
+         child_json (quorum_nr_children, now, &ignored) : NULL);
+  }
   return o;
 }
 
@@ -409,6 +426,7 @@ control_status (json_object *reply)
   add (q, "read_pattern", json_object_new_string (
          quorum_read_pattern == READ_PATTERN_FIFO ? "fifo" : "quorum"));
   add (q, "vote_block_size", json_object_new_int64 (quorum_vote_block));
+  add (q, "resync_rate_limit", json_u64 (resync_rate ()));
   add (q, "granule_size", json_object_new_int64 (1 << DIRTY_SHIFT));
   add (q, "export_name", json_object_new_string (quorum_export ()));
   add (reply, "quorum", q);

@@ -30,6 +30,7 @@
 #include <libnbd.h>
 #include <nbdkit-filter.h>
 
+#include "dirty.h"
 #include "fanout.h"
 #include "fresh.h"
 #include "internal.h"
@@ -45,14 +46,14 @@ fanout_new (size_t buflen)
   struct fanout *f;
   size_t i;
 
-  f = calloc (1, sizeof *f + quorum_nr_children * sizeof f->slots[0]);
+  f = calloc (1, sizeof *f + quorum_nr_slots () * sizeof f->slots[0]);
   if (f == NULL)
     return NULL;
   sem_init (&f->done, 0, 0);
   f->pending = 1;               /* until every command is issued */
   f->refs = 1;
   f->buflen = buflen;
-  for (i = 0; i < quorum_nr_children; ++i) {
+  for (i = 0; i < quorum_nr_slots (); ++i) {
     f->slots[i].f = f;
     f->slots[i].index = i;
   }
@@ -64,7 +65,7 @@ fanout_free (struct fanout *f)
 {
   size_t i;
 
-  for (i = 0; i < quorum_nr_children; ++i) {
+  for (i = 0; i < quorum_nr_slots (); ++i) {
     if (f->slots[i].pooled)
       bufpool_put (f->slots[i].buf, f->buflen);
     free (f->slots[i].extents.ptr);
@@ -185,10 +186,10 @@ fanout_wait (struct fanout *f, const struct timespec *start)
   fanout_unpend (f);
   if (!fanout_sleep (f, quorum_child_timeout ? &deadline : NULL)) {
     /* Who is late, all at one moment; then cut them. */
-    for (i = 0; i < quorum_nr_children; ++i)
+    for (i = 0; i < quorum_nr_slots (); ++i)
       if (__atomic_load_n (&f->slots[i].pending, __ATOMIC_ACQUIRE))
         f->slots[i].timed_out = true;
-    for (i = 0; i < quorum_nr_children; ++i) {
+    for (i = 0; i < quorum_nr_slots (); ++i) {
       if (f->slots[i].timed_out) {
         char why[64];
 
@@ -200,7 +201,7 @@ fanout_wait (struct fanout *f, const struct timespec *start)
     fanout_sleep (f, NULL);
   }
 
-  for (i = 0; i < quorum_nr_children; ++i)
+  for (i = 0; i < quorum_nr_slots (); ++i)
     if (f->slots[i].timed_out)
       f->slots[i].err = ETIMEDOUT;
 }
@@ -480,6 +481,66 @@ slot_issue (struct slot *s, enum op_type type, const void *wbuf,
   reactor_submit (&quorum_children[s->index], &s->cmd);
 }
 
+/* The spare (internal.h), while a replace rebuilds it: it takes every
+ * write, zero and trim, so that what it was copied stays current, but
+ * its result counts for nothing: the callers vote on the children's
+ * slots only.  A write it failed or missed (down), or that failed on
+ * any child (it may then be undone, or settled another way), leaves it
+ * stale there, to be copied again; one it took is in its unflushed
+ * map.  Its flushes are its supervisor's (resync_flush).
+ */
+static size_t spare = SIZE_MAX;         /* atomic */
+
+void
+fanout_set_spare (size_t index)
+{
+  __atomic_store_n (&spare, index, __ATOMIC_RELEASE);
+}
+
+static bool
+spare_takes (enum op_type type)
+{
+  return type == OP_WRITE || type == OP_ZERO || type == OP_TRIM;
+}
+
+static uint32_t
+spare_mask (enum op_type type, uint32_t mask, uint64_t offset,
+            uint64_t count)
+{
+  const size_t s = __atomic_load_n (&spare, __ATOMIC_ACQUIRE);
+
+  if (s == SIZE_MAX || !spare_takes (type) ||
+      (mask & (UINT32_C (1) << s)))
+    return mask;
+  if (state_get (&quorum_children[s]) == CHILD_DOWN) {
+    /* Missed: no report for each (resync-start says how much). */
+    dirty_mark (&quorum_children[s].dirty, offset, count);
+    return mask;
+  }
+  return mask | UINT32_C (1) << s;
+}
+
+static void
+spare_done (struct fanout *f, enum op_type type, uint64_t offset,
+            uint64_t count)
+{
+  const size_t s = __atomic_load_n (&spare, __ATOMIC_ACQUIRE);
+  bool ok;
+  size_t i;
+
+  if (s == SIZE_MAX || !spare_takes (type) || !f->slots[s].used)
+    return;
+  ok = f->slots[s].err == 0;
+  for (i = 0; ok && i < quorum_nr_children; ++i)
+    if (f->slots[i].used && f->slots[i].err)
+      ok = false;
+  if (ok)
+    fresh_took (&quorum_children[s], offset, count);
+  else
+    fresh_stale_mark (&quorum_children[s], offset, count,
+                      FRESH_WRITE_FAILED);
+}
+
 struct fanout *
 fanout_run (struct quorum_conn *conn, enum op_type type, uint32_t mask,
             void *rbuf, size_t direct, const void *wbuf,
@@ -498,7 +559,8 @@ fanout_run (struct quorum_conn *conn, enum op_type type, uint32_t mask,
     return NULL;
   }
 
-  for (i = 0; i < quorum_nr_children; ++i) {
+  mask = spare_mask (type, mask, offset, count);
+  for (i = 0; i < quorum_nr_slots (); ++i) {
     struct slot *s = &f->slots[i];
 
     if (!(mask & (UINT32_C (1) << i)))
@@ -533,6 +595,7 @@ fanout_run (struct quorum_conn *conn, enum op_type type, uint32_t mask,
     local->err = ENOTCONN;      /* no plugin context (resync) */
 
   fanout_wait (f, &start);
+  spare_done (f, type, offset, count);
   return f;
 }
 

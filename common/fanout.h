@@ -101,6 +101,10 @@ extern struct fanout *fanout_run (struct quorum_conn *conn,
                                   const void *wbuf, uint32_t count,
                                   uint64_t offset, uint32_t flags,
                                   int *err);
+/* From now on write-type fan-outs go to the spare at index too
+ * (SIZE_MAX: none; see fanout.c).  replace.c's.
+ */
+extern void fanout_set_spare (size_t index);
 /* Drop one reference; the last frees. */
 extern void fanout_put (struct fanout *f);
 /* The children that take part in an operation on [offset, +count):

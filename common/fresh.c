@@ -778,3 +778,77 @@ fresh_stop (void)
   fresh_children = NULL;
   dirty_free (&unsettled);
 }
+
+/* ------------------------------------------------------------------ */
+/* The spare (internal.h), for replace.c: added by the ops14 branch,
+ * in one block so that the rest of this file is as it was.  The spare
+ * has a stale map and unflushed maps like any child, in memory only:
+ * it is not a member until it is swapped in, and the state file has no
+ * map for it (statefile_set ignores a map it lacks), so a restart
+ * forgets a replace in progress and keeps the old child.  Its writes
+ * are counted by the fan-out (fanout.c), not fresh_write_end; its
+ * flushes by fresh_spare_flush_end.
+ */
+
+int
+fresh_spare_init (void)
+{
+  const size_t s = quorum_nr_children;
+  struct fresh_child *fc;
+  size_t j;
+
+  if (quorum_nr_slots () == quorum_nr_children)
+    return 0;                   /* VOTE_MAX_CHILDREN: no spare */
+  /* Before any thread: fresh_children may move. */
+  fc = realloc (fresh_children, (s + 1) * sizeof *fc);
+  if (fc == NULL) {
+    nbdkit_error ("realloc: %m");
+    return -1;
+  }
+  fresh_children = fc;
+  memset (&fc[s], 0, sizeof fc[s]);
+  if (dirty_init (&quorum_children[s].dirty, quorum_export_size) == -1) {
+    nbdkit_error ("calloc: %m");
+    return -1;
+  }
+  for (j = 0; j < 2; ++j)
+    if (dirty_init (&fc[s].unflushed[j], quorum_export_size) == -1) {
+      nbdkit_error ("calloc: %m");
+      return -1;
+    }
+  return 0;
+}
+
+void
+fresh_spare_reset (struct child *c)
+{
+  struct fresh_child *fc = &fresh_children[c->index];
+
+  dirty_clear (&fc->unflushed[0], 0, quorum_export_size);
+  dirty_clear (&fc->unflushed[1], 0, quorum_export_size);
+  fresh_stale_mark (c, 0, quorum_export_size, FRESH_NEW_DISK);
+}
+
+void
+fresh_spare_flush_end (struct child *c, bool ok)
+{
+  const unsigned covered = epoch ^ 1;
+  struct dirty_map *m = &fresh_children[c->index].unflushed[covered];
+
+  if (!ok)
+    stale_from_map (c, m, FRESH_FLUSH_FAILED);
+  dirty_clear (m, 0, m->size);
+}
+
+int
+fresh_rename (struct child *c, const char *name)
+{
+  if (state == NULL)
+    return 0;
+  if (persist_sync (statefile_rename (state, c->index, name)) == -1) {
+    nbdkit_error ("quorum: state=%s: cannot record the new child %zu: %m",
+                  quorum_state_file, c->index);
+    return -1;
+  }
+  return 0;
+}

@@ -149,4 +149,21 @@ extern void fresh_wake (void);
 /* For status and tests: fdatasync calls on the state file so far. */
 extern uint64_t fresh_syncs (void);
 
+/* The spare (internal.h; replace.c), in memory only. */
+
+/* Start-up, after fresh_init: the spare's maps.  -1 after nbdkit_error. */
+extern int fresh_spare_init (void);
+/* A replace begins: the spare c is wholly stale (FRESH_NEW_DISK), and
+ * nothing of it unflushed.
+ */
+extern void fresh_spare_reset (struct child *c);
+/* Between fresh_flush_begin and fresh_flush_end: a flush of the spare c
+ * succeeded (ok) or failed; what it covers is flushed, or stale.
+ */
+extern void fresh_spare_flush_end (struct child *c, bool ok);
+/* c (a member) is to be named name, durably (state=): a start with
+ * the old name makes it wholly stale.  -1 after nbdkit_error.
+ */
+extern int fresh_rename (struct child *c, const char *name);
+
 #endif /* QUORUM_FRESH_H */

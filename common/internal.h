@@ -103,6 +103,8 @@ extern uint32_t quorum_state_granule;   /* state-granule=, bytes */
 extern char *quorum_control_path;       /* control=, absolute, or NULL */
 extern uint64_t quorum_scrub_rate;      /* scrub-rate=, bytes/s, 0: none */
 #define QUORUM_SCRUB_RATE_DEFAULT (UINT64_C (50) * 1048576)
+extern uint64_t quorum_resync_rate;     /* resync-rate=, bytes/s, 0: none */
+#define QUORUM_RESYNC_RATE_DEFAULT (UINT64_C (100) * 1048576)
 #define QUORUM_RATE_MAX 1048576         /* MiB/s: 1 TiB/s */
 
 /* config.c: a rate in MiB/s (digits, perhaps a point and digits) from 0
@@ -167,6 +169,19 @@ struct child {
 extern struct child *quorum_children;
 extern size_t quorum_nr_children;
 extern bool quorum_has_local;
+/* children[] has one entry more than the children, when they are fewer
+ * than VOTE_MAX_CHILDREN: the spare, children[quorum_nr_children],
+ * which a replace (replace.c) rebuilds before it takes a child's
+ * place.  It is never counted in a vote: only the fan-out, the
+ * reactor, the freshness maps and its own supervisor see it.  The
+ * slots, the spare's included:
+ */
+static inline size_t
+quorum_nr_slots (void)
+{
+  return quorum_nr_children < VOTE_MAX_CHILDREN ?
+    quorum_nr_children + 1 : quorum_nr_children;
+}
 
 /* Debug flag: -D quorum.votes=1 */
 extern int quorum_debug_votes;
@@ -262,6 +277,20 @@ extern void report_repair (size_t child, uint64_t offset, uint64_t length);
 /* A child's life. */
 extern void report_down (size_t child, const char *reason);
 extern void report_up (size_t child);
+/* The operator's doing (control): fail, return, replace-start,
+ * replace-end.
+ */
+extern void report_admin (const char *event, size_t child);
+/* replace-start: child is to be replaced by the server named other;
+ * replace-end: it was, and other is the old one's name.
+ */
+extern void report_replace (const char *event, size_t child,
+                            const char *other);
+/* resync-end: dirty bytes left, copied made current, zeroed of them
+ * written as zeroes (all its sources reported zeroes there).
+ */
+extern void report_resync_end (size_t child, uint64_t dirty,
+                               uint64_t copied, uint64_t zeroed);
 extern void report_resync (const char *event, size_t child,
                            uint64_t dirty, uint64_t copied);
 /* A resync has copied another tenth of what was stale when it began. */

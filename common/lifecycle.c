@@ -27,6 +27,7 @@
 #include "fresh.h"
 #include "internal.h"
 #include "reactor.h"
+#include "replace.h"
 #include "resync.h"
 #include "scrub.h"
 #include "state.h"
@@ -146,7 +147,7 @@ child_connect_all (void)
   }
   quorum_export_size = quorum_children[ref].caps.size;
 
-  if (fresh_init () == -1)
+  if (fresh_init () == -1 || fresh_spare_init () == -1)
     return -1;
   for (i = first; i < quorum_nr_children; ++i) {
     struct child *c = &quorum_children[i];
@@ -212,6 +213,7 @@ child_disconnect_all (void)
 {
   size_t i;
 
+  replace_stop ();
   resync_stop ();
   for (i = 0; i < quorum_nr_children; ++i) {
     struct child *c = &quorum_children[i];
@@ -243,7 +245,8 @@ lifecycle_init_children (void)
 {
   size_t i;
 
-  for (i = 0; i < quorum_nr_children; ++i) {
+  /* The spare too (internal.h). */
+  for (i = 0; i < quorum_nr_slots (); ++i) {
     struct child *c = &quorum_children[i];
 
     reactor_link_init (c);

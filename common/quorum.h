@@ -241,6 +241,8 @@ extern int quorum_extents (struct quorum_conn *conn, uint32_t count,
   "                          created mode 0600 (default: none)\n" \
   "scrub-rate=MIB/S          Most a scrub reads, MiB/s, 0 = no limit\n" \
   "                          (default: 50)\n" \
+  "resync-rate=MIB/S         Most a resync or rebuild copies, MiB/s per\n" \
+  "                          child, 0 = no limit (default: 100)\n" \
   "export-name=NAME          The one export served; clients asking for\n" \
   "                          another are refused (default: \"\")"
 

@@ -207,7 +207,7 @@ reactor_collect_locked (struct pollfd *fds, struct reactor_watch *w,
 {
   size_t i, n = 0;
 
-  for (i = 0; i < quorum_nr_children; ++i) {
+  for (i = 0; i < quorum_nr_slots (); ++i) {
     struct child *c = &quorum_children[i];
 
     if (!c->link.serving)
@@ -343,6 +343,12 @@ reactor_kick_handle (struct nbd_handle *nbd)
 void
 reactor_cut (struct child *c, const char *why)
 {
+  reactor_cut_reason (c, why, "timeout");
+}
+
+void
+reactor_cut_reason (struct child *c, const char *why, const char *reason)
+{
   bool down;
 
   nbdkit_error ("quorum: child %zu (%s): %s: disconnecting", c->index,
@@ -359,7 +365,7 @@ reactor_cut (struct child *c, const char *why)
   pthread_mutex_unlock (&reactor_lock);
   /* Reports may write to syslog: never under a lock (see Locks). */
   if (down)
-    report_down (c->index, "timeout");
+    report_down (c->index, reason);
 }
 
 /* A descriptor of our own for nbd's socket: libnbd closes its own when

@@ -83,5 +83,8 @@ extern void reactor_kick_handle (struct nbd_handle *nbd);
  * then fails every command in flight on it.
  */
 extern void reactor_cut (struct child *c, const char *why);
+/* The same, reported as down for reason (reactor_cut's: "timeout"). */
+extern void reactor_cut_reason (struct child *c, const char *why,
+                                const char *reason);
 
 #endif /* QUORUM_REACTOR_H */

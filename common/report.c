@@ -495,6 +495,45 @@ report_down (size_t child, const char *reason)
 }
 
 void
+report_admin (const char *event, size_t child)
+{
+  struct field f[] = {
+    STR ("event", event), UINT ("child", child), NAME (child),
+  };
+
+  report_emit (LOG_NOTICE, f, sizeof f / sizeof f[0]);
+}
+
+void
+report_replace (const char *event, size_t child, const char *other)
+{
+  const bool start = strcmp (event, "replace-start") == 0;
+  struct field f[] = {
+    STR ("event", event), UINT ("child", child), NAME (child),
+    STR (start ? "new" : "old", other),
+  };
+
+  report_emit (LOG_NOTICE, f, sizeof f / sizeof f[0]);
+}
+
+void
+report_resync_end (size_t child, uint64_t dirty, uint64_t copied,
+                   uint64_t zeroed)
+{
+  struct field f[] = {
+    STR ("event", "resync-end"), UINT ("child", child), NAME (child),
+    HEX ("zeroed", zeroed), HEX ("dirty", dirty), HEX ("copied", copied),
+  };
+
+  /* zeroed only if some was: dirty and copied stay last. */
+  if (zeroed == 0) {
+    f[3] = f[4];
+    f[4] = f[5];
+  }
+  report_emit (LOG_NOTICE, f, zeroed ? 6 : 5);
+}
+
+void
 report_up (size_t child)
 {
   struct field f[] = {

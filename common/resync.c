@@ -43,13 +43,44 @@
 #include "identity.h"
 #include "internal.h"
 #include "rangelock.h"
+#include "ratelimit.h"
 #include "reactor.h"
+#include "replace.h"
 #include "resync.h"
 #include "settle.h"
 #include "state.h"
 
 /* Up to this much of a child's consecutive stale granules at a time. */
 #define RESYNC_RUN (16 * DIRTY_GRANULE)
+
+/* resync-rate=, or what control's rate set: each child's resync has a
+ * bucket of its own, charged with the bytes it read to copy (not those
+ * it zeroed).
+ */
+static struct ratelimit resync_limit =
+  RATELIMIT_INIT (&quorum_resync_rate, RESYNC_RUN);
+
+uint64_t
+resync_rate (void)
+{
+  return ratelimit_get (&resync_limit);
+}
+
+void
+resync_set_rate (uint64_t bytes_per_second)
+{
+  ratelimit_set (&resync_limit, bytes_per_second);
+}
+
+/* A resync's rate-limit sleep ends when its child goes down or quits. */
+static bool
+resync_cancelled (void *vp)
+{
+  struct child *c = vp;
+
+  return state_quitting (c) ||
+    (!child_is_local (c) && state_get (c) == CHILD_DOWN);
+}
 
 /* Resync runs outside any client connection: in the filter it reaches
  * the plugin through the context of a client connection, when one
@@ -101,6 +132,92 @@ resync_write (struct child *c, const char *out, uint64_t offset,
   return r;
 }
 
+/* Whether every child in mask reports [offset, +count) as zeroes
+ * (block status): then there is nothing to read.  Not if one's block
+ * status connection may not see its latest writes yet.
+ */
+static bool
+resync_all_zero (uint32_t mask, uint64_t offset, uint32_t count)
+{
+  const uint64_t end = offset + count;
+  struct fanout *f;
+  bool zero = true;
+  size_t i, j;
+  int err;
+
+  for (i = 0; i < quorum_nr_children; ++i)
+    if ((mask & (UINT32_C (1) << i)) &&
+        child_meta_stale (&quorum_children[i]))
+      return false;
+  f = fanout_run (&background_conn, OP_EXTENTS, mask, NULL, 0, NULL, count,
+                  offset, 0, &err);
+  if (f == NULL)
+    return false;
+  for (i = 0; zero && i < quorum_nr_children; ++i) {
+    const struct slot *s = &f->slots[i];
+    uint64_t pos = offset;
+
+    if (!s->used)
+      continue;
+    for (j = 0; s->err == 0 && j < s->extents.len && pos < end; ++j) {
+      const struct quorum_extent *e = &s->extents.ptr[j];
+
+      if (e->offset + e->length <= pos)
+        continue;
+      if (e->offset > pos || !(e->type & NBDKIT_EXTENT_ZERO))
+        break;
+      pos = e->offset + e->length;
+    }
+    zero = s->err == 0 && pos >= end;
+  }
+  fanout_put (f);
+  return zero;
+}
+
+/* Zero [offset, +count) of c, where all its sources hold zeroes: with
+ * the zero command where c offers it (holes allowed), else by writing
+ * zeroes.
+ */
+static int
+resync_zero (struct child *c, uint64_t offset, uint32_t count,
+             uint64_t *copied, uint64_t *zeroed)
+{
+  struct fanout *w;
+  char *buf = NULL;
+  int err = 0;
+
+  /* Only this thread changes c->caps (rejoin). */
+  if (!child_is_local (c) && c->caps.can_zero)
+    w = fanout_run (&background_conn, OP_ZERO, UINT32_C (1) << c->index,
+                    NULL, 0, NULL, count, offset, NBDKIT_FLAG_MAY_TRIM,
+                    &err);
+  else {
+    buf = bufpool_get (count);
+    if (buf == NULL)
+      return -1;
+    memset (buf, 0, count);
+    w = fanout_run (&background_conn, OP_WRITE, UINT32_C (1) << c->index,
+                    NULL, 0, buf, count, offset, 0, &err);
+  }
+  if (w) {
+    err = w->slots[c->index].err;
+    fanout_put (w);
+  }
+  if (buf)
+    bufpool_put (buf, count);
+  if (w == NULL || err) {
+    if (err != ENOTCONN || !child_is_local (c))
+      report_bad (OP_ZERO, c->index, offset, count, err ? err : EIO);
+    return -1;
+  }
+  fresh_took (c, offset, count);
+  fresh_stale_clear (c, offset, count);
+  STAT_ADD (c, bytes_repaired, count);
+  *copied += count;
+  *zeroed += count;
+  return 0;
+}
+
 /* Copy [offset, +count) to child c where vote-threshold current
  * children agree, block by block; over the range no child's staleness
  * changes (settle_uniform).  Holds the range.  -1 if writing to c
@@ -111,7 +228,7 @@ resync_write (struct child *c, const char *out, uint64_t offset,
  */
 static int
 resync_range (struct child *c, uint64_t offset, uint32_t count,
-              uint64_t *copied)
+              uint64_t *copied, uint64_t *zeroed, uint64_t *read)
 {
   const uint64_t bs = quorum_vote_block, end = offset + count;
   const void *bufs[VOTE_MAX_CHILDREN];
@@ -140,10 +257,16 @@ resync_range (struct child *c, uint64_t offset, uint32_t count,
                   quorum_threshold);
     goto out;
   }
+  /* Where every source holds zeroes (a sparse disk), nothing is read. */
+  if (resync_all_zero (mask, offset, count)) {
+    r = resync_zero (c, offset, count, copied, zeroed);
+    goto out;
+  }
   f = fanout_run (&background_conn, OP_READ, mask, NULL, SIZE_MAX, NULL,
                   count, offset, 0, &err);
   if (f == NULL)
     goto out;
+  *read += count;
   for (i = 0; i < quorum_nr_children; ++i) {
     bufs[i] = f->slots[i].used && f->slots[i].err == 0 ?
       f->slots[i].buf : NULL;
@@ -214,7 +337,11 @@ resync_flush (struct child *c)
   fresh_flush_begin ();
   f = fanout_run (&background_conn, OP_FLUSH, bit, NULL, 0, NULL, 0, 0, 0,
                   &err);
-  if (f && f->slots[c->index].err == 0)
+  if (c->index >= quorum_nr_children) {       /* the spare */
+    fresh_spare_flush_end (c, f && f->slots[c->index].err == 0);
+    fresh_flush_end (0, 0, false, &err);
+  }
+  else if (f && f->slots[c->index].err == 0)
     fresh_flush_end (bit, bit, true, &err);
   else
     fresh_flush_end (bit, 0, false, &err);
@@ -244,9 +371,12 @@ static int
 resync_child (struct child *c, bool rejoined)
 {
   const bool local = child_is_local (c);
-  uint64_t pos = 0, offset, count, len, copied = 0, total, left;
+  uint64_t pos = 0, offset, count, len, copied = 0, zeroed = 0, total, left;
+  struct ratelimit_bucket bucket;
   unsigned tenths = 0;
   struct range_lock rl;
+
+  ratelimit_bucket_init (&bucket);
 
   total = fresh_stale_bytes (c);
   report_resync ("resync-start", c->index, total, 0);
@@ -268,8 +398,11 @@ resync_child (struct child *c, bool rejoined)
     if (!fresh_next_stale (c, &pos, RESYNC_RUN, &offset, &count))
       break;
     for (; count > 0; offset += len, count -= len) {
+      uint64_t read = 0;
+
       len = settle_uniform (offset, count);
-      resync_range (c, offset, len, &copied);
+      resync_range (c, offset, len, &copied, &zeroed, &read);
+      ratelimit_pace (&resync_limit, &bucket, read, resync_cancelled, c);
     }
     __atomic_store_n (&c->resync_done, copied, __ATOMIC_RELEASE);
     /* The tenths of what was stale when it began passed now, if it is
@@ -279,13 +412,18 @@ resync_child (struct child *c, bool rejoined)
       tenths = copied * 10 / total;
       report_resync_progress (c->index, tenths * 10, fresh_stale_bytes (c),
                               copied);
+      /* What it copied so far survives its going down (a rebuild
+       * continues from here): a flush a tenth.
+       */
+      if (!local)
+        resync_flush (c);
     }
   }
 
   if (copied && !local)
     resync_flush (c);
   left = fresh_stale_bytes (c);
-  report_resync ("resync-end", c->index, left, copied);
+  report_resync_end (c->index, left, copied, zeroed);
   __atomic_store_n (&c->resync_since, 0, __ATOMIC_RELEASE);
   return left ? 1 : 0;
 }
@@ -419,8 +557,21 @@ rejoin (struct child *c)
     char *why = NULL;
     int same;
 
-    if (!state_sleep (c, delay))
+    /* Failed by the operator: not reconnected until returned, then at
+     * once.
+     */
+    if (state_failed (c)) {
+      if (!state_wait_return (c))
+        return false;
+      delay = quorum_reconnect_delay;
+    }
+    else if (!state_sleep (c, delay))
       return false;
+    /* A new disk takes its place. */
+    if (replace_swap_if_ready (c))
+      return true;
+    if (state_failed (c))
+      continue;                 /* failed while it slept */
     /* It may have lost what it had not flushed. */
     if (!recorded) {
       if (fresh_lost_unflushed (c, FRESH_DOWN) == -1) {
@@ -473,7 +624,7 @@ rejoin (struct child *c)
 
     /* Still down: it takes no part in requests while it is checked. */
     same = identity_same_disk (&background_conn, c);
-    if (same == -1 || reactor_handle_gone (nbd)) {
+    if (same == -1 || reactor_handle_gone (nbd) || state_failed (c)) {
       reactor_release (c);
       delay = delay * 2 < quorum_reconnect_max ?
         delay * 2 : quorum_reconnect_max;
@@ -504,7 +655,12 @@ resync_supervisor (void *vp)
     first = false;
     if (state_quitting (c))
       break;
-    if (state_get (c) == CHILD_DOWN) {
+    if (replace_swap_if_ready (c)) {
+      kick_others (c);
+      retry_reset (&rt);
+      rejoined = true;
+    }
+    else if (state_get (c) == CHILD_DOWN) {
       if (!rejoin (c))
         break;
       kick_others (c);
@@ -522,6 +678,8 @@ resync_supervisor (void *vp)
     if (r == -1)
       continue;                 /* down, or quitting */
     state_resync_done (c);
+    if (r == 0 && c->index >= quorum_nr_children)
+      replace_rebuilt (c);      /* the spare is complete */
     if (r == 0)
       retry_reset (&rt);
     else

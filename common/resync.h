@@ -11,6 +11,7 @@
 #define QUORUM_RESYNC_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "quorum.h"
 
@@ -37,6 +38,11 @@ extern void *resync_supervisor (void *child);
  * (as children[0].supervisor) and the settler.  -1 after nbdkit_error.
  */
 extern int resync_start (void);
+/* The resync rate limit, bytes per second per child (0: none):
+ * resync-rate= until changed.  Takes effect at once.
+ */
+extern uint64_t resync_rate (void);
+extern void resync_set_rate (uint64_t bytes_per_second);
 /* At cleanup, before the children are disconnected: stop them. */
 extern void resync_stop (void);
 

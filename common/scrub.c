@@ -42,6 +42,7 @@
 #include <nbdkit-filter.h>
 
 #include "internal.h"
+#include "ratelimit.h"
 #include "scrub.h"
 
 
@@ -49,29 +50,17 @@
 struct quorum_conn scrub_conn;
 
 /* The state, under lock; nothing nests in it (no report, no I/O).
- * cond (CLOCK_MONOTONIC) wakes the thread from its rate-limit sleep
- * when it is told to stop or the rate changes.
+ * stop_asked is written under it and read atomically by scrub_stopping
+ * (under the rate limit's lock, which wakes the thread from its sleep
+ * when the rate changes or it is told to stop).
  */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cond;
-static pthread_once_t cond_once = PTHREAD_ONCE_INIT;
 static struct scrub_status status;
 static bool stop_asked;
-static bool rate_set;           /* rate_limit replaces scrub-rate= */
-static uint64_t rate_limit;
 static pthread_t thread;
 static bool joinable;
-
-static void
-cond_init (void)
-{
-  pthread_condattr_t attr;
-
-  pthread_condattr_init (&attr);
-  pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
-  pthread_cond_init (&cond, &attr);
-  pthread_condattr_destroy (&attr);
-}
+static struct ratelimit limit =
+  RATELIMIT_INIT (&quorum_scrub_rate, SCRUB_CHUNK);
 
 static uint64_t
 now_ns (void)
@@ -103,32 +92,16 @@ scrub_local_usable (void)
   return l && (!l->available || l->available (scrub_conn.local_ctx));
 }
 
-static uint64_t
-rate_locked (void)
-{
-  return rate_set ? rate_limit : quorum_scrub_rate;
-}
-
 uint64_t
 scrub_rate (void)
 {
-  uint64_t r;
-
-  pthread_mutex_lock (&lock);
-  r = rate_locked ();
-  pthread_mutex_unlock (&lock);
-  return r;
+  return ratelimit_get (&limit);
 }
 
 void
 scrub_set_rate (uint64_t bytes_per_second)
 {
-  pthread_once (&cond_once, cond_init);
-  pthread_mutex_lock (&lock);
-  rate_set = true;
-  rate_limit = bytes_per_second;
-  pthread_cond_broadcast (&cond);
-  pthread_mutex_unlock (&lock);
+  ratelimit_set (&limit, bytes_per_second);
 }
 
 void
@@ -140,59 +113,25 @@ scrub_get (struct scrub_status *st)
 }
 
 /* The rate limit: a token bucket holding at most one chunk, charged
- * with the bytes each chunk read (not those it skipped), and waited
- * on until it is out of debt.  tokens and last belong to the thread.
+ * with the bytes each chunk read (not those it skipped).
  */
-struct bucket {
-  double tokens;                /* bytes; negative: owed */
-  uint64_t last;                /* ns, when last refilled */
-};
-
-static void
-pace (struct bucket *b, uint64_t bytes)
+static bool
+scrub_stopping (void *arg)
 {
-  b->tokens -= bytes;
-  pthread_mutex_lock (&lock);
-  for (;;) {
-    uint64_t rate = rate_locked (), now = now_ns ();
-    struct timespec until;
-    double wait;
-
-    if (stop_asked || rate == 0) {
-      b->tokens = 0;
-      b->last = now;
-      break;
-    }
-    b->tokens += (now - b->last) / 1e9 * rate;
-    b->last = now;
-    if (b->tokens > SCRUB_CHUNK)
-      b->tokens = SCRUB_CHUNK;
-    if (b->tokens >= 0)
-      break;
-    /* At most a second at a time: a lower rate set meanwhile is
-     * seen, and a higher one wakes us.
-     */
-    wait = -b->tokens / rate;
-    if (wait > 1)
-      wait = 1;
-    now += (uint64_t) (wait * 1e9);
-    until.tv_sec = now / 1000000000;
-    until.tv_nsec = now % 1000000000;
-    pthread_cond_timedwait (&cond, &lock, &until);
-  }
-  pthread_mutex_unlock (&lock);
+  return __atomic_load_n (&stop_asked, __ATOMIC_ACQUIRE);
 }
 
 static void *
 scrub_thread (void *vp)
 {
-  struct bucket bucket = { .tokens = 0, .last = now_ns () };
+  struct ratelimit_bucket bucket;
   const uint64_t chunk = quorum_vote_block > SCRUB_CHUNK ?
     quorum_vote_block : SCRUB_CHUNK;
   uint64_t pos, end, local_missed = 0;
   bool repair, stop = false;
   struct scrub_status st;
 
+  ratelimit_bucket_init (&bucket);
   pthread_mutex_lock (&lock);
   pos = status.offset;
   end = status.offset + status.length;
@@ -236,7 +175,7 @@ scrub_thread (void *vp)
     stop = stop_asked || fd.blkverify;
     pthread_mutex_unlock (&lock);
 
-    pace (&bucket, fd.read);
+    ratelimit_pace (&limit, &bucket, fd.read, scrub_stopping, NULL);
     pos = next;
   }
 
@@ -263,7 +202,6 @@ scrub_start (bool repair, uint64_t offset, uint64_t length, char *err,
   bool join;
   int e;
 
-  pthread_once (&cond_once, cond_init);
   pthread_mutex_lock (&lock);
   if (status.state == SCRUB_RUNNING) {
     snprintf (err, errlen, "scrub start: a scrub is running already "
@@ -291,7 +229,7 @@ scrub_start (bool repair, uint64_t offset, uint64_t length, char *err,
     .state = SCRUB_RUNNING, .repair = repair || quorum_rewrite_corrupted,
     .offset = offset, .length = end - offset, .since = now_ns (),
   };
-  stop_asked = false;
+  __atomic_store_n (&stop_asked, false, __ATOMIC_RELEASE);
   /* Signals are for nbdkit's own threads. */
   sigfillset (&all);
   pthread_sigmask (SIG_SETMASK, &all, &old);
@@ -313,18 +251,17 @@ scrub_stop (char *err, size_t errlen)
 {
   int r = 0;
 
-  pthread_once (&cond_once, cond_init);
   pthread_mutex_lock (&lock);
   if (status.state != SCRUB_RUNNING) {
     snprintf (err, errlen, "scrub stop: no scrub is running");
     r = -1;
   }
   else {
-    stop_asked = true;
+    __atomic_store_n (&stop_asked, true, __ATOMIC_RELEASE);
     status.stopping = true;
-    pthread_cond_broadcast (&cond);
   }
   pthread_mutex_unlock (&lock);
+  ratelimit_wake (&limit);
   return r;
 }
 
@@ -333,13 +270,12 @@ scrub_shutdown (void)
 {
   bool join;
 
-  pthread_once (&cond_once, cond_init);
   pthread_mutex_lock (&lock);
-  stop_asked = true;
-  pthread_cond_broadcast (&cond);
+  __atomic_store_n (&stop_asked, true, __ATOMIC_RELEASE);
   join = joinable;
   joinable = false;
   pthread_mutex_unlock (&lock);
+  ratelimit_wake (&limit);
   if (join)
     pthread_join (thread, NULL);
 }

@@ -101,10 +101,11 @@ state_sleep (struct child *c, unsigned seconds)
   clock_gettime (CLOCK_REALTIME, &deadline);
   deadline.tv_sec += seconds;
   SCOPED_LOCK (&c->life.lock);
-  while (!c->life.quit &&
+  while (!c->life.quit && !c->life.wake &&
          pthread_cond_timedwait (&c->life.cond, &c->life.lock,
                                  &deadline) != ETIMEDOUT)
     ;
+  c->life.wake = false;
   return !c->life.quit;
 }
 
@@ -122,4 +123,71 @@ state_quit (struct child *c)
   SCOPED_LOCK (&c->life.lock);
   __atomic_store_n (&c->life.quit, true, __ATOMIC_RELEASE);
   pthread_cond_broadcast (&c->life.cond);
+}
+
+void
+state_wake (struct child *c)
+{
+  SCOPED_LOCK (&c->life.lock);
+  c->life.wake = true;
+  c->life.kicks++;
+  pthread_cond_broadcast (&c->life.cond);
+}
+
+bool
+state_fail (struct child *c)
+{
+  SCOPED_LOCK (&c->life.lock);
+  if (c->life.failed)
+    return false;
+  __atomic_store_n (&c->life.failed, true, __ATOMIC_RELEASE);
+  pthread_cond_broadcast (&c->life.cond);
+  return true;
+}
+
+bool
+state_return (struct child *c)
+{
+  SCOPED_LOCK (&c->life.lock);
+  if (!c->life.failed)
+    return false;
+  __atomic_store_n (&c->life.failed, false, __ATOMIC_RELEASE);
+  c->life.wake = true;
+  pthread_cond_broadcast (&c->life.cond);
+  return true;
+}
+
+bool
+state_failed (struct child *c)
+{
+  return __atomic_load_n (&c->life.failed, __ATOMIC_ACQUIRE);
+}
+
+bool
+state_wait_return (struct child *c)
+{
+  SCOPED_LOCK (&c->life.lock);
+  while (!c->life.quit && c->life.failed && !c->life.wake)
+    pthread_cond_wait (&c->life.cond, &c->life.lock);
+  c->life.wake = false;
+  return !c->life.quit;
+}
+
+void
+state_reset (struct child *c, enum child_state state)
+{
+  SCOPED_LOCK (&c->life.lock);
+  __atomic_store_n (&c->life.quit, false, __ATOMIC_RELEASE);
+  __atomic_store_n (&c->life.failed, false, __ATOMIC_RELEASE);
+  c->life.wake = false;
+  state_set_locked (c, state);
+}
+
+void
+state_replaced (struct child *c)
+{
+  SCOPED_LOCK (&c->life.lock);
+  __atomic_store_n (&c->life.failed, false, __ATOMIC_RELEASE);
+  if (!c->life.quit)
+    state_set_locked (c, CHILD_RESYNC);
 }

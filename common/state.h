@@ -35,6 +35,12 @@ struct child_life {
   enum child_state state;
   bool quit;                    /* cleanup: threads stop */
   unsigned kicks;               /* state_kick: work for the supervisor */
+  /* Taken out of service by the operator (fail): down, and not
+   * reconnected until state_return.  Written under lock, read
+   * atomically.
+   */
+  bool failed;
+  bool wake;                    /* state_return: cut a backoff short */
 };
 
 struct child;
@@ -61,12 +67,34 @@ extern bool state_heal_begin (struct child *c);
  */
 extern bool state_wait_work (struct child *c, unsigned *kicks,
                              const struct timespec *deadline);
-/* Sleep for seconds, or until quitting: false if quitting. */
+/* Sleep for seconds, or until quitting (false) or state_return or
+ * state_wake says to stop waiting.
+ */
 extern bool state_sleep (struct child *c, unsigned seconds);
 /* New work for c's supervisor (fresh.c: a region of c became stale):
  * wakes whoever waits on life.cond.
  */
 extern void state_kick (struct child *c);
+/* End a state_sleep of c now (replace.c: a swap is waiting). */
+extern void state_wake (struct child *c);
+/* The operator takes c out of service (control's fail): true if it
+ * was not failed already.  Its connection is cut by the caller.
+ */
+extern bool state_fail (struct child *c);
+/* And puts it back: false if it was not failed.  Its supervisor
+ * reconnects it at once (state_sleep returns early).
+ */
+extern bool state_return (struct child *c);
+/* Lock-free. */
+extern bool state_failed (struct child *c);
+/* Sleep while c is failed, or until state_wake: false if quitting. */
+extern bool state_wait_return (struct child *c);
+/* The spare, before its supervisor starts (replace.c): in state, not
+ * quitting, not failed.
+ */
+extern void state_reset (struct child *c, enum child_state state);
+/* c has a new disk (replace.c's swap): resync, not failed. */
+extern void state_replaced (struct child *c);
 /* Ask c's threads to stop. */
 extern void state_quit (struct child *c);
 

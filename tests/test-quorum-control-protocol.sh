@@ -118,7 +118,7 @@ refused(ask(s, b"{\"command\": \"help\"} {\"command\": \"help\"}\n"), "malformed
 refused(ask(s, b"{\"a\":" * 20 + b"1" + b"}" * 20 + b"\n"), "malformed request")
 r = ask(s, b"\n  \n{\"command\": \"help\"}\r\n")
 assert r["ok"] is True and r["command"] == "help", r
-assert [c["name"] for c in r["commands"]] == ["help", "rate", "scrub", "status"], r
+assert [c["name"] for c in r["commands"]] == ["fail", "help", "rate", "replace", "return", "scrub", "status"], r
 r = ask(s, b"{\"command\": \"status\", \"args\": []}\n")
 assert r["ok"] is True and len(r["children"]) == 3, r
 refused(ask(s, b"{\"command\": \"scrub\", \"args\": [1]}\n"), "scrub: \"args\" must be an array of strings")
@@ -133,10 +133,14 @@ for a, why in [("--rate=-1", "expected MiB/s"), ("--rate=1e3", "expected MiB/s")
                ("--frob", "unknown argument"), ("--repair=yes", "unknown argument")]:
     refused(ask(s, json.dumps({"command": "scrub", "args": ["start", a]}).encode() + b"\n"), "scrub start: \x27%s\x27: %s" % (a, why))
 refused(ask(s, b"{\"command\": \"scrub\", \"args\": [\"start\", \"--offset=512K\", \"--length=1M\"]}\n"), "goes past the end of the export")
-refused(ask(s, b"{\"command\": \"rate\", \"args\": [\"--resync=5\"]}\n"), "rate: --resync: resyncs are not rate-limited")
+refused(ask(s, b"{\"command\": \"rate\", \"args\": [\"--resync=5x\"]}\n"), "rate: \x27--resync=5x\x27: expected MiB/s")
 refused(ask(s, b"{\"command\": \"rate\", \"args\": [\"--scrub=five\"]}\n"), "rate: \x27--scrub=five\x27: expected MiB/s")
 r = ask(s, b"{\"command\": \"rate\"}\n")
-assert r["ok"] is True and r["scrub"] == 50 * 1048576, r
+assert r["ok"] is True and r["scrub"] == 50 * 1048576 and r["resync"] == 100 * 1048576, r
+for a, why in [("fail", "expected the index of a child"), ("fail 9", "expected the index of a child, from 0 to 2"),
+               ("return x", "expected the index of a child"), ("return 1", "child 1 is not failed"),
+               ("replace 1", "expected the index of a child and the URI"), ("replace 7 nbd://x", "expected the index of a child")]:
+    refused(ask(s, json.dumps({"command": a.split()[0], "args": a.split()[1:]}).encode() + b"\n"), why)
 r = ask(s, b"{\"command\": \"status\"}\n")
 assert r["scrub"]["state"] == "idle" and r["scrub"]["rate_limit"] == 50 * 1048576, r
 '

@@ -51,8 +51,12 @@ usage (FILE *fp)
            "[--length=L] [--json]\n"
            "                    read every block through the vote\n"
            "  scrub stop [--json]\n"
-           "  rate [--scrub=MIB/S] [--json]  show or change the scrub's "
-           "rate limit\n"
+           "  rate [--resync=MIB/S] [--scrub=MIB/S] [--json]\n"
+           "                    show or change the rate limits\n"
+           "  fail N [--json]   take child N out of service\n"
+           "  return N [--json] put failed child N back in service\n"
+           "  replace N URI [--json]\n"
+           "                    rebuild the server at URI as child N\n"
            "  help [--json]     the commands the server knows\n"
            "Any other command is sent as {\"command\": COMMAND, \"args\": "
            "[ARGS...]}\n"
@@ -370,6 +374,30 @@ print_status (const char *path, json_object *reply)
       }
       printf ("\n");
     }
+    if (get (c, "replacement")) {
+      json_object *p = get (c, "replacement"), *pr = get (p, "resync");
+
+      printf ("%5s  replacement: %s, %s, %s stale", "", get_str (p, "name"),
+              get_str (p, "state"),
+              human (get_int (p, "stale_bytes"), b1, sizeof b1));
+      if (pr) {
+        int64_t done = get_int (pr, "bytes_done");
+        int64_t total = get_int (pr, "bytes_total");
+
+        printf (", rebuilt %s of %s", human (done, b2, sizeof b2),
+                human (total, b3, sizeof b3));
+        if (total > 0)
+          printf (" (%d%%)", (int) (done * 100 / total));
+        printf (", %s/s", human (get_int (pr, "rate"), b1, sizeof b1));
+        if (get (pr, "eta_seconds")) {
+          int64_t eta = get_int (pr, "eta_seconds");
+
+          printf (", %" PRIi64 ":%02d:%02d to go", eta / 3600,
+                  (int) (eta / 60 % 60), (int) (eta % 60));
+        }
+      }
+      printf ("\n");
+    }
     if (e) {
       printf ("%5s  last error: %s %s", "", get_str (e, "time"),
               get_str (e, "type"));
@@ -449,7 +477,9 @@ main (int argc, char *argv[])
   req = json_object_new_object ();
   json_object_object_add (req, "command", json_object_new_string (command));
   known = strcmp (command, "status") == 0 || strcmp (command, "help") == 0;
-  if (strcmp (command, "scrub") == 0 || strcmp (command, "rate") == 0) {
+  if (strcmp (command, "scrub") == 0 || strcmp (command, "rate") == 0 ||
+      strcmp (command, "fail") == 0 || strcmp (command, "return") == 0 ||
+      strcmp (command, "replace") == 0) {
     /* Checked by the server: passed on, less --json. */
     json_object *args = json_object_new_array ();
 
@@ -513,9 +543,24 @@ main (int argc, char *argv[])
     print_status (path, reply);
   else if (strcmp (command, "help") == 0)
     print_help (reply);
-  else if (strcmp (command, "rate") == 0)
+  else if (strcmp (command, "rate") == 0) {
+    printf ("resync rate limit: %s per child\n",
+            human_rate (get_int (reply, "resync"), b1, sizeof b1));
     printf ("scrub rate limit: %s\n",
             human_rate (get_int (reply, "scrub"), b1, sizeof b1));
+  }
+  else if (strcmp (command, "fail") == 0)
+    printf ("child %" PRIi64 " failed: out of service until \"return %"
+            PRIi64 "\" (%" PRIi64 " in service)\n",
+            get_int (reply, "child"), get_int (reply, "child"),
+            get_int (reply, "in_service"));
+  else if (strcmp (command, "return") == 0)
+    printf ("child %" PRIi64 " returning: reconnected and resynchronised "
+            "in the background: see status\n", get_int (reply, "child"));
+  else if (strcmp (command, "replace") == 0)
+    printf ("child %" PRIi64 " being replaced by %s: rebuilt in the "
+            "background, then swapped in: see status\n",
+            get_int (reply, "child"), get_str (reply, "name"));
   else if (strcmp (command, "scrub") == 0 && get (reply, "rate_limit"))
     printf ("scrub started (rate limit %s): see status\n",
             human_rate (get_int (reply, "rate_limit"), b1, sizeof b1));
