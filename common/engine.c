@@ -38,6 +38,29 @@
 #include "settle.h"
 #include "state.h"
 
+/* End a request that fewer than vote-threshold children served: *err
+ * from their errors, the failure reported, and one message with the
+ * counts (what the ok children did; NULL when every child failed).
+ */
+static int
+below_threshold (enum op_type type, const int *errs, uint32_t count,
+                 uint64_t offset, size_t ok, const char *what, int *err)
+{
+  *err = vote_errno_request (errs, quorum_nr_children);
+  report_failure_errors (type, offset, count, *err, ok);
+  if (what == NULL)
+    nbdkit_error ("quorum: %s %" PRIu32 "@%" PRIu64 ": every child "
+                  "failed: %s", report_op_name (type), count, offset,
+                  strerror (*err));
+  else
+    nbdkit_error ("quorum: %s %" PRIu32 "@%" PRIu64 ": %zu of %zu "
+                  "children %s, vote-threshold is %u: %s",
+                  report_op_name (type), count, offset, ok,
+                  quorum_nr_children, what, quorum_threshold,
+                  strerror (*err));
+  return -1;
+}
+
 /* Vote on the results of a write, zero, trim, flush or cache, and
  * record who is current (fresh.c).
  */
@@ -92,13 +115,7 @@ write_vote (struct fanout *f, enum op_type type, uint32_t count,
   if (acked)
     return 0;
 
-  *err = vote_errno_request (errs, quorum_nr_children);
-  report_failure_errors (type, offset, count, *err, ok);
-  nbdkit_error ("quorum: %s %" PRIu32 "@%" PRIu64 ": %zu of %zu children "
-                "succeeded, vote-threshold is %u: %s",
-                report_op_name (type), count, offset, ok, quorum_nr_children,
-                quorum_threshold, strerror (*err));
-  return -1;
+  return below_threshold (type, errs, count, offset, ok, "succeeded", err);
 }
 
 /* FUA on the remote children that lack it: a flush of each of them
@@ -377,15 +394,9 @@ read_vote (struct quorum_conn *conn, struct fanout *f, void *buf,
    */
   agree = vote_agree (bufs, n, 0, count, &nr_ok);
 
-  if (nr_ok < quorum_threshold) {
-    *err = vote_errno_request (errs, n);
-    report_failure_errors (OP_READ, offset, count, *err, nr_ok);
-    nbdkit_error ("quorum: read %" PRIu32 "@%" PRIu64 ": %zu of %zu "
-                  "children returned data, vote-threshold is %u: %s",
-                  count, offset, nr_ok, n, quorum_threshold,
-                  strerror (*err));
-    return -1;
-  }
+  if (nr_ok < quorum_threshold)
+    return below_threshold (OP_READ, errs, count, offset, nr_ok,
+                            "returned data", err);
 
   if (quorum_blkverify && !agree) {
     size_t d = vote_first_difference (bufs[0], bufs[1], count);
@@ -444,11 +455,7 @@ pread_fifo (struct quorum_conn *conn, void *buf, uint32_t count,
     report_bad (OP_READ, i, offset, count, errs[i]);
   }
 
-  *err = vote_errno_request (errs, quorum_nr_children);
-  report_failure_errors (OP_READ, offset, count, *err, 0);
-  nbdkit_error ("quorum: read %" PRIu32 "@%" PRIu64 ": every child "
-                "failed: %s", count, offset, strerror (*err));
-  return -1;
+  return below_threshold (OP_READ, errs, count, offset, 0, NULL, err);
 }
 
 int
