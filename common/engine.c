@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <semaphore.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,9 +65,13 @@ below_threshold (enum op_type type, const int *errs, uint32_t count,
 /* Vote on the results of a write, zero, trim, flush or cache, and
  * record who is current (fresh.c).
  */
+/* late: the children still at it (wait-for=threshold), which are left
+ * out of the vote; if it is acknowledged they count as having taken it
+ * until write_finish says otherwise (the range stays held until then).
+ */
 static int
-write_vote (struct fanout *f, enum op_type type, uint32_t count,
-            uint64_t offset, uint32_t flags, int *err)
+write_vote (struct fanout *f, uint32_t late, enum op_type type,
+            uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
   int errs[VOTE_MAX_CHILDREN];
   bool changes = type == OP_WRITE || type == OP_ZERO || type == OP_TRIM;
@@ -75,6 +80,10 @@ write_vote (struct fanout *f, enum op_type type, uint32_t count,
   bool acked, refused = false;
 
   for (i = 0; i < quorum_nr_children; ++i) {
+    if (late & (UINT32_C (1) << i)) {
+      errs[i] = 0;
+      continue;
+    }
     errs[i] = f->slots[i].used ? f->slots[i].err : 0;
     if (f->slots[i].used)
       sent |= UINT32_C (1) << i;
@@ -98,7 +107,9 @@ write_vote (struct fanout *f, enum op_type type, uint32_t count,
    * is stale there, durably; one that missed a change that failed
    * here is settled with the rest.
    */
-  if (changes && fresh_write_end (offset, count, sent, took, acked, err) == -1)
+  if (changes &&
+      fresh_write_end (offset, count, sent | late,
+                       acked ? took | late : took, acked, err) == -1)
     return -1;
   if (type == OP_FLUSH && fresh_flush_end (sent, took, acked, err) == -1)
     return -1;
@@ -123,7 +134,7 @@ write_vote (struct fanout *f, enum op_type type, uint32_t count,
  * fails.
  */
 static void
-fua_flush (struct quorum_conn *conn, struct fanout *f)
+fua_flush (struct quorum_conn *conn, struct fanout *f, uint32_t late)
 {
   struct fanout *fl;
   uint32_t mask = 0;
@@ -131,7 +142,8 @@ fua_flush (struct quorum_conn *conn, struct fanout *f)
   int err;
 
   for (i = 0; i < quorum_nr_children; ++i)
-    if (f->slots[i].used && f->slots[i].err == 0 && f->slots[i].flush_after)
+    if (f->slots[i].used && !(late & (UINT32_C (1) << i)) &&
+        f->slots[i].err == 0 && f->slots[i].flush_after)
       mask |= UINT32_C (1) << i;
   if (mask == 0)
     return;
@@ -142,6 +154,155 @@ fua_flush (struct quorum_conn *conn, struct fanout *f)
   }
   if (fl)
     fanout_put (fl);
+}
+
+/* wait-for=threshold: what a request answered early leaves to its
+ * fan-out's second step (fanout_detach), on the late thread.
+ */
+struct late_op {
+  struct range_lock rl;         /* held until the last child ended */
+  bool ranged;
+  uint32_t flags;
+  void *data;                   /* write: the client's data, copied; read:
+                                   the answer, or NULL */
+};
+
+static void
+late_op_free (struct late_op *op)
+{
+  if (op->ranged)
+    range_unlock (&op->rl);
+  free (op->data);
+  free (op);
+}
+
+/* A write has enough once vote-threshold children took it (FUA: on
+ * stable storage, so not one that still needs its flush); a fast zero
+ * waits for all, since any one of them may refuse it.
+ */
+static bool
+write_enough (const struct fanout *f, void *arg)
+{
+  const struct late_op *op = arg;
+  size_t i, ok = 0;
+
+  if (f->type == OP_ZERO && (op->flags & NBDKIT_FLAG_FAST_ZERO))
+    return false;
+  for (i = 0; i < quorum_nr_children; ++i)
+    if (fanout_slot_ended (f, i) && f->slots[i].err == 0 &&
+        !f->slots[i].flush_after)
+      ok++;
+  return ok >= quorum_threshold;
+}
+
+/* The second step of a write, zero, trim or flush answered early: a
+ * late child lacking FUA flushes now; one that failed is stale where
+ * the write went (it counted as having taken it), then the range goes.
+ */
+static void
+write_finish (struct fanout *f, void *arg)
+{
+  struct late_op *op = arg;
+  bool changes = f->type == OP_WRITE || f->type == OP_ZERO ||
+    f->type == OP_TRIM;
+  uint32_t mask = 0;
+  size_t i;
+
+  for (i = 0; i < quorum_nr_children; ++i)
+    if ((f->late & (UINT32_C (1) << i)) && f->slots[i].err == 0 &&
+        f->slots[i].flush_after)
+      mask |= UINT32_C (1) << i;
+  if (mask)
+    fua_flush (&fanout_no_conn, f, ~f->late);
+
+  for (i = 0; i < quorum_nr_children; ++i) {
+    const struct slot *s = &f->slots[i];
+
+    if (!(f->late & (UINT32_C (1) << i)) || s->err == 0)
+      continue;
+    report_bad (f->type, i, f->offset, f->count, s->err);
+    if (changes &&
+        fresh_stale_mark (&quorum_children[i], f->offset, f->count,
+                          s->lagged ? FRESH_LAGGING
+                          : FRESH_WRITE_FAILED) == -1)
+      nbdkit_error ("quorum: child %zu (%s): %s %" PRIu32 "@%" PRIu64
+                    " failed after it was acknowledged, and cannot be "
+                    "recorded as stale: %m", i, quorum_children[i].name,
+                    report_op_name (f->type), f->count, f->offset);
+  }
+  if (quorum_debug_votes)
+    nbdkit_debug ("quorum: %s %" PRIu32 "@%" PRIu64 ": late children done",
+                  report_op_name (f->type), f->count, f->offset);
+  late_op_free (op);
+}
+
+/* wait-for=threshold for write-type operations: the answer once
+ * vote-threshold children gave it; the range stays held, in the
+ * fan-out's second step, until the others ended too, so that an
+ * overlapping write reaches every child after this one.  A flush goes
+ * to children that completed every write acknowledged before it
+ * (fanout_drained), at least vote-threshold of them.
+ */
+static int
+write_op_threshold (struct quorum_conn *conn, enum op_type type,
+                    const void *buf, uint32_t count, uint64_t offset,
+                    uint32_t flags, int *err)
+{
+  bool ordered = type == OP_WRITE || type == OP_ZERO || type == OP_TRIM;
+  struct late_op *op;
+  struct fanout *f;
+  uint32_t mask;
+  int r = -1;
+
+  op = calloc (1, sizeof *op);
+  if (op && type == OP_WRITE) {
+    /* A late child's command still reads it after the answer. */
+    op->data = malloc (count);
+    if (op->data)
+      memcpy (op->data, buf, count);
+  }
+  if (op == NULL || (type == OP_WRITE && op->data == NULL)) {
+    *err = ENOMEM;
+    nbdkit_error ("quorum: %s: %m", report_op_name (type));
+    if (op)
+      free (op);
+    return -1;
+  }
+  op->flags = flags;
+  if (ordered) {
+    range_lock (&op->rl, offset, count, true);
+    op->ranged = true;
+    if (fresh_write_begin (offset, count, err) == -1) {
+      late_op_free (op);
+      return -1;
+    }
+  }
+  if (type == OP_FLUSH)
+    fresh_flush_begin ();
+  mask = fanout_participants (type, offset, count);
+  if (type == OP_FLUSH)
+    mask = fanout_drained (mask, quorum_threshold);
+  f = fanout_run_until (conn, type, mask, NULL, 0, op->data, count, offset,
+                        flags, write_enough, op, err);
+  if (f && (flags & NBDKIT_FLAG_FUA))
+    fua_flush (conn, f, f->late);
+  if (f)
+    r = write_vote (f, f->late, type, count, offset, flags, err);
+  else if (type == OP_FLUSH)
+    fresh_flush_end (0, 0, false, err);
+  else if (ordered) {
+    int ignored;
+
+    fresh_write_end (offset, count, mask, 0, false, &ignored);
+  }
+  if (f && f->late) {
+    fanout_detach (f, write_finish, op);
+    return r;
+  }
+  if (f)
+    fanout_put (f);
+  late_op_free (op);
+  return r;
 }
 
 /* Write-type operations: all children, then vote.  Writes, zeroes and
@@ -158,6 +319,8 @@ write_op (struct quorum_conn *conn, enum op_type type, const void *buf,
   uint32_t mask;
   int r = -1;
 
+  if (quorum_wait_threshold)
+    return write_op_threshold (conn, type, buf, count, offset, flags, err);
   if (ordered) {
     range_lock (&rl, offset, count, true);
     if (fresh_write_begin (offset, count, err) == -1) {
@@ -170,9 +333,9 @@ write_op (struct quorum_conn *conn, enum op_type type, const void *buf,
   mask = fanout_participants (type, offset, count);
   f = fanout_run (conn, type, mask, NULL, 0, buf, count, offset, flags, err);
   if (f && (flags & NBDKIT_FLAG_FUA))
-    fua_flush (conn, f);
+    fua_flush (conn, f, 0);
   if (f) {
-    r = write_vote (f, type, count, offset, flags, err);
+    r = write_vote (f, 0, type, count, offset, flags, err);
     fanout_put (f);
   }
   else if (type == OP_FLUSH)
@@ -371,10 +534,12 @@ read_vote_blocks (struct quorum_conn *conn, const void *const *bufs,
   return 0;
 }
 
-/* Vote on a quorum read whose replies are in f; the answer goes to buf. */
+/* Vote on a quorum read whose replies are in f, but those of late
+ * (wait-for=threshold: still in flight); the answer goes to buf.
+ */
 static int
-read_vote (struct quorum_conn *conn, struct fanout *f, void *buf,
-           uint32_t count, uint64_t offset, int *err)
+read_vote (struct quorum_conn *conn, struct fanout *f, uint32_t late,
+           void *buf, uint32_t count, uint64_t offset, int *err)
 {
   const void *bufs[VOTE_MAX_CHILDREN];
   int errs[VOTE_MAX_CHILDREN];
@@ -382,6 +547,11 @@ read_vote (struct quorum_conn *conn, struct fanout *f, void *buf,
   bool agree;
 
   for (i = 0; i < n; ++i) {
+    if (late & (UINT32_C (1) << i)) {
+      errs[i] = 0;
+      bufs[i] = NULL;
+      continue;
+    }
     errs[i] = f->slots[i].used ? f->slots[i].err : 0;
     bufs[i] = f->slots[i].used && errs[i] == 0 ? f->slots[i].buf : NULL;
     if (errs[i])
@@ -458,6 +628,135 @@ pread_fifo (struct quorum_conn *conn, void *buf, uint32_t count,
   return below_threshold (OP_READ, errs, count, offset, 0, NULL, err);
 }
 
+/* wait-for=threshold: a read has enough once vote-threshold replies
+ * agree on the whole request (when they differ, it waits for all and
+ * votes block by block as wait-for=all does).
+ */
+static bool
+read_enough (const struct fanout *f, void *arg)
+{
+  const void *bufs[VOTE_MAX_CHILDREN];
+  size_t i, nr_ok;
+
+  (void) arg;
+  for (i = 0; i < quorum_nr_children; ++i)
+    bufs[i] = fanout_slot_ended (f, i) && f->slots[i].err == 0 ?
+      f->slots[i].buf : NULL;
+  return vote_agree (bufs, quorum_nr_children, 0, f->count, &nr_ok) &&
+    nr_ok >= quorum_threshold;
+}
+
+/* A late reply against the answer, block by block as read_vote_blocks
+ * votes: a block where it differs is outvoted (reported, and with
+ * rewrite-corrupted rewritten: the read still holds its range
+ * exclusively), as if it had been on time.
+ */
+static void
+read_late_compare (size_t i, const void *reply, const void *answer,
+                   uint32_t count, uint64_t offset)
+{
+  const uint64_t bs = quorum_vote_block, end = offset + count;
+  struct run bad = { 0, 0 };
+  uint64_t pos, next;
+
+  for (pos = offset; pos <= end; pos = next) {
+    const size_t rel = pos - offset;
+    bool differs;
+
+    next = (pos / bs + 1) * bs;
+    if (next > end)
+      next = end;
+    differs = pos < end &&
+      memcmp ((const char *) reply + rel, (const char *) answer + rel,
+              next - pos) != 0;
+    if (differs && bad.end == pos) {
+      if (bad.end == bad.start)
+        bad.start = pos;
+      bad.end = next;
+    }
+    else if (differs)
+      bad.start = pos, bad.end = next;
+    if ((!differs || pos == end) && bad.end > bad.start) {
+      report_bad (OP_READ, i, bad.start, bad.end - bad.start, 0);
+      if (quorum_rewrite_corrupted)
+        repair (&fanout_no_conn, i,
+                (const char *) answer + (bad.start - offset),
+                bad.end - bad.start, bad.start);
+      bad.start = bad.end = 0;
+    }
+    if (pos == end)
+      break;
+  }
+}
+
+/* The second step of a read answered early: late replies compared. */
+static void
+read_finish (struct fanout *f, void *arg)
+{
+  struct late_op *op = arg;
+  size_t i;
+
+  for (i = 0; i < quorum_nr_children; ++i) {
+    const struct slot *s = &f->slots[i];
+
+    if (!(f->late & (UINT32_C (1) << i)))
+      continue;
+    if (s->err)
+      report_bad (OP_READ, i, f->offset, f->count, s->err);
+    else if (op->data)
+      read_late_compare (i, s->buf, op->data, f->count, f->offset);
+  }
+  late_op_free (op);
+}
+
+/* wait-for=threshold reads: the answer once vote-threshold children
+ * agree; the range stays held until the rest answered and were
+ * compared (a write in between would make them differ for nothing).
+ * Only the local child, which has answered before we return, reads
+ * into the caller's buffer.
+ */
+static int
+pread_threshold (struct quorum_conn *conn, void *buf, uint32_t count,
+                 uint64_t offset, int *err)
+{
+  struct late_op *op;
+  struct fanout *f;
+  int r;
+
+  op = calloc (1, sizeof *op);
+  if (op == NULL) {
+    *err = ENOMEM;
+    nbdkit_error ("quorum: read: %m");
+    return -1;
+  }
+  range_lock (&op->rl, offset, count, quorum_rewrite_corrupted);
+  op->ranged = true;
+  f = fanout_run_until (conn, OP_READ,
+                        fanout_participants (OP_READ, offset, count),
+                        buf, quorum_has_local ? 0 : SIZE_MAX, NULL, count,
+                        offset, 0, read_enough, NULL, err);
+  if (f == NULL) {
+    late_op_free (op);
+    return -1;
+  }
+  r = read_vote (conn, f, f->late, buf, count, offset, err);
+  if (f->late == 0) {
+    fanout_put (f);
+    late_op_free (op);
+    return r;
+  }
+  /* The answer, to compare late replies with (without memory for it
+   * they are only checked for errors).
+   */
+  if (r == 0) {
+    op->data = malloc (count);
+    if (op->data)
+      memcpy (op->data, buf, count);
+  }
+  fanout_detach (f, read_finish, op);
+  return r;
+}
+
 int
 quorum_pread (struct quorum_conn *conn, void *buf, uint32_t count,
               uint64_t offset, uint32_t flags, int *err)
@@ -481,12 +780,14 @@ quorum_pread (struct quorum_conn *conn, void *buf, uint32_t count,
    * over new.  With rewrite-corrupted a read may write, so it keeps
    * other reads out too: they would vote on a repair half done.
    */
+  if (quorum_wait_threshold && !quorum_blkverify)
+    return pread_threshold (conn, buf, count, offset, err);
   range_lock (&rl, offset, count, quorum_rewrite_corrupted);
   /* Child 0 reads straight into the caller's buffer. */
   f = fanout_run (conn, OP_READ, fanout_participants (OP_READ, offset, count),
                   buf, 0, NULL, count, offset, 0, err);
   if (f) {
-    r = read_vote (conn, f, buf, count, offset, err);
+    r = read_vote (conn, f, 0, buf, count, offset, err);
     fanout_put (f);
   }
   range_unlock (&rl);

@@ -98,7 +98,11 @@ fanout_pend (struct fanout *f)
 static void
 fanout_unpend (struct fanout *f)
 {
-  if (__atomic_sub_fetch (&f->pending, 1, __ATOMIC_ACQ_REL) == 0)
+  /* Sequentially consistent: slot_done reads detached after it, and
+   * the late thread reads pending after setting detached.
+   */
+  if (__atomic_sub_fetch (&f->pending, 1, __ATOMIC_SEQ_CST) == 0 &&
+      !f->early)
     sem_post (&f->done);
 }
 
@@ -167,6 +171,28 @@ fanout_sleep (struct fanout *f, const struct timespec *deadline)
   }
 }
 
+/* Cut the children whose slots of f are still pending: child-timeout
+ * passed.  Who is late is decided at one moment; then they are cut.
+ */
+static void
+fanout_cut_late (struct fanout *f)
+{
+  size_t i;
+
+  for (i = 0; i < quorum_nr_children; ++i)
+    if (__atomic_load_n (&f->slots[i].pending, __ATOMIC_ACQUIRE))
+      f->slots[i].timed_out = true;
+  for (i = 0; i < quorum_nr_children; ++i) {
+    if (f->slots[i].timed_out) {
+      char why[64];
+
+      snprintf (why, sizeof why, "no reply within child-timeout=%u",
+                quorum_child_timeout);
+      reactor_cut (&quorum_children[i], why);
+    }
+  }
+}
+
 /* Wait for every remote command of f.  A child that has not answered
  * by the deadline (child-timeout after start) loses its vote: its
  * connection is cut, which makes libnbd retire its commands at once,
@@ -184,19 +210,7 @@ fanout_wait (struct fanout *f, const struct timespec *start)
   /* Every command is issued: drop the issuing count. */
   fanout_unpend (f);
   if (!fanout_sleep (f, quorum_child_timeout ? &deadline : NULL)) {
-    /* Who is late, all at one moment; then cut them. */
-    for (i = 0; i < quorum_nr_children; ++i)
-      if (__atomic_load_n (&f->slots[i].pending, __ATOMIC_ACQUIRE))
-        f->slots[i].timed_out = true;
-    for (i = 0; i < quorum_nr_children; ++i) {
-      if (f->slots[i].timed_out) {
-        char why[64];
-
-        snprintf (why, sizeof why, "no reply within child-timeout=%u",
-                  quorum_child_timeout);
-        reactor_cut (&quorum_children[i], why);
-      }
-    }
+    fanout_cut_late (f);
     fanout_sleep (f, NULL);
   }
 
@@ -247,6 +261,7 @@ slot_complete (void *vp, int *error)
 static void
 slot_done (struct slot *s)
 {
+  struct fanout *f = s->f;
   int err = __atomic_load_n (&s->part_err, __ATOMIC_ACQUIRE);
 
   /* A part libnbd freed without completing it (its handle closed under
@@ -257,7 +272,18 @@ slot_done (struct slot *s)
     err = ENOTCONN;
   s->err = err;
   __atomic_store_n (&s->pending, false, __ATOMIC_RELEASE);
-  fanout_release (s->f);
+  if (!f->early) {
+    fanout_release (f);
+    return;
+  }
+  /* wait-for=threshold: the request counts slots; once it answered, the
+   * late thread counts commands.
+   */
+  sem_post (&f->done);
+  fanout_unpend (f);
+  if (__atomic_load_n (&f->detached, __ATOMIC_SEQ_CST))
+    fanout_late_kick ();
+  fanout_put (f);
 }
 
 static void
@@ -480,23 +506,22 @@ slot_issue (struct slot *s, enum op_type type, const void *wbuf,
   reactor_submit (&quorum_children[s->index], &s->cmd);
 }
 
-struct fanout *
-fanout_run (struct quorum_conn *conn, enum op_type type, uint32_t mask,
-            void *rbuf, size_t direct, const void *wbuf,
-            uint32_t count, uint64_t offset, uint32_t flags, int *err)
+/* Start one operation on the children in mask: the remote ones queued,
+ * the local one run here.  Returns how many remote slots were issued.
+ */
+static unsigned
+fanout_start (struct fanout *f, struct quorum_conn *conn, enum op_type type,
+              uint32_t mask, void *rbuf, size_t direct, const void *wbuf,
+              uint32_t count, uint64_t offset, uint32_t flags)
 {
-  struct fanout *f;
   struct slot *local = NULL;
-  struct timespec start;
+  unsigned issued = 0;
   size_t i;
 
-  clock_gettime (CLOCK_MONOTONIC, &start);
-  f = fanout_new (type == OP_READ ? count : 0);
-  if (f == NULL) {
-    *err = errno;
-    nbdkit_error ("quorum: calloc: %m");
-    return NULL;
-  }
+  clock_gettime (CLOCK_MONOTONIC, &f->start);
+  f->type = type;
+  f->count = count;
+  f->offset = offset;
 
   for (i = 0; i < quorum_nr_children; ++i) {
     struct slot *s = &f->slots[i];
@@ -523,16 +548,86 @@ fanout_run (struct quorum_conn *conn, enum op_type type, uint32_t mask,
     if (child_is_local (&quorum_children[i])) {
       local = s;                /* after the remote ones are on their way */
     }
-    else
+    else {
       slot_issue (s, type, wbuf, count, offset, flags);
+      issued++;
+    }
   }
 
   if (local && conn->local)
     fanout_run_local (conn, local, type, wbuf, count, offset, flags);
   else if (local)
     local->err = ENOTCONN;      /* no plugin context (resync) */
+  return issued;
+}
 
-  fanout_wait (f, &start);
+struct fanout *
+fanout_run (struct quorum_conn *conn, enum op_type type, uint32_t mask,
+            void *rbuf, size_t direct, const void *wbuf,
+            uint32_t count, uint64_t offset, uint32_t flags, int *err)
+{
+  struct fanout *f;
+
+  f = fanout_new (type == OP_READ ? count : 0);
+  if (f == NULL) {
+    *err = errno;
+    nbdkit_error ("quorum: calloc: %m");
+    return NULL;
+  }
+  fanout_start (f, conn, type, mask, rbuf, direct, wbuf, count, offset,
+                flags);
+  fanout_wait (f, &f->start);
+  return f;
+}
+
+struct fanout *
+fanout_run_until (struct quorum_conn *conn, enum op_type type, uint32_t mask,
+                  void *rbuf, size_t direct, const void *wbuf,
+                  uint32_t count, uint64_t offset, uint32_t flags,
+                  fanout_enough_fn *enough, void *arg, int *err)
+{
+  struct fanout *f;
+  struct timespec deadline;
+  unsigned issued;
+  size_t i;
+
+  f = fanout_new (type == OP_READ ? count : 0);
+  if (f == NULL) {
+    *err = errno;
+    nbdkit_error ("quorum: calloc: %m");
+    return NULL;
+  }
+  f->early = true;
+  issued = fanout_start (f, conn, type, mask, rbuf, direct, wbuf, count,
+                         offset, flags);
+  deadline = f->start;
+  deadline.tv_sec += quorum_child_timeout;
+
+  /* Every command is issued: drop the issuing count (no post when
+   * early).  Each remote slot then posts done once, when it ends.
+   */
+  fanout_unpend (f);
+  while (issued > 0 && !enough (f, arg)) {
+    if (!fanout_sleep (f, quorum_child_timeout ? &deadline : NULL)) {
+      /* As fanout_wait: who is late is cut, and waited for. */
+      fanout_cut_late (f);
+      while (issued > 0) {
+        fanout_sleep (f, NULL);
+        issued--;
+      }
+      break;
+    }
+    issued--;
+  }
+
+  for (i = 0; i < quorum_nr_children; ++i) {
+    if (!f->slots[i].used)
+      continue;
+    if (__atomic_load_n (&f->slots[i].pending, __ATOMIC_ACQUIRE))
+      f->late |= UINT32_C (1) << i;
+    else if (f->slots[i].timed_out)
+      f->slots[i].err = ETIMEDOUT;
+  }
   return f;
 }
 

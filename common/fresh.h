@@ -46,6 +46,7 @@ enum fresh_reason {
   FRESH_UNSETTLED,              /* unreachable while its region settled */
   FRESH_NEW_DISK,               /* another name at its position */
   FRESH_UNREACHABLE,            /* never seen since start-up */
+  FRESH_LAGGING,                /* wait-for=threshold: past max-lag */
 };
 extern const char *fresh_reason_name (enum fresh_reason reason);
 

@@ -86,6 +86,12 @@ extern unsigned quorum_reconnect_max;    /* seconds, longest backoff */
 extern bool quorum_start_degraded;
 extern unsigned quorum_child_timeout;   /* seconds, 0 = none */
 extern uint32_t quorum_vote_block;      /* bytes voted on apart */
+/* wait-for=threshold: answer once vote-threshold children did (fanout.c
+ * finishes the rest); false: wait for every child.
+ */
+extern bool quorum_wait_threshold;
+extern uint64_t quorum_max_lag;         /* max-lag=, bytes a laggard owes */
+#define QUORUM_MAX_LAG_DEFAULT (UINT64_C (64) << 20)
 extern char *quorum_workdir;            /* where child commands run */
 extern char *quorum_control_path;       /* control=, absolute, or NULL */
 extern uint64_t quorum_scrub_rate;      /* scrub-rate=, bytes/s, 0: none */
