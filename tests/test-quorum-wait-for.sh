@@ -4,11 +4,11 @@
 # SPDX-License-Identifier: BSD-3-Clause
 
 # wait-for=threshold: with one child of three slow (2 s a request,
-# behind nbdkit's delay filter), 20 reads and 20 writes in a row all
-# complete before the slow child answered the first of them, and the
-# slow child still ends byte-identical to the others; with
-# wait-for=all (the default) one request waits for it.  Bad values are
-# refused.  In both forms (the slow child is always a remote one).
+# behind nbdkit's delay filter), 20 writes, 20 FUA writes and a flush,
+# and 20 reads, all complete before the slow child answered the first
+# of them, and the slow child still ends byte-identical to the others;
+# with wait-for=all (the default) one request waits for it.  Bad values
+# are refused.  In both forms (the slow child is always a remote one).
 
 source ./functions.sh
 set -e
@@ -51,7 +51,15 @@ wait_for_threshold ()
 w = timed(\"write\")
 print(\"20 writes:\", w)
 assert w < 2.0, w
+# FUA writes elsewhere and a flush: on stable storage on two children,
+# which completed every write before it, without waiting for child 2.
+t = time.monotonic()
+for i in range(20):
+    h.pwrite(b\"F\" * 4096, i * 65536 + 8192, nbd.CMD_FLAG_FUA)
 h.flush()
+f = time.monotonic() - t
+print(\"20 FUA writes and a flush:\", f)
+assert f < 2.0, f
 # Child 2 catches up on its own while the quorum serves on.
 def same():
     c = [open(\"$tmpdir/c%d.img\" % i, \"rb\").read() for i in range(3)]
