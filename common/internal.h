@@ -13,7 +13,9 @@
  *   resync.c, scrub.c,      supervisor, backoff, resync; scrub
  *   scrub-chunk.c
  *   engine.c, extents.c     the operations and their votes, block status
- *   fanout.c                slots, parts, references, deadlines
+ *   fanout.c                slots, parts, references, deadlines;
+ *                           fanout-late.c, what wait-for=threshold
+ *                           finishes after the answer
  *   caps.c                  the promise, a connection's capabilities
  *   connect.c, reactor.c    opening handles; the poll thread, hand-over, cut
  *   state.c, dirty.c        a child's life and its dirty map
@@ -34,12 +36,15 @@
  *                              reactor_lock by reactor_cut)
  *   submit_lock (child_link)   busy and the handed list; nothing nests in it
  *   scrub.lock (scrub.c)       the scrub's state; nothing nests in it
+ *   late_lock (fanout-late.c)  the late fan-outs; nothing nests in it
  *   rangelock.c, bufpool.c, report_lock (report.c), last_lock
  *                              (control-status.c): leaves, each taken
  *                              alone for a few instructions
  * None but the range lock is held across a libnbd completion callback,
  * syslog(3) or a wait for a child: state_set_down reports after its
- * caller let go (reactor_cut, reactor_lost).
+ * caller let go (reactor_cut, reactor_lost).  With wait-for=threshold
+ * a write's range lock outlives its request: the late thread releases
+ * it once every child ended the write (fanout-late.c).
  *
  * Fields that mix atomics and locks:
  *   life.state, life.quit      written under life.lock, read atomically
