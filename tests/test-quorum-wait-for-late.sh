@@ -50,24 +50,32 @@ overlapping ()
   for i in 0 1 2; do truncate -s 0 $tmpdir/c$i.img; truncate -s 1M $tmpdir/c$i.img; done
   child0 file $tmpdir/c0.img
   start_child 1 file $tmpdir/c1.img
-  start_child 2 --filter=delay file $tmpdir/c2.img delay-write=50ms
+  start_child 2 --filter=delay file $tmpdir/c2.img delay-write=60ms \
+              delay-zero=5ms
   children="child=$(child_uri 1) child=$(child_uri 2)"
 
-  # 60 writes in flight at once over 64 KiB: they overlap one another
-  # in every way, each with its own byte.
+  # Three bursts of 60 writes and zeroes in flight at once over 64 KiB:
+  # they overlap one another in every way, each write with its own
+  # byte; on child 2 a zero is quicker than a write, so that one sent
+  # before the write it follows had completed would overtake it.
   quorum -U - "${quorum_head[@]}" $children wait-for=threshold \
          --run "nbdsh -u \"\$uri\" -c '
 import random
 rnd = random.Random(15)
-cookies = []
-for i in range(60):
-    off = rnd.randrange(16) * 4096
-    n = rnd.randrange(1, 17 - off // 4096) * 4096
-    cookies.append(h.aio_pwrite(bytes([i + 1]) * n, off))
-while h.aio_in_flight() > 0:
-    h.poll(-1)
-for c in cookies:
-    assert h.aio_command_completed(c)
+for burst in range(3):
+    cookies = []
+    for i in range(60):
+        off = rnd.randrange(16) * 4096
+        n = rnd.randrange(1, 17 - off // 4096) * 4096
+        if i % 3 == 2:
+            cookies.append(h.aio_zero(n, off))
+        else:
+            cookies.append(h.aio_pwrite(bytes([burst * 60 + i + 1]) * n,
+                                        off))
+    while h.aio_in_flight() > 0:
+        h.poll(-1)
+    for c in cookies:
+        assert h.aio_command_completed(c)
 h.flush()
 '"
   # The quorum drained child 2 before it stopped.
