@@ -247,7 +247,10 @@ late_start (void)
   late_running = true;
 }
 
-/* The thread outlives no unload: the module's code goes with it. */
+/* The thread outlives no unload: the module's code and settings go
+ * with it.  From fanout_late_stop at cleanup, and here in case that
+ * did not run.
+ */
 static void __attribute__ ((destructor))
 late_stop (void)
 {
@@ -297,7 +300,7 @@ fanout_detach (struct fanout *f, fanout_finish_fn *finish, void *arg)
   pthread_once (&late_once, late_start);
   f->finish = finish;
   f->arg = arg;
-  if (!late_running) {
+  if (!__atomic_load_n (&late_running, __ATOMIC_ACQUIRE)) {
     late_wait_here (f);
     return;
   }
@@ -344,9 +347,12 @@ fanout_drained (uint32_t mask, unsigned need)
 }
 
 void
-fanout_late_drain (void)
+fanout_late_stop (void)
 {
-  SCOPED_LOCK (&late_lock);
+  pthread_mutex_lock (&late_lock);
   while (late_head)
     pthread_cond_wait (&late_cond, &late_lock);
+  pthread_mutex_unlock (&late_lock);
+  /* A fan-out detached after this waits on its own thread. */
+  late_stop ();
 }

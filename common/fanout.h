@@ -164,10 +164,11 @@ extern void fanout_detach (struct fanout *f, fanout_finish_fn *finish,
  * (or every one of mask).  Returns them.
  */
 extern uint32_t fanout_drained (uint32_t mask, unsigned need);
-/* Wait until every detached fan-out is finished (cleanup, before the
- * children are disconnected): a late child gets until child-timeout.
+/* Cleanup, before the children are disconnected: wait until every
+ * detached fan-out is finished (a late child gets until child-timeout),
+ * then stop the late thread.
  */
-extern void fanout_late_drain (void);
+extern void fanout_late_stop (void);
 /* fanout.c, for fanout-late.c: a slot of a detached fan-out ended. */
 extern void fanout_late_kick (void);
 /* A connection with no local child, for fan-outs of the late thread. */

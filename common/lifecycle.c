@@ -287,7 +287,7 @@ quorum_cleanup (void)
 {
   control_stop ();
   /* wait-for=threshold: what the late children still owe lands first. */
-  fanout_late_drain ();
+  fanout_late_stop ();
   if (lifecycle_inited)
     child_disconnect_all ();
   report_summary ();
