@@ -257,6 +257,44 @@ slot_complete (void *vp, int *error)
   return 1;                     /* retire the command */
 }
 
+/* Each child's recent read latency (ns, a moving average over about 8
+ * reads of early fan-outs; 0: none yet), for hedged reads.  Updated
+ * racily, atomically: a lost sample costs nothing.
+ */
+static uint64_t read_latency[VOTE_MAX_CHILDREN];
+
+static void
+fanout_latency_sample (const struct slot *s)
+{
+  struct timespec now;
+  int64_t ns;
+  uint64_t old;
+
+  clock_gettime (CLOCK_MONOTONIC, &now);
+  ns = (now.tv_sec - s->sent.tv_sec) * INT64_C (1000000000) +
+    (now.tv_nsec - s->sent.tv_nsec);
+  if (ns <= 0)
+    ns = 1;
+  old = __atomic_load_n (&read_latency[s->index], __ATOMIC_RELAXED);
+  __atomic_store_n (&read_latency[s->index],
+                    old ? old - old / 8 + (uint64_t) ns / 8 : (uint64_t) ns,
+                    __ATOMIC_RELAXED);
+}
+
+uint64_t
+fanout_read_latency (void)
+{
+  uint64_t best = 0, l;
+  size_t i;
+
+  for (i = 0; i < quorum_nr_children; ++i) {
+    l = __atomic_load_n (&read_latency[i], __ATOMIC_RELAXED);
+    if (l && (best == 0 || l < best))
+      best = l;
+  }
+  return best;
+}
+
 /* The slot's last part is gone: its result, and the fan-out's count. */
 static void
 slot_done (struct slot *s)
@@ -279,6 +317,8 @@ slot_done (struct slot *s)
   /* wait-for=threshold: the request counts slots; once it answered, the
    * late thread counts commands.
    */
+  if (s->type == OP_READ && err == 0)
+    fanout_latency_sample (s);
   sem_post (&f->done);
   fanout_unpend (f);
   if (__atomic_load_n (&f->detached, __ATOMIC_SEQ_CST))
@@ -518,7 +558,10 @@ fanout_start (struct fanout *f, struct quorum_conn *conn, enum op_type type,
   unsigned issued = 0;
   size_t i;
 
-  clock_gettime (CLOCK_MONOTONIC, &f->start);
+  if (!f->started) {
+    clock_gettime (CLOCK_MONOTONIC, &f->start);
+    f->started = true;
+  }
   f->type = type;
   f->count = count;
   f->offset = offset;
@@ -526,9 +569,11 @@ fanout_start (struct fanout *f, struct quorum_conn *conn, enum op_type type,
   for (i = 0; i < quorum_nr_children; ++i) {
     struct slot *s = &f->slots[i];
 
-    if (!(mask & (UINT32_C (1) << i)))
+    if (!(mask & (UINT32_C (1) << i)) || s->used)
       continue;
     s->used = true;
+    if (f->early)
+      clock_gettime (CLOCK_MONOTONIC, &s->sent);
     if (type == OP_READ)
       STAT_ADD (&quorum_children[i], reads, 1);
     else if (type == OP_WRITE || type == OP_ZERO || type == OP_TRIM)
@@ -651,3 +696,46 @@ fanout_participants (enum op_type type, uint64_t offset, uint64_t count)
   return mask;
 }
 
+
+struct fanout *
+fanout_hedge_new (uint32_t count, uint64_t offset, int *err)
+{
+  struct fanout *f = fanout_new (count);
+
+  if (f == NULL) {
+    *err = errno;
+    nbdkit_error ("quorum: calloc: %m");
+    return NULL;
+  }
+  f->early = true;
+  f->type = OP_READ;
+  f->count = count;
+  f->offset = offset;
+  fanout_unpend (f);            /* nothing to issue yet */
+  return f;
+}
+
+void
+fanout_ask (struct fanout *f, struct quorum_conn *conn, uint32_t mask,
+            void *rbuf, size_t direct)
+{
+  /* The issuing count again, so that pending cannot be seen at 0 while
+   * slots are being added.
+   */
+  fanout_pend (f);
+  fanout_start (f, conn, OP_READ, mask, rbuf, direct, NULL, f->count,
+                f->offset, 0);
+  fanout_unpend (f);
+}
+
+bool
+fanout_wait_one (struct fanout *f, const struct timespec *deadline)
+{
+  return fanout_sleep (f, deadline);
+}
+
+void
+fanout_cut_pending (struct fanout *f)
+{
+  fanout_cut_late (f);
+}

@@ -49,6 +49,7 @@ struct slot {
   uint32_t flags;
   uint64_t flushes;             /* flush: writes_done when it was sent */
   bool lagged;                  /* cut for max-lag (fanout-late.c) */
+  struct timespec sent;         /* early fan-outs: when it was issued */
 };
 
 /* Request threads, the reactor and the threads queueing commands all
@@ -71,7 +72,8 @@ struct fanout {
   unsigned pending;             /* remote commands + 1 while issuing */
   unsigned refs;                /* the request + remote commands */
   size_t buflen;
-  bool early;                   /* fanout_run_until */
+  bool early;                   /* fanout_run_until, fanout_hedge_new */
+  bool started;                 /* start is set */
   uint32_t late;                /* slots still in flight at the answer */
   bool detached;                /* the late thread owns the request's ref */
   struct timespec start;        /* child-timeout counts from here */
@@ -139,6 +141,27 @@ extern struct fanout *fanout_run_until (struct quorum_conn *conn,
                                         uint64_t offset, uint32_t flags,
                                         fanout_enough_fn *enough,
                                         void *arg, int *err);
+/* read-pattern=fifo hedging (wait-for=threshold): an early fan-out of a
+ * read of [offset, +count) with no child asked yet; fanout_ask asks
+ * the children of mask (the local one has answered when it returns,
+ * into rbuf if it is child direct); fanout_wait_one sleeps until a
+ * remote slot ends (true) or the deadline passes (false);
+ * fanout_cut_pending cuts the children still at it (child-timeout),
+ * whose slots then end soon.  Afterwards the caller sets f->late and
+ * detaches or puts f as after fanout_run_until.
+ */
+extern struct fanout *fanout_hedge_new (uint32_t count, uint64_t offset,
+                                        int *err);
+extern void fanout_ask (struct fanout *f, struct quorum_conn *conn,
+                        uint32_t mask, void *rbuf, size_t direct);
+extern bool fanout_wait_one (struct fanout *f,
+                             const struct timespec *deadline);
+extern void fanout_cut_pending (struct fanout *f);
+/* The recent read latency of the fastest child, in ns (a moving
+ * average of the reads of early fan-outs), or 0 if none is known.
+ */
+extern uint64_t fanout_read_latency (void);
+
 /* Whether slot i of f has ended (its results may be read). */
 static inline bool
 fanout_slot_ended (const struct fanout *f, size_t i)
