@@ -846,6 +846,8 @@ pread_threshold (struct quorum_conn *conn, void *buf, uint32_t count,
 {
   struct late_op *op;
   struct fanout *f;
+  uint32_t mask;
+  size_t i;
   int r;
 
   op = calloc (1, sizeof *op);
@@ -856,8 +858,15 @@ pread_threshold (struct quorum_conn *conn, void *buf, uint32_t count,
   }
   range_lock (&op->rl, offset, count, quorum_rewrite_corrupted);
   op->ranged = true;
-  f = fanout_run_until (conn, OP_READ,
-                        fanout_participants (OP_READ, offset, count),
+  /* A child far behind on reads is left out while the others are
+   * still enough children to answer (it still gets every write).
+   */
+  mask = fanout_participants (OP_READ, offset, count);
+  for (i = 0; i < quorum_nr_children; ++i)
+    if ((mask & (UINT32_C (1) << i)) && fanout_lagging (i) &&
+        (unsigned) __builtin_popcount (mask) > quorum_threshold)
+      mask &= ~(UINT32_C (1) << i);
+  f = fanout_run_until (conn, OP_READ, mask,
                         buf, quorum_has_local ? 0 : SIZE_MAX, NULL, count,
                         offset, 0, read_enough, NULL, err);
   if (f == NULL) {

@@ -61,6 +61,8 @@ static bool late_running, late_quit;
  */
 static uint64_t owed[VOTE_MAX_CHILDREN];
 static bool lag_cut[VOTE_MAX_CHILDREN];   /* the late thread's */
+/* Reads each child owes (atomics), for fanout_lagging. */
+static unsigned late_reads[VOTE_MAX_CHILDREN];
 
 void
 fanout_late_kick (void)
@@ -201,6 +203,8 @@ late_pass (void)
       if (f->slots[i].timed_out)
         f->slots[i].err = ETIMEDOUT;
       __atomic_sub_fetch (&owed[i], late_bytes (f), __ATOMIC_RELAXED);
+      if (f->type == OP_READ)
+        __atomic_sub_fetch (&late_reads[i], 1, __ATOMIC_RELAXED);
     }
     f->finish (f, f->arg);
     fanout_put (f);
@@ -305,8 +309,11 @@ fanout_detach (struct fanout *f, fanout_finish_fn *finish, void *arg)
     return;
   }
   for (i = 0; i < quorum_nr_children; ++i)
-    if (f->late & (UINT32_C (1) << i))
+    if (f->late & (UINT32_C (1) << i)) {
       __atomic_add_fetch (&owed[i], late_bytes (f), __ATOMIC_RELAXED);
+      if (f->type == OP_READ)
+        __atomic_add_fetch (&late_reads[i], 1, __ATOMIC_RELAXED);
+    }
   /* From now on every slot that ends kicks the thread (before f is on
    * the list, where the thread could finish and free it); the kick
    * below covers those that ended before.
@@ -320,6 +327,13 @@ fanout_detach (struct fanout *f, fanout_finish_fn *finish, void *arg)
     late_tail = &f->late_next;
   }
   fanout_late_kick ();
+}
+
+bool
+fanout_lagging (size_t i)
+{
+  return __atomic_load_n (&late_reads[i], __ATOMIC_RELAXED) >
+    FANOUT_LAGGING_READS;
 }
 
 uint32_t

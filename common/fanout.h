@@ -192,6 +192,13 @@ extern uint32_t fanout_drained (uint32_t mask, unsigned need);
  * then stop the late thread.
  */
 extern void fanout_late_stop (void);
+/* Whether child i owes replies to more than FANOUT_LAGGING_READS reads
+ * answered without it: new reads may leave it out (engine.c), so that
+ * a child slower than the rest is not sent reads it cannot keep up
+ * with; it is asked again once it caught up.
+ */
+#define FANOUT_LAGGING_READS 16
+extern bool fanout_lagging (size_t i);
 /* fanout.c, for fanout-late.c: a slot of a detached fan-out ended. */
 extern void fanout_late_kick (void);
 /* A connection with no local child, for fan-outs of the late thread. */
