@@ -30,6 +30,8 @@ unsigned quorum_reconnect_delay = 1;
 unsigned quorum_reconnect_max = 30;
 bool quorum_start_degraded;
 uint32_t quorum_vote_block = 4096;
+bool quorum_wait_threshold;
+uint64_t quorum_max_lag = QUORUM_MAX_LAG_DEFAULT;
 char *quorum_workdir;
 char *quorum_state_file;
 uint32_t quorum_state_granule = QUORUM_STATE_GRANULE_DEFAULT;
@@ -299,6 +301,29 @@ quorum_config (const char *key, const char *value)
     quorum_vote_block = r;
     return 1;
   }
+  if (strcmp (key, "wait-for") == 0) {
+    if (strcmp (value, "all") == 0)
+      quorum_wait_threshold = false;
+    else if (strcmp (value, "threshold") == 0)
+      quorum_wait_threshold = true;
+    else {
+      nbdkit_error ("wait-for=%s: expected all or threshold", value);
+      return -1;
+    }
+    return 1;
+  }
+  if (strcmp (key, "max-lag") == 0) {
+    int64_t r = nbdkit_parse_size (value);
+
+    if (r == -1)
+      return -1;
+    if (r < 4096 || r > (INT64_C (1) << 40)) {
+      nbdkit_error ("max-lag=%s: must be between 4K and 1T", value);
+      return -1;
+    }
+    quorum_max_lag = r;
+    return 1;
+  }
   if (strcmp (key, "read-pattern") == 0) {
     if (strcmp (value, "quorum") == 0)
       quorum_read_pattern = READ_PATTERN_QUORUM;
@@ -551,9 +576,10 @@ quorum_config_complete (bool has_local)
   }
 
   nbdkit_debug ("quorum: %zu children, vote-threshold=%u, "
-                "read-pattern=%s%s%s",
+                "read-pattern=%s, wait-for=%s%s%s",
                 n, quorum_threshold,
                 quorum_read_pattern == READ_PATTERN_FIFO ? "fifo" : "quorum",
+                quorum_wait_threshold ? "threshold" : "all",
                 quorum_blkverify ? ", blkverify" : "",
                 quorum_rewrite_corrupted ? ", rewrite-corrupted" : "");
   return 0;
@@ -573,7 +599,7 @@ quorum_dump (void)
   printf ("quorum_features=vote-block-size read-pattern=fifo blkverify "
           "rewrite-corrupted child-command child-timeout reconnect resync "
           "start-degraded report-json syslog control export-name state "
-          "state-granule heal settle\n");
+          "state-granule heal settle wait-for max-lag\n");
   printf ("quorum_state_granule_default=%" PRIu32 "\n",
           QUORUM_STATE_GRANULE_DEFAULT);
   nbd = nbd_create ();
@@ -625,6 +651,8 @@ quorum_unload (void)
   quorum_reconnect_max = 30;
   quorum_start_degraded = false;
   quorum_vote_block = 4096;
+  quorum_wait_threshold = false;
+  quorum_max_lag = QUORUM_MAX_LAG_DEFAULT;
   quorum_has_local = false;
   free (quorum_control_path);
   quorum_control_path = NULL;

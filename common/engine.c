@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <semaphore.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,12 +39,39 @@
 #include "settle.h"
 #include "state.h"
 
+/* End a request that fewer than vote-threshold children served: *err
+ * from their errors, the failure reported, and one message with the
+ * counts (what the ok children did; NULL when every child failed).
+ */
+static int
+below_threshold (enum op_type type, const int *errs, uint32_t count,
+                 uint64_t offset, size_t ok, const char *what, int *err)
+{
+  *err = vote_errno_request (errs, quorum_nr_children);
+  report_failure_errors (type, offset, count, *err, ok);
+  if (what == NULL)
+    nbdkit_error ("quorum: %s %" PRIu32 "@%" PRIu64 ": every child "
+                  "failed: %s", report_op_name (type), count, offset,
+                  strerror (*err));
+  else
+    nbdkit_error ("quorum: %s %" PRIu32 "@%" PRIu64 ": %zu of %zu "
+                  "children %s, vote-threshold is %u: %s",
+                  report_op_name (type), count, offset, ok,
+                  quorum_nr_children, what, quorum_threshold,
+                  strerror (*err));
+  return -1;
+}
+
 /* Vote on the results of a write, zero, trim, flush or cache, and
  * record who is current (fresh.c).
  */
+/* late: the children still at it (wait-for=threshold), which are left
+ * out of the vote; if it is acknowledged they count as having taken it
+ * until write_finish says otherwise (the range stays held until then).
+ */
 static int
-write_vote (struct fanout *f, enum op_type type, uint32_t count,
-            uint64_t offset, uint32_t flags, int *err)
+write_vote (struct fanout *f, uint32_t late, enum op_type type,
+            uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
   int errs[VOTE_MAX_CHILDREN];
   bool changes = type == OP_WRITE || type == OP_ZERO || type == OP_TRIM;
@@ -52,6 +80,10 @@ write_vote (struct fanout *f, enum op_type type, uint32_t count,
   bool acked, refused = false;
 
   for (i = 0; i < quorum_nr_children; ++i) {
+    if (late & (UINT32_C (1) << i)) {
+      errs[i] = 0;
+      continue;
+    }
     errs[i] = f->slots[i].used ? f->slots[i].err : 0;
     if (f->slots[i].used)
       sent |= UINT32_C (1) << i;
@@ -75,7 +107,9 @@ write_vote (struct fanout *f, enum op_type type, uint32_t count,
    * is stale there, durably; one that missed a change that failed
    * here is settled with the rest.
    */
-  if (changes && fresh_write_end (offset, count, sent, took, acked, err) == -1)
+  if (changes &&
+      fresh_write_end (offset, count, sent | late,
+                       acked ? took | late : took, acked, err) == -1)
     return -1;
   if (type == OP_FLUSH && fresh_flush_end (sent, took, acked, err) == -1)
     return -1;
@@ -92,13 +126,7 @@ write_vote (struct fanout *f, enum op_type type, uint32_t count,
   if (acked)
     return 0;
 
-  *err = vote_errno_request (errs, quorum_nr_children);
-  report_failure_errors (type, offset, count, *err, ok);
-  nbdkit_error ("quorum: %s %" PRIu32 "@%" PRIu64 ": %zu of %zu children "
-                "succeeded, vote-threshold is %u: %s",
-                report_op_name (type), count, offset, ok, quorum_nr_children,
-                quorum_threshold, strerror (*err));
-  return -1;
+  return below_threshold (type, errs, count, offset, ok, "succeeded", err);
 }
 
 /* FUA on the remote children that lack it: a flush of each of them
@@ -106,7 +134,7 @@ write_vote (struct fanout *f, enum op_type type, uint32_t count,
  * fails.
  */
 static void
-fua_flush (struct quorum_conn *conn, struct fanout *f)
+fua_flush (struct quorum_conn *conn, struct fanout *f, uint32_t late)
 {
   struct fanout *fl;
   uint32_t mask = 0;
@@ -114,7 +142,8 @@ fua_flush (struct quorum_conn *conn, struct fanout *f)
   int err;
 
   for (i = 0; i < quorum_nr_children; ++i)
-    if (f->slots[i].used && f->slots[i].err == 0 && f->slots[i].flush_after)
+    if (f->slots[i].used && !(late & (UINT32_C (1) << i)) &&
+        f->slots[i].err == 0 && f->slots[i].flush_after)
       mask |= UINT32_C (1) << i;
   if (mask == 0)
     return;
@@ -125,6 +154,155 @@ fua_flush (struct quorum_conn *conn, struct fanout *f)
   }
   if (fl)
     fanout_put (fl);
+}
+
+/* wait-for=threshold: what a request answered early leaves to its
+ * fan-out's second step (fanout_detach), on the late thread.
+ */
+struct late_op {
+  struct range_lock rl;         /* held until the last child ended */
+  bool ranged;
+  uint32_t flags;
+  void *data;                   /* write: the client's data, copied; read:
+                                   the answer, or NULL */
+};
+
+static void
+late_op_free (struct late_op *op)
+{
+  if (op->ranged)
+    range_unlock (&op->rl);
+  free (op->data);
+  free (op);
+}
+
+/* A write has enough once vote-threshold children took it (FUA: on
+ * stable storage, so not one that still needs its flush); a fast zero
+ * waits for all, since any one of them may refuse it.
+ */
+static bool
+write_enough (const struct fanout *f, void *arg)
+{
+  const struct late_op *op = arg;
+  size_t i, ok = 0;
+
+  if (f->type == OP_ZERO && (op->flags & NBDKIT_FLAG_FAST_ZERO))
+    return false;
+  for (i = 0; i < quorum_nr_children; ++i)
+    if (fanout_slot_ended (f, i) && f->slots[i].err == 0 &&
+        !f->slots[i].flush_after)
+      ok++;
+  return ok >= quorum_threshold;
+}
+
+/* The second step of a write, zero, trim or flush answered early: a
+ * late child lacking FUA flushes now; one that failed is stale where
+ * the write went (it counted as having taken it), then the range goes.
+ */
+static void
+write_finish (struct fanout *f, void *arg)
+{
+  struct late_op *op = arg;
+  bool changes = f->type == OP_WRITE || f->type == OP_ZERO ||
+    f->type == OP_TRIM;
+  uint32_t mask = 0;
+  size_t i;
+
+  for (i = 0; i < quorum_nr_children; ++i)
+    if ((f->late & (UINT32_C (1) << i)) && f->slots[i].err == 0 &&
+        f->slots[i].flush_after)
+      mask |= UINT32_C (1) << i;
+  if (mask)
+    fua_flush (&fanout_no_conn, f, ~f->late);
+
+  for (i = 0; i < quorum_nr_children; ++i) {
+    const struct slot *s = &f->slots[i];
+
+    if (!(f->late & (UINT32_C (1) << i)) || s->err == 0)
+      continue;
+    report_bad (f->type, i, f->offset, f->count, s->err);
+    if (changes &&
+        fresh_stale_mark (&quorum_children[i], f->offset, f->count,
+                          s->lagged ? FRESH_LAGGING
+                          : FRESH_WRITE_FAILED) == -1)
+      nbdkit_error ("quorum: child %zu (%s): %s %" PRIu32 "@%" PRIu64
+                    " failed after it was acknowledged, and cannot be "
+                    "recorded as stale: %m", i, quorum_children[i].name,
+                    report_op_name (f->type), f->count, f->offset);
+  }
+  if (quorum_debug_votes)
+    nbdkit_debug ("quorum: %s %" PRIu32 "@%" PRIu64 ": late children done",
+                  report_op_name (f->type), f->count, f->offset);
+  late_op_free (op);
+}
+
+/* wait-for=threshold for write-type operations: the answer once
+ * vote-threshold children gave it; the range stays held, in the
+ * fan-out's second step, until the others ended too, so that an
+ * overlapping write reaches every child after this one.  A flush goes
+ * to children that completed every write acknowledged before it
+ * (fanout_drained), at least vote-threshold of them.
+ */
+static int
+write_op_threshold (struct quorum_conn *conn, enum op_type type,
+                    const void *buf, uint32_t count, uint64_t offset,
+                    uint32_t flags, int *err)
+{
+  bool ordered = type == OP_WRITE || type == OP_ZERO || type == OP_TRIM;
+  struct late_op *op;
+  struct fanout *f;
+  uint32_t mask;
+  int r = -1;
+
+  op = calloc (1, sizeof *op);
+  if (op && type == OP_WRITE) {
+    /* A late child's command still reads it after the answer. */
+    op->data = malloc (count);
+    if (op->data)
+      memcpy (op->data, buf, count);
+  }
+  if (op == NULL || (type == OP_WRITE && op->data == NULL)) {
+    *err = ENOMEM;
+    nbdkit_error ("quorum: %s: %m", report_op_name (type));
+    if (op)
+      free (op);
+    return -1;
+  }
+  op->flags = flags;
+  if (ordered) {
+    range_lock (&op->rl, offset, count, true);
+    op->ranged = true;
+    if (fresh_write_begin (offset, count, err) == -1) {
+      late_op_free (op);
+      return -1;
+    }
+  }
+  if (type == OP_FLUSH)
+    fresh_flush_begin ();
+  mask = fanout_participants (type, offset, count);
+  if (type == OP_FLUSH)
+    mask = fanout_drained (mask, quorum_threshold);
+  f = fanout_run_until (conn, type, mask, NULL, 0, op->data, count, offset,
+                        flags, write_enough, op, err);
+  if (f && (flags & NBDKIT_FLAG_FUA))
+    fua_flush (conn, f, f->late);
+  if (f)
+    r = write_vote (f, f->late, type, count, offset, flags, err);
+  else if (type == OP_FLUSH)
+    fresh_flush_end (0, 0, false, err);
+  else if (ordered) {
+    int ignored;
+
+    fresh_write_end (offset, count, mask, 0, false, &ignored);
+  }
+  if (f && f->late) {
+    fanout_detach (f, write_finish, op);
+    return r;
+  }
+  if (f)
+    fanout_put (f);
+  late_op_free (op);
+  return r;
 }
 
 /* Write-type operations: all children, then vote.  Writes, zeroes and
@@ -141,6 +319,8 @@ write_op (struct quorum_conn *conn, enum op_type type, const void *buf,
   uint32_t mask;
   int r = -1;
 
+  if (quorum_wait_threshold)
+    return write_op_threshold (conn, type, buf, count, offset, flags, err);
   if (ordered) {
     range_lock (&rl, offset, count, true);
     if (fresh_write_begin (offset, count, err) == -1) {
@@ -153,9 +333,9 @@ write_op (struct quorum_conn *conn, enum op_type type, const void *buf,
   mask = fanout_participants (type, offset, count);
   f = fanout_run (conn, type, mask, NULL, 0, buf, count, offset, flags, err);
   if (f && (flags & NBDKIT_FLAG_FUA))
-    fua_flush (conn, f);
+    fua_flush (conn, f, 0);
   if (f) {
-    r = write_vote (f, type, count, offset, flags, err);
+    r = write_vote (f, 0, type, count, offset, flags, err);
     fanout_put (f);
   }
   else if (type == OP_FLUSH)
@@ -354,10 +534,12 @@ read_vote_blocks (struct quorum_conn *conn, const void *const *bufs,
   return 0;
 }
 
-/* Vote on a quorum read whose replies are in f; the answer goes to buf. */
+/* Vote on a quorum read whose replies are in f, but those of late
+ * (wait-for=threshold: still in flight); the answer goes to buf.
+ */
 static int
-read_vote (struct quorum_conn *conn, struct fanout *f, void *buf,
-           uint32_t count, uint64_t offset, int *err)
+read_vote (struct quorum_conn *conn, struct fanout *f, uint32_t late,
+           void *buf, uint32_t count, uint64_t offset, int *err)
 {
   const void *bufs[VOTE_MAX_CHILDREN];
   int errs[VOTE_MAX_CHILDREN];
@@ -365,6 +547,11 @@ read_vote (struct quorum_conn *conn, struct fanout *f, void *buf,
   bool agree;
 
   for (i = 0; i < n; ++i) {
+    if (late & (UINT32_C (1) << i)) {
+      errs[i] = 0;
+      bufs[i] = NULL;
+      continue;
+    }
     errs[i] = f->slots[i].used ? f->slots[i].err : 0;
     bufs[i] = f->slots[i].used && errs[i] == 0 ? f->slots[i].buf : NULL;
     if (errs[i])
@@ -377,15 +564,9 @@ read_vote (struct quorum_conn *conn, struct fanout *f, void *buf,
    */
   agree = vote_agree (bufs, n, 0, count, &nr_ok);
 
-  if (nr_ok < quorum_threshold) {
-    *err = vote_errno_request (errs, n);
-    report_failure_errors (OP_READ, offset, count, *err, nr_ok);
-    nbdkit_error ("quorum: read %" PRIu32 "@%" PRIu64 ": %zu of %zu "
-                  "children returned data, vote-threshold is %u: %s",
-                  count, offset, nr_ok, n, quorum_threshold,
-                  strerror (*err));
-    return -1;
-  }
+  if (nr_ok < quorum_threshold)
+    return below_threshold (OP_READ, errs, count, offset, nr_ok,
+                            "returned data", err);
 
   if (quorum_blkverify && !agree) {
     size_t d = vote_first_difference (bufs[0], bufs[1], count);
@@ -413,6 +594,129 @@ read_vote (struct quorum_conn *conn, struct fanout *f, void *buf,
   return 0;
 }
 
+/* The second step of a hedged read: replies that lost are not
+ * compared (read-pattern=fifo compares nothing), failures reported.
+ */
+static void
+fifo_finish (struct fanout *f, void *arg)
+{
+  size_t i;
+
+  (void) arg;
+  for (i = 0; i < quorum_nr_children; ++i)
+    if ((f->late & (UINT32_C (1) << i)) && f->slots[i].err)
+      report_bad (OP_READ, i, f->offset, f->count, f->slots[i].err);
+}
+
+/* How long a hedged read waits for the child it asked before it asks
+ * the next one too: 4 times the fastest child's recent latency, at
+ * least 1 ms (10 ms before any is known), at most child-timeout.
+ */
+static void
+fifo_hedge_deadline (struct timespec *t)
+{
+  uint64_t ns = fanout_read_latency () * 4;
+
+  if (ns == 0)
+    ns = 10000000;
+  if (ns < 1000000)
+    ns = 1000000;
+  if (quorum_child_timeout && ns > quorum_child_timeout * UINT64_C (1000000000))
+    ns = quorum_child_timeout * UINT64_C (1000000000);
+  clock_gettime (CLOCK_MONOTONIC, t);
+  ns += t->tv_nsec;
+  t->tv_sec += ns / 1000000000;
+  t->tv_nsec = ns % 1000000000;
+}
+
+/* read-pattern=fifo with wait-for=threshold: one child at a time, in
+ * order, but one that has not answered within the hedge delay gets
+ * company: the next child is asked too, and the first good reply wins.
+ * The others are finished by the late thread.  Replies land in pooled
+ * buffers (a late one must not write into buf), but the local child's.
+ */
+static int
+pread_fifo_hedged (struct quorum_conn *conn, void *buf, uint32_t count,
+                   uint64_t offset, uint32_t mask, int *err)
+{
+  int errs[VOTE_MAX_CHILDREN] = { 0 };
+  const size_t n = quorum_nr_children;
+  struct timespec hedge, deadline;
+  struct fanout *f;
+  size_t i, next = 0, winner = n;
+  uint32_t asked = 0, pending;
+
+  f = fanout_hedge_new (count, offset, err);
+  if (f == NULL)
+    return -1;
+  for (;;) {
+    bool any_pending = false;
+
+    /* The first good reply, in the order they were asked. */
+    for (i = 0; i < n && winner == n; ++i)
+      if ((asked & (UINT32_C (1) << i)) && fanout_slot_ended (f, i) &&
+          f->slots[i].err == 0)
+        winner = i;
+    if (winner < n)
+      break;
+    for (i = 0; i < n; ++i)
+      if ((asked & (UINT32_C (1) << i)) && !fanout_slot_ended (f, i))
+        any_pending = true;
+    while (next < n && !(mask & (UINT32_C (1) << next)))
+      next++;
+    if (!any_pending || next < n) {
+      if (next == n)
+        break;                  /* every child failed */
+      if (!any_pending || !fanout_wait_one (f, &hedge)) {
+        /* Nobody is at it, or the hedge delay passed: ask the next. */
+        asked |= UINT32_C (1) << next;
+        fanout_ask (f, conn, UINT32_C (1) << next, buf,
+                    quorum_has_local ? 0 : SIZE_MAX);
+        next++;
+        fifo_hedge_deadline (&hedge);
+      }
+      continue;
+    }
+    /* The last child is asked: wait, up to child-timeout. */
+    deadline = f->start;
+    deadline.tv_sec += quorum_child_timeout;
+    if (!fanout_wait_one (f, quorum_child_timeout ? &deadline : NULL)) {
+      fanout_cut_pending (f);
+      while (any_pending && fanout_wait_one (f, NULL)) {
+        any_pending = false;
+        for (i = 0; i < n; ++i)
+          if ((asked & (UINT32_C (1) << i)) && !fanout_slot_ended (f, i))
+            any_pending = true;
+      }
+    }
+  }
+
+  pending = 0;
+  for (i = 0; i < n; ++i) {
+    if (!(asked & (UINT32_C (1) << i)))
+      continue;
+    if (!fanout_slot_ended (f, i))
+      pending |= UINT32_C (1) << i;
+    else {
+      if (f->slots[i].timed_out)
+        f->slots[i].err = ETIMEDOUT;
+      errs[i] = f->slots[i].err;
+      if (errs[i])
+        report_bad (OP_READ, i, offset, count, errs[i]);
+    }
+  }
+  if (winner < n && f->slots[winner].buf != buf)
+    memcpy (buf, f->slots[winner].buf, count);
+  f->late = pending;
+  if (pending)
+    fanout_detach (f, fifo_finish, NULL);
+  else
+    fanout_put (f);
+  if (winner < n)
+    return 0;
+  return below_threshold (OP_READ, errs, count, offset, 0, NULL, err);
+}
+
 /* read-pattern=fifo: one child at a time, in order, until one works. */
 static int
 pread_fifo (struct quorum_conn *conn, void *buf, uint32_t count,
@@ -426,6 +730,8 @@ pread_fifo (struct quorum_conn *conn, void *buf, uint32_t count,
       settle_range (conn, offset, count, err) == -1)
     return -1;
   mask = fanout_participants (OP_READ, offset, count);
+  if (quorum_wait_threshold)
+    return pread_fifo_hedged (conn, buf, count, offset, mask, err);
 
   for (i = 0; i < quorum_nr_children; ++i) {
     struct fanout *f;
@@ -444,11 +750,145 @@ pread_fifo (struct quorum_conn *conn, void *buf, uint32_t count,
     report_bad (OP_READ, i, offset, count, errs[i]);
   }
 
-  *err = vote_errno_request (errs, quorum_nr_children);
-  report_failure_errors (OP_READ, offset, count, *err, 0);
-  nbdkit_error ("quorum: read %" PRIu32 "@%" PRIu64 ": every child "
-                "failed: %s", count, offset, strerror (*err));
-  return -1;
+  return below_threshold (OP_READ, errs, count, offset, 0, NULL, err);
+}
+
+/* wait-for=threshold: a read has enough once vote-threshold replies
+ * agree on the whole request (when they differ, it waits for all and
+ * votes block by block as wait-for=all does).
+ */
+static bool
+read_enough (const struct fanout *f, void *arg)
+{
+  const void *bufs[VOTE_MAX_CHILDREN];
+  size_t i, nr_ok;
+
+  (void) arg;
+  for (i = 0; i < quorum_nr_children; ++i)
+    bufs[i] = fanout_slot_ended (f, i) && f->slots[i].err == 0 ?
+      f->slots[i].buf : NULL;
+  return vote_agree (bufs, quorum_nr_children, 0, f->count, &nr_ok) &&
+    nr_ok >= quorum_threshold;
+}
+
+/* A late reply against the answer, block by block as read_vote_blocks
+ * votes: a block where it differs is outvoted (reported, and with
+ * rewrite-corrupted rewritten: the read still holds its range
+ * exclusively), as if it had been on time.
+ */
+static void
+read_late_compare (size_t i, const void *reply, const void *answer,
+                   uint32_t count, uint64_t offset)
+{
+  const uint64_t bs = quorum_vote_block, end = offset + count;
+  struct run bad = { 0, 0 };
+  uint64_t pos, next;
+
+  for (pos = offset; pos <= end; pos = next) {
+    const size_t rel = pos - offset;
+    bool differs;
+
+    next = (pos / bs + 1) * bs;
+    if (next > end)
+      next = end;
+    differs = pos < end &&
+      memcmp ((const char *) reply + rel, (const char *) answer + rel,
+              next - pos) != 0;
+    if (differs && bad.end == pos) {
+      if (bad.end == bad.start)
+        bad.start = pos;
+      bad.end = next;
+    }
+    else if (differs)
+      bad.start = pos, bad.end = next;
+    if ((!differs || pos == end) && bad.end > bad.start) {
+      report_bad (OP_READ, i, bad.start, bad.end - bad.start, 0);
+      if (quorum_rewrite_corrupted)
+        repair (&fanout_no_conn, i,
+                (const char *) answer + (bad.start - offset),
+                bad.end - bad.start, bad.start);
+      bad.start = bad.end = 0;
+    }
+    if (pos == end)
+      break;
+  }
+}
+
+/* The second step of a read answered early: late replies compared. */
+static void
+read_finish (struct fanout *f, void *arg)
+{
+  struct late_op *op = arg;
+  size_t i;
+
+  for (i = 0; i < quorum_nr_children; ++i) {
+    const struct slot *s = &f->slots[i];
+
+    if (!(f->late & (UINT32_C (1) << i)))
+      continue;
+    if (s->err)
+      report_bad (OP_READ, i, f->offset, f->count, s->err);
+    else if (op->data)
+      read_late_compare (i, s->buf, op->data, f->count, f->offset);
+  }
+  late_op_free (op);
+}
+
+/* wait-for=threshold reads: the answer once vote-threshold children
+ * agree; the range stays held until the rest answered and were
+ * compared (a write in between would make them differ for nothing).
+ * Only the local child, which has answered before we return, reads
+ * into the caller's buffer.
+ */
+static int
+pread_threshold (struct quorum_conn *conn, void *buf, uint32_t count,
+                 uint64_t offset, int *err)
+{
+  struct late_op *op;
+  struct fanout *f;
+  uint32_t mask;
+  size_t i;
+  int r;
+
+  op = calloc (1, sizeof *op);
+  if (op == NULL) {
+    *err = ENOMEM;
+    nbdkit_error ("quorum: read: %m");
+    return -1;
+  }
+  range_lock (&op->rl, offset, count, quorum_rewrite_corrupted);
+  op->ranged = true;
+  /* A child far behind on reads is left out while the others are
+   * still enough children to answer (it still gets every write).
+   */
+  mask = fanout_participants (OP_READ, offset, count);
+  for (i = 0; i < quorum_nr_children; ++i)
+    if ((mask & (UINT32_C (1) << i)) && fanout_lagging (i) &&
+        (unsigned) __builtin_popcount (mask) > quorum_threshold)
+      mask &= ~(UINT32_C (1) << i);
+  f = fanout_run_until (conn, OP_READ, mask,
+                        buf, quorum_has_local ? 0 : SIZE_MAX, NULL, count,
+                        offset, 0, read_enough, NULL, err);
+  if (f == NULL) {
+    late_op_free (op);
+    return -1;
+  }
+  r = read_vote (conn, f, f->late, buf, count, offset, err);
+  if (f->late == 0) {
+    fanout_put (f);
+    late_op_free (op);
+    return r;
+  }
+  /* The answer, to compare late replies with (without memory for it
+   * they are only checked for errors).
+   */
+  if (r == 0) {
+    op->data = malloc (count);
+    if (op->data)
+      memcpy (op->data, buf, count);
+  }
+  fanout_detach (f, read_finish, op);
+  return r;
 }
 
 int
@@ -474,12 +914,14 @@ quorum_pread (struct quorum_conn *conn, void *buf, uint32_t count,
    * over new.  With rewrite-corrupted a read may write, so it keeps
    * other reads out too: they would vote on a repair half done.
    */
+  if (quorum_wait_threshold && !quorum_blkverify)
+    return pread_threshold (conn, buf, count, offset, err);
   range_lock (&rl, offset, count, quorum_rewrite_corrupted);
   /* Child 0 reads straight into the caller's buffer. */
   f = fanout_run (conn, OP_READ, fanout_participants (OP_READ, offset, count),
                   buf, 0, NULL, count, offset, 0, err);
   if (f) {
-    r = read_vote (conn, f, buf, count, offset, err);
+    r = read_vote (conn, f, 0, buf, count, offset, err);
     fanout_put (f);
   }
   range_unlock (&rl);

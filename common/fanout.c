@@ -99,7 +99,11 @@ fanout_pend (struct fanout *f)
 static void
 fanout_unpend (struct fanout *f)
 {
-  if (__atomic_sub_fetch (&f->pending, 1, __ATOMIC_ACQ_REL) == 0)
+  /* Sequentially consistent: slot_done reads detached after it, and
+   * the late thread reads pending after setting detached.
+   */
+  if (__atomic_sub_fetch (&f->pending, 1, __ATOMIC_SEQ_CST) == 0 &&
+      !f->early)
     sem_post (&f->done);
 }
 
@@ -168,6 +172,28 @@ fanout_sleep (struct fanout *f, const struct timespec *deadline)
   }
 }
 
+/* Cut the children whose slots of f are still pending: child-timeout
+ * passed.  Who is late is decided at one moment; then they are cut.
+ */
+static void
+fanout_cut_late (struct fanout *f)
+{
+  size_t i;
+
+  for (i = 0; i < quorum_nr_slots (); ++i)
+    if (__atomic_load_n (&f->slots[i].pending, __ATOMIC_ACQUIRE))
+      f->slots[i].timed_out = true;
+  for (i = 0; i < quorum_nr_slots (); ++i) {
+    if (f->slots[i].timed_out) {
+      char why[64];
+
+      snprintf (why, sizeof why, "no reply within child-timeout=%u",
+                quorum_child_timeout);
+      reactor_cut (&quorum_children[i], why);
+    }
+  }
+}
+
 /* Wait for every remote command of f.  A child that has not answered
  * by the deadline (child-timeout after start) loses its vote: its
  * connection is cut, which makes libnbd retire its commands at once,
@@ -185,19 +211,7 @@ fanout_wait (struct fanout *f, const struct timespec *start)
   /* Every command is issued: drop the issuing count. */
   fanout_unpend (f);
   if (!fanout_sleep (f, quorum_child_timeout ? &deadline : NULL)) {
-    /* Who is late, all at one moment; then cut them. */
-    for (i = 0; i < quorum_nr_slots (); ++i)
-      if (__atomic_load_n (&f->slots[i].pending, __ATOMIC_ACQUIRE))
-        f->slots[i].timed_out = true;
-    for (i = 0; i < quorum_nr_slots (); ++i) {
-      if (f->slots[i].timed_out) {
-        char why[64];
-
-        snprintf (why, sizeof why, "no reply within child-timeout=%u",
-                  quorum_child_timeout);
-        reactor_cut (&quorum_children[i], why);
-      }
-    }
+    fanout_cut_late (f);
     fanout_sleep (f, NULL);
   }
 
@@ -244,10 +258,49 @@ slot_complete (void *vp, int *error)
   return 1;                     /* retire the command */
 }
 
+/* Each child's recent read latency (ns, a moving average over about 8
+ * reads of early fan-outs; 0: none yet), for hedged reads.  Updated
+ * racily, atomically: a lost sample costs nothing.
+ */
+static uint64_t read_latency[VOTE_MAX_CHILDREN];
+
+static void
+fanout_latency_sample (const struct slot *s)
+{
+  struct timespec now;
+  int64_t ns;
+  uint64_t old;
+
+  clock_gettime (CLOCK_MONOTONIC, &now);
+  ns = (now.tv_sec - s->sent.tv_sec) * INT64_C (1000000000) +
+    (now.tv_nsec - s->sent.tv_nsec);
+  if (ns <= 0)
+    ns = 1;
+  old = __atomic_load_n (&read_latency[s->index], __ATOMIC_RELAXED);
+  __atomic_store_n (&read_latency[s->index],
+                    old ? old - old / 8 + (uint64_t) ns / 8 : (uint64_t) ns,
+                    __ATOMIC_RELAXED);
+}
+
+uint64_t
+fanout_read_latency (void)
+{
+  uint64_t best = 0, l;
+  size_t i;
+
+  for (i = 0; i < quorum_nr_children; ++i) {
+    l = __atomic_load_n (&read_latency[i], __ATOMIC_RELAXED);
+    if (l && (best == 0 || l < best))
+      best = l;
+  }
+  return best;
+}
+
 /* The slot's last part is gone: its result, and the fan-out's count. */
 static void
 slot_done (struct slot *s)
 {
+  struct fanout *f = s->f;
   int err = __atomic_load_n (&s->part_err, __ATOMIC_ACQUIRE);
 
   /* A part libnbd freed without completing it (its handle closed under
@@ -258,7 +311,20 @@ slot_done (struct slot *s)
     err = ENOTCONN;
   s->err = err;
   __atomic_store_n (&s->pending, false, __ATOMIC_RELEASE);
-  fanout_release (s->f);
+  if (!f->early) {
+    fanout_release (f);
+    return;
+  }
+  /* wait-for=threshold: the request counts slots; once it answered, the
+   * late thread counts commands.
+   */
+  if (s->type == OP_READ && err == 0)
+    fanout_latency_sample (s);
+  sem_post (&f->done);
+  fanout_unpend (f);
+  if (__atomic_load_n (&f->detached, __ATOMIC_SEQ_CST))
+    fanout_late_kick ();
+  fanout_put (f);
 }
 
 static void
@@ -530,7 +596,11 @@ spare_done (struct fanout *f, enum op_type type, uint64_t offset,
 
   if (s == SIZE_MAX || !spare_takes (type) || !f->slots[s].used)
     return;
-  ok = f->slots[s].err == 0;
+  /* Answered early (wait-for=threshold) while the spare is still at
+   * it: not known to have taken it, so copied again.
+   */
+  ok = !__atomic_load_n (&f->slots[s].pending, __ATOMIC_ACQUIRE) &&
+    f->slots[s].err == 0;
   for (i = 0; ok && i < quorum_nr_children; ++i)
     if (f->slots[i].used && f->slots[i].err)
       ok = false;
@@ -541,31 +611,35 @@ spare_done (struct fanout *f, enum op_type type, uint64_t offset,
                       FRESH_WRITE_FAILED);
 }
 
-struct fanout *
-fanout_run (struct quorum_conn *conn, enum op_type type, uint32_t mask,
-            void *rbuf, size_t direct, const void *wbuf,
-            uint32_t count, uint64_t offset, uint32_t flags, int *err)
+/* Start one operation on the children in mask: the remote ones queued,
+ * the local one run here.  Returns how many remote slots were issued.
+ */
+static unsigned
+fanout_start (struct fanout *f, struct quorum_conn *conn, enum op_type type,
+              uint32_t mask, void *rbuf, size_t direct, const void *wbuf,
+              uint32_t count, uint64_t offset, uint32_t flags)
 {
-  struct fanout *f;
   struct slot *local = NULL;
-  struct timespec start;
+  unsigned issued = 0;
   size_t i;
 
-  clock_gettime (CLOCK_MONOTONIC, &start);
-  f = fanout_new (type == OP_READ ? count : 0);
-  if (f == NULL) {
-    *err = errno;
-    nbdkit_error ("quorum: calloc: %m");
-    return NULL;
+  if (!f->started) {
+    clock_gettime (CLOCK_MONOTONIC, &f->start);
+    f->started = true;
   }
+  f->type = type;
+  f->count = count;
+  f->offset = offset;
 
   mask = spare_mask (type, mask, offset, count);
   for (i = 0; i < quorum_nr_slots (); ++i) {
     struct slot *s = &f->slots[i];
 
-    if (!(mask & (UINT32_C (1) << i)))
+    if (!(mask & (UINT32_C (1) << i)) || s->used)
       continue;
     s->used = true;
+    if (f->early)
+      clock_gettime (CLOCK_MONOTONIC, &s->sent);
     if (type == OP_READ)
       STAT_ADD (&quorum_children[i], reads, 1);
     else if (type == OP_WRITE || type == OP_ZERO || type == OP_TRIM)
@@ -585,16 +659,87 @@ fanout_run (struct quorum_conn *conn, enum op_type type, uint32_t mask,
     if (child_is_local (&quorum_children[i])) {
       local = s;                /* after the remote ones are on their way */
     }
-    else
+    else {
       slot_issue (s, type, wbuf, count, offset, flags);
+      issued++;
+    }
   }
 
   if (local && conn->local)
     fanout_run_local (conn, local, type, wbuf, count, offset, flags);
   else if (local)
     local->err = ENOTCONN;      /* no plugin context (resync) */
+  return issued;
+}
 
-  fanout_wait (f, &start);
+struct fanout *
+fanout_run (struct quorum_conn *conn, enum op_type type, uint32_t mask,
+            void *rbuf, size_t direct, const void *wbuf,
+            uint32_t count, uint64_t offset, uint32_t flags, int *err)
+{
+  struct fanout *f;
+
+  f = fanout_new (type == OP_READ ? count : 0);
+  if (f == NULL) {
+    *err = errno;
+    nbdkit_error ("quorum: calloc: %m");
+    return NULL;
+  }
+  fanout_start (f, conn, type, mask, rbuf, direct, wbuf, count, offset,
+                flags);
+  fanout_wait (f, &f->start);
+  spare_done (f, type, offset, count);
+  return f;
+}
+
+struct fanout *
+fanout_run_until (struct quorum_conn *conn, enum op_type type, uint32_t mask,
+                  void *rbuf, size_t direct, const void *wbuf,
+                  uint32_t count, uint64_t offset, uint32_t flags,
+                  fanout_enough_fn *enough, void *arg, int *err)
+{
+  struct fanout *f;
+  struct timespec deadline;
+  unsigned issued;
+  size_t i;
+
+  f = fanout_new (type == OP_READ ? count : 0);
+  if (f == NULL) {
+    *err = errno;
+    nbdkit_error ("quorum: calloc: %m");
+    return NULL;
+  }
+  f->early = true;
+  issued = fanout_start (f, conn, type, mask, rbuf, direct, wbuf, count,
+                         offset, flags);
+  deadline = f->start;
+  deadline.tv_sec += quorum_child_timeout;
+
+  /* Every command is issued: drop the issuing count (no post when
+   * early).  Each remote slot then posts done once, when it ends.
+   */
+  fanout_unpend (f);
+  while (issued > 0 && !enough (f, arg)) {
+    if (!fanout_sleep (f, quorum_child_timeout ? &deadline : NULL)) {
+      /* As fanout_wait: who is late is cut, and waited for. */
+      fanout_cut_late (f);
+      while (issued > 0) {
+        fanout_sleep (f, NULL);
+        issued--;
+      }
+      break;
+    }
+    issued--;
+  }
+
+  for (i = 0; i < quorum_nr_children; ++i) {
+    if (!f->slots[i].used)
+      continue;
+    if (__atomic_load_n (&f->slots[i].pending, __ATOMIC_ACQUIRE))
+      f->late |= UINT32_C (1) << i;
+    else if (f->slots[i].timed_out)
+      f->slots[i].err = ETIMEDOUT;
+  }
   spare_done (f, type, offset, count);
   return f;
 }
@@ -619,3 +764,46 @@ fanout_participants (enum op_type type, uint64_t offset, uint64_t count)
   return mask;
 }
 
+
+struct fanout *
+fanout_hedge_new (uint32_t count, uint64_t offset, int *err)
+{
+  struct fanout *f = fanout_new (count);
+
+  if (f == NULL) {
+    *err = errno;
+    nbdkit_error ("quorum: calloc: %m");
+    return NULL;
+  }
+  f->early = true;
+  f->type = OP_READ;
+  f->count = count;
+  f->offset = offset;
+  fanout_unpend (f);            /* nothing to issue yet */
+  return f;
+}
+
+void
+fanout_ask (struct fanout *f, struct quorum_conn *conn, uint32_t mask,
+            void *rbuf, size_t direct)
+{
+  /* The issuing count again, so that pending cannot be seen at 0 while
+   * slots are being added.
+   */
+  fanout_pend (f);
+  fanout_start (f, conn, OP_READ, mask, rbuf, direct, NULL, f->count,
+                f->offset, 0);
+  fanout_unpend (f);
+}
+
+bool
+fanout_wait_one (struct fanout *f, const struct timespec *deadline)
+{
+  return fanout_sleep (f, deadline);
+}
+
+void
+fanout_cut_pending (struct fanout *f)
+{
+  fanout_cut_late (f);
+}

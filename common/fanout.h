@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "internal.h"
 #include "reactor.h"
@@ -47,6 +48,8 @@ struct slot {
   uint64_t offset;
   uint32_t flags;
   uint64_t flushes;             /* flush: writes_done when it was sent */
+  bool lagged;                  /* cut for max-lag (fanout-late.c) */
+  struct timespec sent;         /* early fan-outs: when it was issued */
 };
 
 /* Request threads, the reactor and the threads queueing commands all
@@ -55,11 +58,33 @@ struct slot {
  * mutex and condition variable here cost several futex calls per
  * request, each thread waking another only to find the lock taken.)
  */
+/* With wait-for=threshold (fanout_run_until) the request wakes at each
+ * slot's end instead, to see whether it has enough; if it answers
+ * before every slot ended, the fan-out is detached: its reference goes
+ * to the late thread (fanout-late.c), which cuts children past
+ * child-timeout or max-lag and, once the last command is gone, runs
+ * finish on the slots that were late, and puts it.
+ */
+typedef void fanout_finish_fn (struct fanout *f, void *arg);
 struct fanout {
-  sem_t done;                   /* posted when pending reaches 0 */
+  sem_t done;                   /* posted when pending reaches 0, or
+                                   early: at each remote slot's end */
   unsigned pending;             /* remote commands + 1 while issuing */
   unsigned refs;                /* the request + remote commands */
   size_t buflen;
+  bool early;                   /* fanout_run_until, fanout_hedge_new */
+  bool started;                 /* start is set */
+  uint32_t late;                /* slots still in flight at the answer */
+  bool detached;                /* the late thread owns the request's ref */
+  struct timespec start;        /* child-timeout counts from here */
+  enum op_type type;
+  uint32_t count;
+  uint64_t offset;
+  /* The late thread's, under late_lock (fanout-late.c). */
+  fanout_finish_fn *finish;
+  void *arg;
+  uint64_t seq;                 /* order of detaching, for flushes */
+  struct fanout *late_next;
   struct slot slots[];          /* one per child */
 };
 
@@ -105,6 +130,84 @@ extern struct fanout *fanout_run (struct quorum_conn *conn,
  * (SIZE_MAX: none; see fanout.c).  replace.c's.
  */
 extern void fanout_set_spare (size_t index);
+/* wait-for=threshold: fanout_run, but the request returns as soon as
+ * enough says so (called after the local child's part and after each
+ * remote slot ends, with the slots ended so far: those with pending
+ * false may be read) or when every slot ended.  f->late says which
+ * slots were still in flight then: the caller must not read them, and
+ * hands f to fanout_detach if there are any.
+ */
+typedef bool fanout_enough_fn (const struct fanout *f, void *arg);
+extern struct fanout *fanout_run_until (struct quorum_conn *conn,
+                                        enum op_type type, uint32_t mask,
+                                        void *rbuf, size_t direct,
+                                        const void *wbuf, uint32_t count,
+                                        uint64_t offset, uint32_t flags,
+                                        fanout_enough_fn *enough,
+                                        void *arg, int *err);
+/* read-pattern=fifo hedging (wait-for=threshold): an early fan-out of a
+ * read of [offset, +count) with no child asked yet; fanout_ask asks
+ * the children of mask (the local one has answered when it returns,
+ * into rbuf if it is child direct); fanout_wait_one sleeps until a
+ * remote slot ends (true) or the deadline passes (false);
+ * fanout_cut_pending cuts the children still at it (child-timeout),
+ * whose slots then end soon.  Afterwards the caller sets f->late and
+ * detaches or puts f as after fanout_run_until.
+ */
+extern struct fanout *fanout_hedge_new (uint32_t count, uint64_t offset,
+                                        int *err);
+extern void fanout_ask (struct fanout *f, struct quorum_conn *conn,
+                        uint32_t mask, void *rbuf, size_t direct);
+extern bool fanout_wait_one (struct fanout *f,
+                             const struct timespec *deadline);
+extern void fanout_cut_pending (struct fanout *f);
+/* The recent read latency of the fastest child, in ns (a moving
+ * average of the reads of early fan-outs), or 0 if none is known.
+ */
+extern uint64_t fanout_read_latency (void);
+
+/* Whether slot i of f has ended (its results may be read). */
+static inline bool
+fanout_slot_ended (const struct fanout *f, size_t i)
+{
+  return f->slots[i].used &&
+    !__atomic_load_n (&f->slots[i].pending, __ATOMIC_ACQUIRE);
+}
+
+/* fanout-late.c: the second step of a request answered early.  The
+ * caller's reference to f (with f->late set) goes to the late thread,
+ * which counts what the late slots owe (max-lag=: data of writes and
+ * buffers of reads), cuts a child that owes more or has not answered
+ * within child-timeout (first marking stale, reason lagging, the
+ * regions of writes it has not completed), and once every command of f
+ * is gone calls finish (f, arg) on its thread (late slots timed out
+ * have err ETIMEDOUT), then puts f.  finish may run fan-outs of its own
+ * (a repair) but must not wait for a range lock.
+ */
+extern void fanout_detach (struct fanout *f, fanout_finish_fn *finish,
+                           void *arg);
+/* For a flush: the children of mask that have completed every write
+ * detached before this call, waiting until at least need of them have
+ * (or every one of mask).  Returns them.
+ */
+extern uint32_t fanout_drained (uint32_t mask, unsigned need);
+/* Cleanup, before the children are disconnected: wait until every
+ * detached fan-out is finished (a late child gets until child-timeout),
+ * then stop the late thread.
+ */
+extern void fanout_late_stop (void);
+/* Whether child i owes replies to more than FANOUT_LAGGING_READS reads
+ * answered without it: new reads may leave it out (engine.c), so that
+ * a child slower than the rest is not sent reads it cannot keep up
+ * with; it is asked again once it caught up.
+ */
+#define FANOUT_LAGGING_READS 16
+extern bool fanout_lagging (size_t i);
+/* fanout.c, for fanout-late.c: a slot of a detached fan-out ended. */
+extern void fanout_late_kick (void);
+/* A connection with no local child, for fan-outs of the late thread. */
+extern struct quorum_conn fanout_no_conn;
+
 /* Drop one reference; the last frees. */
 extern void fanout_put (struct fanout *f);
 /* The children that take part in an operation on [offset, +count):

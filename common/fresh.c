@@ -70,6 +70,7 @@ fresh_reason_name (enum fresh_reason reason)
   case FRESH_UNSETTLED: return "unsettled";
   case FRESH_NEW_DISK: return "new-disk";
   case FRESH_UNREACHABLE: return "unreachable";
+  case FRESH_LAGGING: return "lagging";
   }
   return "unknown";
 }

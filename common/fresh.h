@@ -46,6 +46,7 @@ enum fresh_reason {
   FRESH_UNSETTLED,              /* unreachable while its region settled */
   FRESH_NEW_DISK,               /* another name at its position */
   FRESH_UNREACHABLE,            /* never seen since start-up */
+  FRESH_LAGGING,                /* wait-for=threshold: past max-lag */
 };
 extern const char *fresh_reason_name (enum fresh_reason reason);
 
@@ -82,6 +83,21 @@ extern int fresh_write_begin (uint64_t offset, uint64_t count, int *err);
  */
 extern int fresh_write_end (uint64_t offset, uint64_t count, uint32_t sent,
                             uint32_t took, bool acked, int *err);
+/* wait-for=threshold (engine.c, fanout-late.c): a write acknowledged
+ * while children it was sent to are still at it (late) has its
+ * fresh_write_end at the acknowledgement, with the late children
+ * counted as sent and as having taken it; that is a promise the second
+ * step keeps.  The write's range stays held until every late child
+ * ended (so no read, resync, settle or sweep sees the region
+ * meanwhile, and with state= its intent bits stay set); then each late
+ * child that failed it is made stale there with fresh_stale_mark
+ * (FRESH_WRITE_FAILED), before the range is released.  A child cut for
+ * owing more than max-lag= has the regions of all its late writes
+ * marked first (FRESH_LAGGING), durably, then is cut.  A flush is not
+ * sent to a child still completing a write acknowledged before it
+ * (fanout_drained): left out of sent, it keeps its unflushed maps for a
+ * later flush.
+ */
 /* Around a flush of the children (flushes are serialised here): what
  * each child took before fresh_flush_begin is covered by this flush.
  * fresh_flush_end: a child sent the flush that failed is stale wherever

@@ -12,9 +12,12 @@
  *                           commands and status, reads all
  *   resync.c, identity.c,   supervisors, healer, settler, backoff, resync,
  *   scrub.c, scrub-chunk.c  a returning child's identity check; scrub
+ *   replace.c               replacing a child
  *   engine.c, extents.c,    the operations and their votes, block status,
  *   settle.c                settling unsettled regions
- *   fanout.c                slots, parts, references, deadlines
+ *   fanout.c                slots, parts, references, deadlines;
+ *                           fanout-late.c, what wait-for=threshold
+ *                           finishes after the answer
  *   caps.c                  the promise, a connection's capabilities
  *   connect.c, reactor.c    opening handles; the poll thread, hand-over, cut
  *   fresh.c                 stale, unsettled and unflushed maps; state=
@@ -43,12 +46,15 @@
  *   statefile lock             its maps' writers, tickets; dropped while
  *                              it writes and syncs
  *   scrub.lock (scrub.c)       the scrub's state; nothing nests in it
+ *   late_lock (fanout-late.c)  the late fan-outs; nothing nests in it
  *   rangelock.c, bufpool.c, report_lock (report.c), last_lock
  *                              (control-status.c): leaves, each taken
  *                              alone for a few instructions
  * None but the range lock is held across a libnbd completion callback,
  * syslog(3) or a wait for a child: state_set_down reports after its
- * caller let go (reactor_cut, reactor_lost).
+ * caller let go (reactor_cut, reactor_lost).  With wait-for=threshold
+ * a write's range lock outlives its request: the late thread releases
+ * it once every child ended the write (fanout-late.c).
  *
  * Fields that mix atomics and locks:
  *   life.state, life.quit      written under life.lock, read atomically
@@ -96,6 +102,12 @@ extern unsigned quorum_reconnect_max;    /* seconds, longest backoff */
 extern bool quorum_start_degraded;
 extern unsigned quorum_child_timeout;   /* seconds, 0 = none */
 extern uint32_t quorum_vote_block;      /* bytes voted on apart */
+/* wait-for=threshold: answer once vote-threshold children did (fanout.c
+ * finishes the rest); false: wait for every child.
+ */
+extern bool quorum_wait_threshold;
+extern uint64_t quorum_max_lag;         /* max-lag=, bytes a laggard owes */
+#define QUORUM_MAX_LAG_DEFAULT (UINT64_C (64) << 20)
 extern char *quorum_workdir;            /* where child commands run */
 extern char *quorum_state_file;         /* state=, NULL: in memory only */
 extern uint32_t quorum_state_granule;   /* state-granule=, bytes */

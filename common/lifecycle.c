@@ -24,6 +24,7 @@
 #include "cleanup.h"
 #include "connect.h"
 #include "control.h"
+#include "fanout.h"
 #include "fresh.h"
 #include "internal.h"
 #include "reactor.h"
@@ -289,6 +290,8 @@ void
 quorum_cleanup (void)
 {
   control_stop ();
+  /* wait-for=threshold: what the late children still owe lands first. */
+  fanout_late_stop ();
   if (lifecycle_inited)
     child_disconnect_all ();
   report_summary ();

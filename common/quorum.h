@@ -221,6 +221,12 @@ extern int quorum_extents (struct quorum_conn *conn, uint32_t count,
   "                          (default: 30)\n" \
   "vote-block-size=SIZE      Children are voted on per block of SIZE, a\n" \
   "                          power of 2 from 512 to 32M (default: 4K)\n" \
+  "wait-for=all|threshold    Answer once every child did, or once\n" \
+  "                          vote-threshold children did and finish the\n" \
+  "                          rest later (default: all)\n" \
+  "max-lag=SIZE              With wait-for=threshold, bytes a slow child\n" \
+  "                          may owe before it is cut and resynced, 4K\n" \
+  "                          to 1T (default: 64M)\n" \
   "read-pattern=quorum|fifo  Read all and vote, or first that works\n" \
   "                          (default: quorum)\n" \
   "blkverify=BOOL            Two children must agree byte for byte;\n" \

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# nbdkit-quorum benchmark: one slow child of three (issue 15).  4 KiB
+# random reads and writes at queue depths 1 and 32, completion latency
+# p50/p99/p99.9 (microseconds) and IOPS, for the quorum plugin with
+# wait-for=all and wait-for=threshold, the same quorum without the slow
+# child (two children, vote-threshold=2 as with three), and QEMU's
+# quorum driver over the same three children.
+# Copyright (C) 2026 the nbdkit-quorum authors.
+# SPDX-License-Identifier: BSD-3-Clause
+#
+# Usage: bench/quorum-slow.sh [SIZE [SECONDS [DELAYS]]]
+#   SIZE     image size (default 256M), in /dev/shm
+#   SECONDS  run time of each fio job (default 5)
+#   DELAYS   the slow child's delay per request, comma separated
+#            (default 2ms,20ms), nbdkit's delay filter
+# The slow child runs with 64 threads, so that it is slow per request,
+# not short of threads.  The last column divides each p99 by that of
+# the quorum without the slow child (the issue's goal: threshold within
+# 1.25x).
+
+source "$(dirname "$0")/bench-lib.sh"
+
+size=${1:-256M}
+secs=${2:-5}
+delays=${3:-2ms,20ms}
+
+bench_requires nbdkit qemu-nbd fio python3
+
+make_full "$dir/c0.img" "$size"
+cp "$dir/c0.img" "$dir/c1.img"
+cp "$dir/c0.img" "$dir/c2.img"
+
+# fio_lat URI RW DEPTH: "p50 p99 p99.9 iops", latencies in us.
+fio_lat () {
+  fio --name=q --ioengine=nbd --uri="$1" --rw="$2" --bs=4k \
+      --iodepth="$3" --runtime="$secs" --time_based \
+      --size="$size" --randrepeat=1 --buffer_pattern=0x5a5aa5a5 \
+      --output-format=json 2>"$dir/fio.err" |
+    python3 -c "
+import json, sys
+s = sys.stdin.read()
+j = json.loads(s[s.index('{'):])['jobs'][0]
+d = j['read'] if j['read']['iops'] > 0 else j['write']
+p = d['clat_ns']['percentile']
+print('%.0f %.0f %.0f %.0f' % (p['50.000000'] / 1e3, p['99.000000'] / 1e3,
+                               p['99.900000'] / 1e3, d['iops']))" ||
+    { cat "$dir/fio.err" >&2; return 1; }
+}
+
+fronts=(all threshold without qemu)
+workloads=(randread-qd1 randread-qd32 randwrite-qd1 randwrite-qd32)
+
+for delay in ${delays//,/ }; do
+  start_nbdkit c0 file "$dir/c0.img"
+  c0=$last_pid
+  start_nbdkit c1 file "$dir/c1.img"
+  c1=$last_pid
+  start_nbdkit c2 -t 64 --filter=delay file "$dir/c2.img" \
+               delay-read="$delay" delay-write="$delay"
+  c2=$last_pid
+  declare -A lat=()
+  for f in "${fronts[@]}"; do
+    case $f in
+      all) front_args=(wait-for=all); start_front plugin c0 c1 c2 ;;
+      threshold) front_args=(wait-for=threshold); start_front plugin c0 c1 c2 ;;
+      without) front_args=(vote-threshold=2); start_front plugin c0 c1 ;;
+      qemu) front_args=(); start_front qemu c0 c1 c2 ;;
+    esac
+    for w in "${workloads[@]}"; do
+      lat[$f.$w]=$(fio_lat "$front_uri" "${w%-qd*}" "${w#*-qd}")
+    done
+    stop_front
+  done
+  echo
+  echo "slow child: $delay a request; $size, $secs s a job"
+  printf '%-15s %-10s %9s %9s %9s %9s %9s\n' \
+         workload front p50/us p99/us p99.9/us iops p99/without
+  for w in "${workloads[@]}"; do
+    read -r _ wp99 _ _ <<< "${lat[without.$w]}"
+    for f in "${fronts[@]}"; do
+      read -r p50 p99 p999 iops <<< "${lat[$f.$w]}"
+      printf '%-15s %-10s %9s %9s %9s %9s %9s\n' "$w" "$f" \
+             "$p50" "$p99" "$p999" "$iops" "$(ratio "$p99" "$wp99")"
+    done
+  done
+  stop_pid "$c0"; stop_pid "$c1"; stop_pid "$c2"
+done
