@@ -27,25 +27,6 @@ version=$(sed -n 's/^#define PACKAGE_VERSION "\(.*\)"$/\1/p' \
               "$abs_top_builddir/config.h")
 q="nbd+unix:///?socket=$tmpdir/q.sock"
 
-# status_check EXPR...: every Python expression holds of the status
-# reply s (q = s["quorum"], c = s["children"], st = s["state"]).  quiet=1: say nothing.
-status_check ()
-{
-  "$ctl" "$tmpdir/ctl" status --json > "$tmpdir/status.json"
-  python3 - "$tmpdir/status.json" "$@" <<'PY'
-import json, os, sys
-s = json.load(open(sys.argv[1]))
-q = s["quorum"]
-c = s["children"]
-st = s["state"]
-for e in sys.argv[2:]:
-    if not eval(e):
-        if not os.environ.get("quiet"):
-            print("FAIL: %s\nin %s" % (e, json.dumps(s, indent=1)))
-        sys.exit(1)
-PY
-}
-
 # rx STRING: STRING as an extended regexp matching itself.
 rx ()
 {

@@ -22,23 +22,6 @@ ctl=$abs_top_builddir/tools/nbdkit-quorum-ctl
 requires test -x "$ctl"
 q="nbd+unix:///?socket=$tmpdir/q.sock"
 
-# status_check EXPR...: as in test-quorum-control.sh.
-status_check ()
-{
-  "$ctl" "$tmpdir/ctl" status --json > "$tmpdir/status.json"
-  python3 - "$tmpdir/status.json" "$@" <<'PY'
-import json, os, sys
-s = json.load(open(sys.argv[1]))
-q = s["quorum"]
-c = s["children"]
-for e in sys.argv[2:]:
-    if not eval(e):
-        if not os.environ.get("quiet"):
-            print("FAIL: %s\nin %s" % (e, json.dumps(s, indent=1)))
-        sys.exit(1)
-PY
-}
-
 # refused ARGS... PATTERN: the command exits 1 saying PATTERN.
 refused ()
 {

@@ -29,25 +29,6 @@ requires test -x "$ctl"
 q="nbd+unix:///?socket=$tmpdir/q.sock"
 M=1048576
 
-# status_check EXPR...: as in test-quorum-control.sh; r is child 2's
-# replacement (or None).
-status_check ()
-{
-  "$ctl" "$tmpdir/ctl" status --json > "$tmpdir/status.json"
-  python3 - "$tmpdir/status.json" "$@" <<'PY'
-import json, os, sys
-s = json.load(open(sys.argv[1]))
-q = s["quorum"]
-c = s["children"]
-r = c[2]["replacement"]
-for e in sys.argv[2:]:
-    if not eval(e):
-        if not os.environ.get("quiet"):
-            print("FAIL: %s\nin %s" % (e, json.dumps(s, indent=1)))
-        sys.exit(1)
-PY
-}
-
 refused ()
 {
   local pat=${!#} r=0

@@ -26,26 +26,6 @@ q="nbd+unix:///?socket=$tmpdir/q.sock"
 M=1048576
 size=$((8 * M))
 
-# status_check EXPR...: every Python expression holds of the status
-# reply s (q = s["quorum"], c = s["children"], sc = s["scrub"]).
-# quiet=1: say nothing.
-status_check ()
-{
-  "$ctl" "$tmpdir/ctl" status --json > "$tmpdir/status.json"
-  python3 - "$tmpdir/status.json" "$@" <<'PY'
-import json, os, sys
-s = json.load(open(sys.argv[1]))
-q = s["quorum"]
-c = s["children"]
-sc = s["scrub"]
-for e in sys.argv[2:]:
-    if not eval(e):
-        if not os.environ.get("quiet"):
-            print("FAIL: %s\nin %s" % (e, json.dumps(s, indent=1)))
-        sys.exit(1)
-PY
-}
-
 # scrub ARGS...: scrub start ARGS, and wait until it is done.
 scrub ()
 {
