@@ -265,3 +265,19 @@ connect_close (struct nbd_handle *nbd, bool polite)
   nbd_close (nbd);
 }
 
+void
+connect_install (struct child *c, struct nbd_handle *nbd,
+                 struct nbd_handle *meta, const struct quorum_caps *caps,
+                 struct nbd_handle **old, struct nbd_handle **old_meta)
+{
+  pthread_rwlock_wrlock (&c->nbd_lock);
+  *old = c->nbd;
+  *old_meta = c->meta;
+  c->nbd = nbd;
+  /* child_meta_stale reads it without the lock. */
+  __atomic_store_n (&c->meta, meta, __ATOMIC_RELEASE);
+  /* Commands read them under the lock: they go with the handle. */
+  c->caps = *caps;
+  c->caps_known = true;
+  pthread_rwlock_unlock (&c->nbd_lock);
+}

@@ -41,6 +41,16 @@ extern int connect_child (struct child *c, int quit_fd,
                           struct quorum_caps *caps,
                           struct nbd_handle **nbd, struct nbd_handle **meta,
                           char **why);
+/* Make nbd and meta c's handles, offering caps, under nbd_lock (taken
+ * for writing: no command is being queued on the old ones meanwhile);
+ * the old ones are returned in *old and *old_meta for the caller to
+ * close once their commands were retired.
+ */
+extern void connect_install (struct child *c, struct nbd_handle *nbd,
+                             struct nbd_handle *meta,
+                             const struct quorum_caps *caps,
+                             struct nbd_handle **old,
+                             struct nbd_handle **old_meta);
 /* Close a handle (NULL: nothing), politely if it still works. */
 extern void connect_close (struct nbd_handle *nbd, bool polite);
 

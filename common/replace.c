@@ -326,14 +326,7 @@ replace_swap (struct child *c, struct child *s)
   if (state_get (c) != CHILD_DOWN)
     state_set (c, CHILD_DOWN);
   reactor_release (c);
-  pthread_rwlock_wrlock (&c->nbd_lock);
-  old = c->nbd;
-  old_meta = c->meta;
-  c->nbd = nbd;
-  __atomic_store_n (&c->meta, meta, __ATOMIC_RELEASE);
-  c->caps = caps;
-  c->caps_known = true;
-  pthread_rwlock_unlock (&c->nbd_lock);
+  connect_install (c, nbd, meta, &caps, &old, &old_meta);
   /* The names: c's old ones stay with the spare until the next replace
    * (a message may be printing them now).
    */

@@ -607,16 +607,7 @@ rejoin (struct child *c)
       continue;
     }
 
-    pthread_rwlock_wrlock (&c->nbd_lock);
-    old = c->nbd;
-    old_meta = c->meta;
-    c->nbd = nbd;
-    /* child_meta_stale reads it without the lock. */
-    __atomic_store_n (&c->meta, meta, __ATOMIC_RELEASE);
-    /* Commands read them under the lock: they go with the handle. */
-    c->caps = caps;
-    c->caps_known = true;
-    pthread_rwlock_unlock (&c->nbd_lock);
+    connect_install (c, nbd, meta, &caps, &old, &old_meta);
     /* Dead, or idle and cut: their commands were all retired. */
     connect_close (old, false);
     connect_close (old_meta, false);
