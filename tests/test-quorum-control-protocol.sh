@@ -13,16 +13,12 @@
 # forms.
 
 source ./functions.sh
-# json-c's parser calls newlocale(3), which hangs with the sanitizer
-# runtime preloaded into nbdkit (see the XXX in common/control.c).
-not_under_sanitizers "json-c's newlocale hangs under the preloaded runtime"
 set -e
 set -x
 requires nbdsh --version
 requires python3 -c 'import json, socket'
 requires setpriv --version
-ctl=$abs_top_builddir/tools/nbdkit-quorum-ctl
-requires test -x "$ctl"
+requires_control
 if [ "$(id -u)" != 0 ]; then
   echo "$0: FAIL: this test must run as root (it connects as nobody)" >&2
   exit 1

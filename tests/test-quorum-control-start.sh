@@ -12,14 +12,10 @@
 # nothing but its export.  In both forms.
 
 source ./functions.sh
-# json-c's parser calls newlocale(3), which hangs with the sanitizer
-# runtime preloaded into nbdkit (see the XXX in common/control.c).
-not_under_sanitizers "json-c's newlocale hangs under the preloaded runtime"
 set -e
 set -x
 requires python3 -c 'import socket'
-ctl=$abs_top_builddir/tools/nbdkit-quorum-ctl
-requires test -x "$ctl"
+requires_control
 
 # listening_unix PID: the paths of the Unix sockets PID listens on.
 listening_unix ()

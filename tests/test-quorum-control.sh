@@ -14,15 +14,11 @@
 # In both forms.
 
 source ./functions.sh
-# json-c's parser calls newlocale(3), which hangs with the sanitizer
-# runtime preloaded into nbdkit (see the XXX in common/control.c).
-not_under_sanitizers "json-c's newlocale hangs under the preloaded runtime"
 set -e
 set -x
 requires nbdsh --version
 requires python3 -c 'import json'
-ctl=$abs_top_builddir/tools/nbdkit-quorum-ctl
-requires test -x "$ctl"
+requires_control
 version=$(sed -n 's/^#define PACKAGE_VERSION "\(.*\)"$/\1/p' \
               "$abs_top_builddir/config.h")
 q="nbd+unix:///?socket=$tmpdir/q.sock"

@@ -13,13 +13,11 @@
 # child that does not exist.  In both forms.
 
 source ./functions.sh
-not_under_sanitizers "json-c's newlocale hangs under the preloaded runtime"
 set -e
 set -x
 requires nbdsh --version
 requires python3 -c 'import json'
-ctl=$abs_top_builddir/tools/nbdkit-quorum-ctl
-requires test -x "$ctl"
+requires_control
 q="nbd+unix:///?socket=$tmpdir/q.sock"
 
 # refused ARGS... PATTERN: the command exits 1 saying PATTERN.

@@ -17,15 +17,13 @@
 # In both forms.
 
 source ./functions.sh
-not_under_sanitizers "json-c's newlocale hangs under the preloaded runtime"
 set -e
 set -x
 requires nbdsh --version
 requires nbdcopy --version
 requires python3 -c 'import json'
 requires nbdkit --filter=log null --dump-plugin
-ctl=$abs_top_builddir/tools/nbdkit-quorum-ctl
-requires test -x "$ctl"
+requires_control
 q="nbd+unix:///?socket=$tmpdir/q.sock"
 M=1048576
 

@@ -10,14 +10,12 @@
 # The limit is the engine's, the same in both forms: the plugin's.
 
 source ./functions.sh
-not_under_sanitizers "json-c's newlocale hangs under the preloaded runtime"
 set -e
 set -x
 requires nbdsh --version
 requires nbdcopy --version
 requires python3 -c 'import json'
-ctl=$abs_top_builddir/tools/nbdkit-quorum-ctl
-requires test -x "$ctl"
+requires_control
 q="nbd+unix:///?socket=$tmpdir/q.sock"
 
 for i in 0 1 2; do truncate -s 32M $tmpdir/c$i.img; done

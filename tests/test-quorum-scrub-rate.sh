@@ -10,15 +10,11 @@
 # an error reply and the export serves.  In both forms.
 
 source ./functions.sh
-# json-c's parser calls newlocale(3), which hangs with the sanitizer
-# runtime preloaded into nbdkit (see the XXX in common/control.c).
-not_under_sanitizers "json-c's newlocale hangs under the preloaded runtime"
 set -e
 set -x
 requires nbdsh --version
 requires python3 -c 'import json, socket'
-ctl=$abs_top_builddir/tools/nbdkit-quorum-ctl
-requires test -x "$ctl"
+requires_control
 q="nbd+unix:///?socket=$tmpdir/q.sock"
 M=1048576
 size=$((64 * M))

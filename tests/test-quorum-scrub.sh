@@ -13,15 +13,11 @@
 # both forms.  The rate limit is test-quorum-scrub-rate.sh's.
 
 source ./functions.sh
-# json-c's parser calls newlocale(3), which hangs with the sanitizer
-# runtime preloaded into nbdkit (see the XXX in common/control.c).
-not_under_sanitizers "json-c's newlocale hangs under the preloaded runtime"
 set -e
 set -x
 requires nbdsh --version
 requires python3 -c 'import json'
-ctl=$abs_top_builddir/tools/nbdkit-quorum-ctl
-requires test -x "$ctl"
+requires_control
 q="nbd+unix:///?socket=$tmpdir/q.sock"
 M=1048576
 size=$((8 * M))
