@@ -20,16 +20,6 @@ requires python3 -c 'import json'
 requires_control
 q="nbd+unix:///?socket=$tmpdir/q.sock"
 
-# refused ARGS... PATTERN: the command exits 1 saying PATTERN.
-refused ()
-{
-  local pat=${!#} r=0
-  "$ctl" "$tmpdir/ctl" "${@:1:$#-1}" > $tmpdir/out 2>&1 || r=$?
-  cat $tmpdir/out
-  [ $r -eq 1 ]
-  grep -q -- "$pat" $tmpdir/out
-}
-
 fail_return ()
 {
   local i

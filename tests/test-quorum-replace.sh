@@ -27,15 +27,6 @@ requires_control
 q="nbd+unix:///?socket=$tmpdir/q.sock"
 M=1048576
 
-refused ()
-{
-  local pat=${!#} r=0
-  "$ctl" "$tmpdir/ctl" "${@:1:$#-1}" > $tmpdir/out 2>&1 || r=$?
-  cat $tmpdir/out
-  [ $r -eq 1 ]
-  grep -q -- "$pat" $tmpdir/out
-}
-
 replace ()
 {
   local i
