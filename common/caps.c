@@ -43,7 +43,7 @@ caps_merge (struct quorum_caps *q, const struct quorum_caps *c)
     q->block_max = c->block_max;
 }
 
-struct quorum_caps quorum_promise;
+struct quorum_caps caps_promise;
 
 void
 caps_promise_init (void)
@@ -65,7 +65,7 @@ caps_promise_init (void)
       q.size = c->caps.size;
     caps_merge (&q, &c->caps);
   }
-  quorum_promise = q;
+  caps_promise = q;
 }
 
 /* 0 stands for no minimum. */
@@ -78,7 +78,7 @@ caps_min_block (uint32_t m)
 const char *
 caps_lacking (const struct quorum_caps *c, char *buf, size_t len)
 {
-  const struct quorum_caps *p = &quorum_promise;
+  const struct quorum_caps *p = &caps_promise;
 
   if (p->can_write && !c->can_write)
     return "is read-only, and the export is writable";
@@ -127,7 +127,7 @@ quorum_conn_init (struct quorum_conn *conn,
                   const struct quorum_local_ops *local, void *local_ctx,
                   const struct quorum_caps *local_caps, bool readonly)
 {
-  struct quorum_caps q = quorum_promise;
+  struct quorum_caps q = caps_promise;
 
   conn->local = local;
   conn->local_ctx = local_ctx;

@@ -418,8 +418,8 @@ control_status (json_object *reply)
                                           "filter" : "plugin"));
   add (q, "state", json_object_new_string (healthy ? "healthy" :
                                            "degraded"));
-  add (q, "size", quorum_promise.size >= 0 ?
-       json_object_new_int64 (quorum_promise.size) : NULL);
+  add (q, "size", caps_promise.size >= 0 ?
+       json_object_new_int64 (caps_promise.size) : NULL);
   add (q, "children", json_object_new_int64 (quorum_nr_children));
   add (q, "children_up", json_object_new_int64 (up));
   add (q, "vote_threshold", json_object_new_int64 (quorum_threshold));

@@ -193,7 +193,7 @@ control_listen (void)
   }
   strcpy (sun.sun_path, quorum_control_path);
   /* The socket is created 0600: bind(2) applies the umask, and nbdkit
-   * runs no other thread yet (nor do we, before child_connect_all) to
+   * runs no other thread yet (nor do we, before lifecycle_connect_all) to
    * create a file or start a child command under this one.
    */
   mask = umask (0177);

@@ -207,9 +207,9 @@ extern int64_t quorum_export_size;
  * nbdkit forks, so that a failure stops it with a message), then start
  * the reactor and the supervisors (after the fork).
  */
-extern int child_connect_all (void);
-extern int child_start_all (void);
-extern void child_disconnect_all (void);
+extern int lifecycle_connect_all (void);
+extern int lifecycle_start_all (void);
+extern void lifecycle_disconnect_all (void);
 /* True if meta needs a flush on nbd before it may answer block status
  * for writes already completed.
  */
@@ -231,7 +231,7 @@ child_is_local (const struct child *c)
  * capabilities, from those reachable at start-up; fixed after
  * .get_ready.
  */
-extern struct quorum_caps quorum_promise;
+extern struct quorum_caps caps_promise;
 /* NULL if a child offering caps can serve that promise (the engine
  * adapts to the rest: FUA emulated with a flush, requests split at its
  * maximum block size, no fast zero, block status all data, cache
@@ -239,7 +239,7 @@ extern struct quorum_caps quorum_promise;
  */
 extern const char *caps_lacking (const struct quorum_caps *caps,
                                  char *buf, size_t len);
-/* Make quorum_promise, once the children are connected. */
+/* Make caps_promise, once the children are connected. */
 extern void caps_promise_init (void);
 
 /* uri.c: URI with the password and secret-bearing query values

@@ -81,7 +81,7 @@ child_start_command (struct child *c)
  * size, maps), each with its own message.
  */
 int
-child_connect_all (void)
+lifecycle_connect_all (void)
 {
   size_t i, first = quorum_has_local ? 1 : 0, reachable = first;
   size_t ref = SIZE_MAX;        /* first reachable remote child */
@@ -160,7 +160,7 @@ child_connect_all (void)
 }
 
 int
-child_start_all (void)
+lifecycle_start_all (void)
 {
   size_t i;
   int err;
@@ -210,7 +210,7 @@ close_pair (int fds[2])
 }
 
 void
-child_disconnect_all (void)
+lifecycle_disconnect_all (void)
 {
   size_t i;
 
@@ -266,7 +266,7 @@ quorum_get_ready (const char *ident)
     return -1;
   if (control_listen () == -1)
     return -1;
-  if (child_connect_all () == -1) {
+  if (lifecycle_connect_all () == -1) {
     control_stop ();            /* leaves no socket behind */
     return -1;
   }
@@ -283,7 +283,7 @@ quorum_after_fork (const struct quorum_local_ops *local, void *local_ctx)
     return -1;
   if (fresh_start () == -1)
     return -1;
-  return child_start_all ();
+  return lifecycle_start_all ();
 }
 
 void
@@ -293,7 +293,7 @@ quorum_cleanup (void)
   /* wait-for=threshold: what the late children still owe lands first. */
   fanout_late_stop ();
   if (lifecycle_inited)
-    child_disconnect_all ();
+    lifecycle_disconnect_all ();
   report_summary ();
   fresh_stop ();
   report_close ();

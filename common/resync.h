@@ -34,7 +34,7 @@ extern bool resync_fits (struct child *c, const struct quorum_caps *caps);
  * (state_quit).
  */
 extern void *resync_supervisor (void *child);
-/* After the supervisors (child_start_all): the filter's plugin's healer
+/* After the supervisors (lifecycle_start_all): the filter's plugin's healer
  * (as children[0].supervisor) and the settler.  -1 after nbdkit_error.
  */
 extern int resync_start (void);
