@@ -9,18 +9,16 @@
  * maps, what it took since the flush before last and since the last
  * one (fresh_flush_begin swaps them); for the export: the unsettled
  * map.  All at DIRTY_GRANULE.  With state=, the stale maps and the
- * write-intent map are mirrored in the state file (statefile.c), whose
- * every change that matters is durable before the write it protects is
- * sent (intent) or acknowledged (stale).
+ * write-intent map are mirrored in the state file (fresh-persist.c),
+ * whose every change that matters is durable before the write it
+ * protects is sent (intent) or acknowledged (stale).
  */
 
 #include <config.h>
 
 #include <errno.h>
-#include <inttypes.h>
 #include <pthread.h>
 #include <sched.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -29,11 +27,10 @@
 
 #include "cleanup.h"
 #include "dirty.h"
+#include "fresh-int.h"
 #include "fresh.h"
 #include "internal.h"
-#include "rangelock.h"
 #include "state.h"
-#include "statefile.h"
 
 
 /* One per child, beside struct child: what it took and has not
@@ -152,22 +149,17 @@ fresh_next_unsettled (uint64_t *pos, uint64_t max_bytes,
                          offset, count);
 }
 
-/* Persistence hooks, no-ops without state=: see below.  stale_lock
- * orders every change of a stale map in memory and in the file alike
- * (a mark and a clear racing could leave them saying different things
- * otherwise).
- */
-static uint64_t persist_stale (struct child *c, uint64_t offset,
-                               uint64_t count, bool value);
-static int persist_sync (uint64_t ticket);
-
-/* Mark without reporting or syncing: the ticket to sync, 0 if nothing
- * changed on stable storage; *fresh_bits the granules newly stale.
+/* stale_lock orders every change of a stale map in memory and in the
+ * file (persist_stale, fresh-persist.c) alike: a mark and a clear
+ * racing could leave them saying different things otherwise.
  */
 static pthread_mutex_t stale_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* Mark without reporting or syncing: the ticket to sync, 0 if nothing
+ * changed on stable storage; *newly the granules newly stale.
+ */
 static uint64_t
-stale_mark_quiet (struct child *c, uint64_t offset, uint64_t count,
+fresh_mark_quiet (struct child *c, uint64_t offset, uint64_t count,
                   uint64_t *newly)
 {
   SCOPED_LOCK (&stale_lock);
@@ -180,8 +172,8 @@ stale_mark_quiet (struct child *c, uint64_t offset, uint64_t count,
  * report each, its resync-start says how much) and wake who heals it.
  */
 static void
-stale_newly (struct child *c, uint64_t offset, uint64_t count,
-             uint64_t newly, enum fresh_reason reason, bool report)
+fresh_newly_stale (struct child *c, uint64_t offset, uint64_t count,
+                   uint64_t newly, enum fresh_reason reason, bool report)
 {
   if (newly == 0)
     return;
@@ -195,9 +187,9 @@ int
 fresh_stale_mark (struct child *c, uint64_t offset, uint64_t count,
                   enum fresh_reason reason)
 {
-  uint64_t newly, ticket = stale_mark_quiet (c, offset, count, &newly);
+  uint64_t newly, ticket = fresh_mark_quiet (c, offset, count, &newly);
 
-  stale_newly (c, offset, count, newly, reason, true);
+  fresh_newly_stale (c, offset, count, newly, reason, true);
   return persist_sync (ticket);
 }
 
@@ -213,7 +205,7 @@ fresh_stale_clear (struct child *c, uint64_t offset, uint64_t count)
 
 /* Around marks of unflushed maps: the epoch to mark. */
 static unsigned
-took_enter (void)
+fresh_took_enter (void)
 {
   for (;;) {
     unsigned e = __atomic_load_n (&epoch, __ATOMIC_ACQUIRE);
@@ -229,13 +221,14 @@ took_enter (void)
 }
 
 static void
-took_leave (unsigned e)
+fresh_took_leave (unsigned e)
 {
   __atomic_sub_fetch (&took_active[e], 1, __ATOMIC_ACQ_REL);
 }
 
 static void
-took_mark (unsigned e, struct child *c, uint64_t offset, uint64_t count)
+fresh_took_mark (unsigned e, struct child *c, uint64_t offset,
+                 uint64_t count)
 {
   dirty_mark (&fresh_children[c->index].unflushed[e], offset, count);
 }
@@ -243,24 +236,24 @@ took_mark (unsigned e, struct child *c, uint64_t offset, uint64_t count)
 void
 fresh_took (struct child *c, uint64_t offset, uint64_t count)
 {
-  unsigned e = took_enter ();
+  unsigned e = fresh_took_enter ();
 
-  took_mark (e, c, offset, count);
-  took_leave (e);
+  fresh_took_mark (e, c, offset, count);
+  fresh_took_leave (e);
 }
 
 /* Mark every granule set in from stale in c; returns the ticket. */
 static uint64_t
-stale_from_map (struct child *c, struct dirty_map *from,
-                enum fresh_reason reason)
+fresh_stale_from_map (struct child *c, struct dirty_map *from,
+                      enum fresh_reason reason)
 {
   uint64_t pos = 0, offset, count, ticket = 0, t, newly;
 
   while (dirty_next_run (from, &pos, UINT64_MAX, &offset, &count)) {
-    t = stale_mark_quiet (c, offset, count, &newly);
+    t = fresh_mark_quiet (c, offset, count, &newly);
     if (t > ticket)
       ticket = t;
-    stale_newly (c, offset, count, newly, reason, true);
+    fresh_newly_stale (c, offset, count, newly, reason, true);
   }
   return ticket;
 }
@@ -275,16 +268,14 @@ fresh_lost_unflushed (struct child *c, enum fresh_reason reason)
    * down.  Called before c takes writes again (it is down, or being
    * failed), so nothing sets them meanwhile.
    */
-  t0 = stale_from_map (c, &fc->unflushed[0], reason);
-  t1 = stale_from_map (c, &fc->unflushed[1], reason);
+  t0 = fresh_stale_from_map (c, &fc->unflushed[0], reason);
+  t1 = fresh_stale_from_map (c, &fc->unflushed[1], reason);
   dirty_clear (&fc->unflushed[0], 0, quorum_export_size);
   dirty_clear (&fc->unflushed[1], 0, quorum_export_size);
   return persist_sync (t0 > t1 ? t0 : t1);
 }
 
 /* The write path. */
-
-static int persist_intent (uint64_t offset, uint64_t count, int *err);
 
 int
 fresh_write_begin (uint64_t offset, uint64_t count, int *err)
@@ -293,7 +284,7 @@ fresh_write_begin (uint64_t offset, uint64_t count, int *err)
 }
 
 static int
-record_failed (int *err)
+fresh_record_failed (int *err)
 {
   nbdkit_error ("quorum: state=%s: cannot record which children are "
                 "stale: %m; failing the write", quorum_state_file);
@@ -306,7 +297,7 @@ fresh_write_end (uint64_t offset, uint64_t count, uint32_t sent,
                  uint32_t took, bool acked, int *err)
 {
   uint64_t ticket = 0;
-  unsigned e = took_enter ();
+  unsigned e = fresh_took_enter ();
   size_t i;
 
   for (i = 0; i < quorum_nr_children; ++i) {
@@ -316,7 +307,7 @@ fresh_write_end (uint64_t offset, uint64_t count, uint32_t sent,
     enum fresh_reason reason;
 
     if (took & bit) {
-      took_mark (e, c, offset, count);
+      fresh_took_mark (e, c, offset, count);
       /* A stale child that took a whole granule holds what the others
        * hold there: but only if the write counts.
        */
@@ -332,18 +323,19 @@ fresh_write_end (uint64_t offset, uint64_t count, uint32_t sent,
     if (!acked)
       continue;
     reason = sent & bit ? FRESH_WRITE_FAILED : FRESH_DOWN;
-    t = stale_mark_quiet (c, offset, count, &newly);
+    t = fresh_mark_quiet (c, offset, count, &newly);
     if (t > ticket)
       ticket = t;
-    stale_newly (c, offset, count, newly, reason, reason != FRESH_DOWN);
+    fresh_newly_stale (c, offset, count, newly, reason,
+                       reason != FRESH_DOWN);
   }
-  took_leave (e);
+  fresh_took_leave (e);
   if (!acked) {
     if (dirty_mark (&unsettled, offset, count))
       fresh_changed ();
   }
   if (persist_sync (ticket) == -1)
-    return record_failed (err);
+    return fresh_record_failed (err);
   return 0;
 }
 
@@ -379,7 +371,7 @@ fresh_flush_end (uint32_t sent, uint32_t took, bool acked, int *err)
     if (!(sent & bit))
       continue;                 /* down: fresh_lost_unflushed did it */
     if (!(took & bit)) {
-      t = stale_from_map (c, m, FRESH_FLUSH_FAILED);
+      t = fresh_stale_from_map (c, m, FRESH_FLUSH_FAILED);
       if (t > ticket)
         ticket = t;
     }
@@ -387,7 +379,7 @@ fresh_flush_end (uint32_t sent, uint32_t took, bool acked, int *err)
   }
   (void) acked;
   if (persist_sync (ticket) == -1)
-    r = record_failed (err);
+    r = fresh_record_failed (err);
   pthread_mutex_unlock (&flush_lock);
   return r;
 }
@@ -398,112 +390,16 @@ fresh_settled (uint64_t offset, uint64_t count)
   dirty_clear (&unsettled, offset, count);
 }
 
-/* Persistence, with state=.  The stale maps have the granule of c->dirty
- * (DIRTY_GRANULE) in the file too; the write-intent map has
- * quorum_state_granule.
+/* For fresh-persist.c (fresh-int.h): what the sweeper and the loading
+ * of the state file need of the maps in memory.
  */
-static struct statefile *state;
-static unsigned intent_shift;
-/* Written to since the sweeper's last pass, at DIRTY_GRANULE: a hint
- * for the sweeper to leave busy regions in the map.
- */
-static struct dirty_map recent;
 
-static uint64_t
-persist_stale (struct child *c, uint64_t offset, uint64_t count, bool value)
-{
-  uint64_t first, end;
-
-  if (state == NULL || count == 0)
-    return 0;
-  /* The granules dirty_mark and dirty_clear change. */
-  if (value) {
-    first = offset >> DIRTY_SHIFT;
-    end = (offset + count + DIRTY_GRANULE - 1) >> DIRTY_SHIFT;
-  }
-  else {
-    first = (offset + DIRTY_GRANULE - 1) >> DIRTY_SHIFT;
-    end = offset + count >= c->dirty.size ? c->dirty.nr_granules :
-      (offset + count) >> DIRTY_SHIFT;
-  }
-  if (first >= end)
-    return 0;
-  return statefile_set (state, STATEFILE_MAP_STALE (c->index), first, end,
-                        value);
-}
-
-static int
-persist_sync (uint64_t ticket)
-{
-  if (state == NULL || ticket == 0)
-    return 0;
-  return statefile_sync (state, ticket);
-}
-
-static void sweeper_sync_ahead (void);
-
-/* A write at offset continues one just before it: a sequential stream,
- * which will soon need the next intent granule.
- */
-static bool
-sequential (uint64_t offset)
-{
-  return offset >= DIRTY_GRANULE &&
-    dirty_test (&recent, offset - DIRTY_GRANULE, DIRTY_GRANULE);
-}
-
-static int
-persist_intent (uint64_t offset, uint64_t count, int *err)
-{
-  const uint64_t granule = UINT64_C (1) << intent_shift;
-  uint64_t first, end, ticket;
-  bool ahead;
-
-  if (state == NULL || count == 0)
-    return 0;
-  first = offset >> intent_shift;
-  end = ((offset + count - 1) >> intent_shift) + 1;
-  /* In the second half of its granule, a stream marks the next one
-   * too, and has it made durable in the background: by the time the
-   * stream gets there it costs no wait.  (A mark never needed costs a
-   * settle of that granule after a crash, nothing else.)
-   */
-  ahead = (offset + count) % granule > granule / 2 &&
-    end < statefile_bits (state, STATEFILE_MAP_INTENT) &&
-    !statefile_test (state, STATEFILE_MAP_INTENT, end) && sequential (offset);
-  dirty_mark (&recent, offset, count);
-  ticket = statefile_set (state, STATEFILE_MAP_INTENT, first, end, true);
-  if (ahead && statefile_set (state, STATEFILE_MAP_INTENT, end, end + 1, true))
-    sweeper_sync_ahead ();
-  if (persist_sync (ticket) == -1) {
-    nbdkit_error ("quorum: state=%s: cannot record where writes are in "
-                  "flight: %m; failing the write (the state file must be "
-                  "writable: see \"state=\" in the manual)",
-                  quorum_state_file);
-    *err = EIO;
-    return -1;
-  }
-  return 0;
-}
-
-uint64_t
-fresh_syncs (void)
-{
-  return state ? statefile_syncs (state) : 0;
-}
-
-/* Whether intent granule g may leave the map: no write in flight there
- * (the caller holds its range), not unsettled, and every child flushed
- * what it took there, so that even a power loss of the children leaves
- * them equal there.
- */
-static bool
-intent_done (uint64_t offset, uint64_t count)
+bool
+fresh_all_flushed (uint64_t offset, uint64_t count)
 {
   size_t i, j;
 
-  if (dirty_test (&recent, offset, count) ||
-      dirty_test (&unsettled, offset, count))
+  if (dirty_test (&unsettled, offset, count))
     return false;
   for (i = 0; i < quorum_nr_children; ++i)
     for (j = 0; j < 2; ++j)
@@ -512,170 +408,10 @@ intent_done (uint64_t offset, uint64_t count)
   return true;
 }
 
-/* The sweeper: once a second, intent bits whose writes are done and
- * that were idle for SWEEP_IDLE seconds leave the map, and the file is
- * written once for all of them.  A region written to again within
- * seconds stays (each return would cost a sync again).  Clearing is
- * never urgent: a bit left set costs a settle after a crash, nothing
- * more.  It also makes marks ahead of sequential writes durable, at
- * once, off the writers' path.
- */
-#define SWEEP_IDLE 5
-static pthread_t sweeper;
-static bool sweeper_running, sweeper_quit, sweeper_ahead;
-static pthread_mutex_t sweeper_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t sweeper_cond = PTHREAD_COND_INITIALIZER;
-static unsigned char *idle_passes;      /* per intent granule, sweeper's */
-
-static void
-sweeper_sync_ahead (void)
+void
+fresh_mark_unsettled (uint64_t offset, uint64_t count)
 {
-  SCOPED_LOCK (&sweeper_lock);
-  sweeper_ahead = true;
-  pthread_cond_signal (&sweeper_cond);
-}
-
-static void
-sweep (void)
-{
-  const uint64_t granule = UINT64_C (1) << intent_shift;
-  uint64_t g = 0, cleared = 0;
-
-  while ((g = statefile_next (state, STATEFILE_MAP_INTENT, g)) != UINT64_MAX) {
-    const uint64_t offset = g << intent_shift;
-    uint64_t count = granule;
-    struct range_lock rl;
-
-    if (offset + count > (uint64_t) quorum_export_size)
-      count = quorum_export_size - offset;
-    if (dirty_test (&recent, offset, count))
-      idle_passes[g] = 0;
-    else if (idle_passes[g] < SWEEP_IDLE)
-      idle_passes[g]++;
-    else if (intent_done (offset, count)) {
-      range_lock (&rl, offset, count, true);
-      if (intent_done (offset, count) &&
-          statefile_set (state, STATEFILE_MAP_INTENT, g, g + 1, false))
-        cleared++;
-      range_unlock (&rl);
-      idle_passes[g] = 0;
-    }
-    g++;
-  }
-  dirty_clear (&recent, 0, quorum_export_size);
-  if (cleared && statefile_sync_all (state) == -1)
-    nbdkit_debug ("quorum: state=%s: sweep: %m", quorum_state_file);
-}
-
-static void *
-sweeper_thread (void *arg)
-{
-  struct timespec next;
-
-  (void) arg;
-  clock_gettime (CLOCK_REALTIME, &next);
-  next.tv_sec++;
-  pthread_mutex_lock (&sweeper_lock);
-  while (!sweeper_quit) {
-    int r = 0;
-
-    while (!sweeper_quit && !sweeper_ahead && r != ETIMEDOUT)
-      r = pthread_cond_timedwait (&sweeper_cond, &sweeper_lock, &next);
-    if (sweeper_quit)
-      break;
-    if (sweeper_ahead) {
-      sweeper_ahead = false;
-      pthread_mutex_unlock (&sweeper_lock);
-      if (statefile_sync_all (state) == -1)
-        nbdkit_debug ("quorum: state=%s: %m", quorum_state_file);
-      pthread_mutex_lock (&sweeper_lock);
-      continue;
-    }
-    pthread_mutex_unlock (&sweeper_lock);
-    sweep ();
-    clock_gettime (CLOCK_REALTIME, &next);
-    next.tv_sec++;
-    pthread_mutex_lock (&sweeper_lock);
-  }
-  pthread_mutex_unlock (&sweeper_lock);
-  return NULL;
-}
-
-/* Start-up with state=: what the file says, into memory. */
-static int
-persist_load (void)
-{
-  struct statefile_identity id = {
-    .size = quorum_export_size, .granule = DIRTY_GRANULE,
-    .intent_granule = quorum_state_granule,
-    .nr_children = quorum_nr_children,
-  };
-  const char *names[VOTE_MAX_CHILDREN];
-  uint32_t renamed = 0;
-  uint64_t g, n;
-  char *why = NULL;
-  size_t i;
-
-  for (i = 0; i < quorum_nr_children; ++i)
-    names[i] = quorum_children[i].name;
-  id.names = names;
-  intent_shift = __builtin_ctz (quorum_state_granule);
-  idle_passes = calloc (quorum_export_size ?
-                        ((quorum_export_size - 1) >> intent_shift) + 1 : 1, 1);
-  if (idle_passes == NULL || dirty_init (&recent, quorum_export_size) == -1) {
-    nbdkit_error ("calloc: %m");
-    return -1;
-  }
-  state = statefile_open (quorum_state_file, &id, &renamed, &why);
-  if (state == NULL) {
-    nbdkit_error ("quorum: %s", why ? why : "state=: out of memory");
-    free (why);
-    return -1;
-  }
-
-  for (i = 0; i < quorum_nr_children; ++i) {
-    struct child *c = &quorum_children[i];
-
-    if (renamed & (UINT32_C (1) << i)) {
-      /* Another disk at this position: it holds nothing of ours. */
-      nbdkit_debug ("quorum: child %zu (%s): not the child state=%s "
-                    "knew at this position: a new disk, wholly stale",
-                    i, c->name, quorum_state_file);
-      fresh_stale_mark (c, 0, quorum_export_size, FRESH_NEW_DISK);
-      statefile_rename (state, i, c->name);
-      continue;
-    }
-    n = 0;
-    for (g = statefile_next (state, STATEFILE_MAP_STALE (i), 0);
-         g != UINT64_MAX;
-         g = statefile_next (state, STATEFILE_MAP_STALE (i), g + 1)) {
-      dirty_mark (&c->dirty, g << DIRTY_SHIFT, DIRTY_GRANULE);
-      n++;
-    }
-    if (n)
-      nbdkit_debug ("quorum: child %zu (%s): state=%s: %" PRIu64
-                    " bytes stale", i, c->name, quorum_state_file,
-                    n << DIRTY_SHIFT);
-  }
-  /* Writes were in flight there when the quorum stopped: the children
-   * may differ.  The bits stay until the regions are settled.
-   */
-  n = 0;
-  for (g = statefile_next (state, STATEFILE_MAP_INTENT, 0);
-       g != UINT64_MAX;
-       g = statefile_next (state, STATEFILE_MAP_INTENT, g + 1)) {
-    dirty_mark (&unsettled, g << intent_shift, UINT64_C (1) << intent_shift);
-    n++;
-  }
-  if (n)
-    nbdkit_debug ("quorum: state=%s: %" PRIu64 " regions of %" PRIu32
-                  " bytes had writes in flight: to be settled",
-                  quorum_state_file, n, quorum_state_granule);
-  if (statefile_sync_all (state) == -1) {
-    nbdkit_error ("quorum: state=%s: %m", quorum_state_file);
-    return -1;
-  }
-  return 0;
+  dirty_mark (&unsettled, offset, count);
 }
 
 int
@@ -716,13 +452,13 @@ fresh_init (void)
      * trusted; with it, what it missed is in the file, and it may have
      * missed the writes in flight at the end.
      */
-    if (state == NULL) {
+    if (!persist_enabled ()) {
       if (fresh_stale_mark (c, 0, quorum_export_size,
                             FRESH_UNREACHABLE) == -1)
         return -1;
     }
-    else if (stale_from_map (c, &unsettled, FRESH_UNSETTLED) &&
-             statefile_sync_all (state) == -1) {
+    else if (fresh_stale_from_map (c, &unsettled, FRESH_UNSETTLED) &&
+             persist_sync_all () == -1) {
       nbdkit_error ("quorum: state=%s: %m", quorum_state_file);
       return -1;
     }
@@ -733,18 +469,7 @@ fresh_init (void)
 int
 fresh_start (void)
 {
-  int err;
-
-  if (state == NULL)
-    return 0;
-  err = pthread_create (&sweeper, NULL, sweeper_thread, NULL);
-  if (err) {
-    errno = err;
-    nbdkit_error ("pthread_create: %m");
-    return -1;
-  }
-  sweeper_running = true;
-  return 0;
+  return persist_start ();
 }
 
 void
@@ -753,24 +478,7 @@ fresh_stop (void)
   size_t i, j;
 
   fresh_wake ();
-  if (sweeper_running) {
-    pthread_mutex_lock (&sweeper_lock);
-    sweeper_quit = true;
-    pthread_cond_broadcast (&sweeper_cond);
-    pthread_mutex_unlock (&sweeper_lock);
-    pthread_join (sweeper, NULL);
-    sweeper_running = false;
-  }
-  if (state) {
-    /* What the sweeper cleared last, and clears of the stale maps. */
-    if (statefile_sync_all (state) == -1)
-      nbdkit_debug ("quorum: state=%s: %m", quorum_state_file);
-    statefile_close (state);
-    state = NULL;
-  }
-  dirty_free (&recent);
-  free (idle_passes);
-  idle_passes = NULL;
+  persist_stop ();
   if (fresh_children)
     for (i = 0; i < quorum_nr_children; ++i)
       for (j = 0; j < 2; ++j)
@@ -781,8 +489,7 @@ fresh_stop (void)
 }
 
 /* ------------------------------------------------------------------ */
-/* The spare (internal.h), for replace.c: added by the ops14 branch,
- * in one block so that the rest of this file is as it was.  The spare
+/* The spare (internal.h), for replace.c.  The spare
  * has a stale map and unflushed maps like any child, in memory only:
  * it is not a member until it is swapped in, and the state file has no
  * map for it (statefile_set ignores a map it lacks), so a restart
@@ -837,19 +544,6 @@ fresh_spare_flush_end (struct child *c, bool ok)
   struct dirty_map *m = &fresh_children[c->index].unflushed[covered];
 
   if (!ok)
-    stale_from_map (c, m, FRESH_FLUSH_FAILED);
+    fresh_stale_from_map (c, m, FRESH_FLUSH_FAILED);
   dirty_clear (m, 0, m->size);
-}
-
-int
-fresh_rename (struct child *c, const char *name)
-{
-  if (state == NULL)
-    return 0;
-  if (persist_sync (statefile_rename (state, c->index, name)) == -1) {
-    nbdkit_error ("quorum: state=%s: cannot record the new child %zu: %m",
-                  quorum_state_file, c->index);
-    return -1;
-  }
-  return 0;
 }

@@ -22,8 +22,8 @@
  * With state=, a region is in the write-intent map on stable storage
  * before a write to it is sent to any child, and a stale mark is there
  * before the write or flush that caused it is acknowledged.  Intent
- * bits are cleared lazily (fresh.c's sweeper) once no write is in
- * flight there and every child flushed what it took there.
+ * bits are cleared lazily (fresh-persist.c's sweeper) once no write
+ * is in flight there and every child flushed what it took there.
  *
  * Layer: above dirty.c, state.c, rangelock.c, statefile.c and
  * report.c; below fanout.c and everything that calls it.

@@ -20,7 +20,9 @@
  *                           finishes after the answer
  *   caps.c                  the promise, a connection's capabilities
  *   connect.c, reactor.c    opening handles; the poll thread, hand-over, cut
- *   fresh.c                 stale, unsettled and unflushed maps; state=
+ *   fresh.c                 stale, unsettled and unflushed maps;
+ *                           fresh-persist.c, state=: the file's maps,
+ *                           the intent map's sweeper
  *   statefile.c, state.c,   the state file; a child's life; bitmaps
  *   dirty.c
  *   vote.c, extmerge.c, rangelock.c, bufpool.c, report.c, uri.c, config.c
