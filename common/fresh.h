@@ -11,7 +11,7 @@
  * not flushed, or is not known to hold what the others hold.  A stale
  * region takes every new write but no vote (fanout_participants), and
  * is copied to the child from vote-threshold current children that
- * agree (resync.c).
+ * agree (resync-copy.c).
  *
  * Per region of the export: unsettled, when the children may differ
  * there without any of them being wrong: a write failed below the
@@ -120,7 +120,7 @@ extern bool fresh_stale (struct child *c, uint64_t offset, uint64_t count);
 /* Whether any of [offset, +count) is unsettled.  Lock-free. */
 extern bool fresh_unsettled (uint64_t offset, uint64_t count);
 
-/* Recovery (resync.c, settle.c). */
+/* Recovery (resync.c, resync-copy.c, settle.c). */
 
 /* Make [offset, +count) of c stale (reported if new, durable with
  * state=, c's supervisor woken).  -1 if it could not be recorded.

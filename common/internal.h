@@ -10,8 +10,10 @@
  *                           cleanup); control.c, its socket, with
  *                           control-cmd.c and control-status.c, its
  *                           commands and status, reads all
- *   resync.c, identity.c,   supervisors, healer, settler, backoff, resync,
- *   scrub.c, scrub-chunk.c  a returning child's identity check; scrub
+ *   resync.c, identity.c,   supervisors, healer, settler, backoff;
+ *   scrub.c, scrub-chunk.c  resync-copy.c, the copy of a child's stale
+ *                           regions; a returning child's identity check;
+ *                           scrub
  *   replace.c               replacing a child
  *   engine.c, extents.c,    the operations and their votes, block status,
  *   settle.c                settling unsettled regions
@@ -67,7 +69,7 @@
  *   dirty (struct dirty_map)   atomics; marks and clears under stale_lock
  *                              (fresh.c), tests lock-free
  *   stats, writes_done, writes_flushed   atomics only, no lock
- *   resync_total, _done, _since  atomics only (resync.c writes)
+ *   resync_total, _done, _since  atomics only (resync-copy.c writes)
  */
 
 #ifndef QUORUM_INTERNAL_H
@@ -173,8 +175,8 @@ struct child {
    */
   uint64_t writes_done, writes_flushed;
 
-  /* The resync in progress, for control's status: resync.c writes
-   * them atomically, control-status.c reads them.  Bytes stale when it
+  /* The resync in progress, for control's status: resync-copy.c
+   * writes them atomically, control-status.c reads them.  Bytes stale when it
    * began, bytes it has copied, and when it began (CLOCK_MONOTONIC, ns;
    * 0 while none runs).
    */
