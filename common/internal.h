@@ -52,8 +52,12 @@
  *   scrub.lock (scrub.c)       the scrub's state; nothing nests in it
  *   late_lock (fanout-late.c)  the late fan-outs; nothing nests in it
  *   rangelock.c, bufpool.c, report_lock (report.c), last_lock
- *                              (control-status.c): leaves, each taken
- *                              alone for a few instructions
+ *                              (control-status.c), change_lock
+ *                              (fresh.c, fresh_wait's counter; taken
+ *                              inside flush_lock), sweeper_lock
+ *                              (fresh-persist.c, the sweeper's wake-up):
+ *                              leaves, each taken alone for a few
+ *                              instructions
  * None but the range lock is held across a libnbd completion callback,
  * syslog(3) or a wait for a child: state_set_down reports after its
  * caller let go (reactor_cut, reactor_lost).  With wait-for=threshold

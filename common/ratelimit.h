@@ -3,8 +3,8 @@
  * SPDX-License-Identifier: BSD-3-Clause
  */
 
-/* Rate limits for the background work (resync.c's copies, scrub.c's
- * reads): a limit the operator may change at any time (control's
+/* Rate limits for the background work (resync-copy.c's copies,
+ * scrub.c's reads): a limit the operator may change at any time (control's
  * rate), and a token bucket per thread that it paces.  A leaf: its
  * lock is taken alone, and no callback runs under it but the caller's
  * stop test, which must take no lock.
