@@ -14,7 +14,9 @@
  *   scrub.c, scrub-chunk.c  a returning child's identity check; scrub
  *   replace.c               replacing a child
  *   engine.c, extents.c,    the operations and their votes, block status,
- *   settle.c                settling unsettled regions
+ *   settle.c                settling unsettled regions; engine-read.c
+ *                           (quorum reads) and engine-fifo.c (fifo
+ *                           reads) share engine.h with engine.c
  *   fanout.c                slots, parts, references, deadlines;
  *                           fanout-late.c, what wait-for=threshold
  *                           finishes after the answer
