@@ -3,7 +3,10 @@
  * SPDX-License-Identifier: BSD-3-Clause
  */
 
-/* Parameters of the quorum, shared by the filter and the plugin. */
+/* Parameters of the quorum, shared by the filter and the plugin: the
+ * settings and their defaults, and each key's parsing (.config).  What
+ * .config_complete checks and builds is in config-complete.c.
+ */
 
 #include <config.h>
 
@@ -13,11 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/un.h>
-#include <unistd.h>
 
 #include <libnbd.h>
 #include <nbdkit-filter.h>
 
+#include "config-spec.h"
 #include "internal.h"
 
 unsigned quorum_threshold;            /* 0 until set: strict majority */
@@ -45,17 +48,10 @@ bool quorum_has_local;
 
 NBDKIT_DLL_PUBLIC int quorum_debug_votes;
 
-/* child= and child-command= values in order, until .config_complete
- * builds children[].
- */
-struct child_spec {
-  char *value;
-  bool command;                 /* child-command= */
-};
-static struct child_spec *child_specs;
-static size_t nr_child_specs;
-static bool threshold_set;
-static bool state_granule_set;  /* state-granule= given */
+/* For .config_complete (config-spec.h). */
+struct config_spec_vector config_child_specs;
+bool config_threshold_set;
+bool config_state_granule_set;
 
 /* The longest child-timeout and reconnection delays, in seconds: a
  * day.  Beyond it a number stops meaning anything useful, and every
@@ -68,8 +64,8 @@ static bool state_granule_set;  /* state-granule= given */
  * the range (min_text says what min means).
  */
 static int
-parse_seconds (const char *key, const char *value, unsigned min,
-               const char *min_text, unsigned *ret)
+config_parse_seconds (const char *key, const char *value, unsigned min,
+                      const char *min_text, unsigned *ret)
 {
   unsigned r;
 
@@ -85,7 +81,7 @@ parse_seconds (const char *key, const char *value, unsigned min,
 }
 
 static int
-parse_bool (const char *key, const char *value, bool *ret)
+config_parse_bool (const char *key, const char *value, bool *ret)
 {
   int r = nbdkit_parse_bool (value);
 
@@ -102,16 +98,16 @@ parse_bool (const char *key, const char *value, bool *ret)
  * the replicas of that export alone, so a client asking for another is
  * refused rather than given these replicas under another name.
  */
-static char *export_name;       /* NULL: "" */
+static char *config_export_name;  /* NULL: "" */
 
 const char *
 quorum_export (void)
 {
-  return export_name ? export_name : "";
+  return config_export_name ? config_export_name : "";
 }
 
 static int
-config_export_name (const char *value)
+config_set_export_name (const char *value)
 {
   size_t len = strlen (value);
 
@@ -120,9 +116,9 @@ config_export_name (const char *value)
     nbdkit_error ("export-name=: too long (%zu bytes, at most 4096)", len);
     return -1;
   }
-  free (export_name);
-  export_name = strdup (value);
-  if (export_name == NULL) {
+  free (config_export_name);
+  config_export_name = strdup (value);
+  if (config_export_name == NULL) {
     nbdkit_error ("strdup: %m");
     return -1;
   }
@@ -133,7 +129,7 @@ config_export_name (const char *value)
  * as is, anything else as \xNN: the export name comes from a client.
  */
 static void
-printable (char *buf, const char *s, size_t max)
+config_printable (char *buf, const char *s, size_t max)
 {
   size_t i;
 
@@ -157,8 +153,8 @@ quorum_check_export (const char *exportname)
     return -1;
   if (strcmp (exportname, quorum_export ()) == 0)
     return 0;
-  printable (asked, exportname, 64);
-  printable (served, quorum_export (), 64);
+  config_printable (asked, exportname, 64);
+  config_printable (served, quorum_export (), 64);
   nbdkit_error ("quorum: export \"%s%s\" refused: this quorum serves only "
                 "the export \"%s%s\" (export-name=), whose replicas its "
                 "children hold; connect to that one, or run another "
@@ -226,68 +222,68 @@ config_parse_rate (const char *value, uint64_t *bytes_per_second)
   return 0;
 }
 
+/* child= and child-command=: one more child, in order. */
+static int
+config_child (const char *key, const char *value)
+{
+  bool command = strcmp (key, "child-command") == 0;
+  struct config_child_spec spec = { .command = command };
+
+  if (value[strspn (value, " \t\n")] == '\0') {
+    if (command)
+      nbdkit_error ("child-command=: empty command; give the command "
+                    "of an NBD server that supports systemd socket "
+                    "activation, such as 'qemu-nbd -f qcow2 disk.qcow2'");
+    else
+      nbdkit_error ("child=: empty URI; give an NBD URI such as "
+                    "nbd+unix:///?socket=/path/to/socket");
+    return -1;
+  }
+  if (config_child_specs.len >= VOTE_MAX_CHILDREN) {
+    /* Not the value: it may hold a password. */
+    nbdkit_error ("%s=: too many children (at most %d)",
+                  key, VOTE_MAX_CHILDREN);
+    return -1;
+  }
+  spec.value = strdup (value);
+  if (spec.value == NULL) {
+    nbdkit_error ("strdup: %m");
+    return -1;
+  }
+  if (config_spec_vector_append (&config_child_specs, spec) == -1) {
+    nbdkit_error ("realloc: %m");
+    free (spec.value);
+    return -1;
+  }
+  return 1;
+}
+
+/* Over 80 lines: one branch per key, as nbdkit's .config callbacks
+ * are; the keys read best as one list.
+ */
 int
 quorum_config (const char *key, const char *value)
 {
   if (strcmp (key, "export-name") == 0)
-    return config_export_name (value);
-  if (strcmp (key, "child") == 0 || strcmp (key, "child-command") == 0) {
-    bool command = strcmp (key, "child-command") == 0;
-    struct child_spec spec = { .command = command };
-    /* vector.h's growth, with the capacity taken to be the length (the
-     * array holds at least that).  XXX child_specs could become a
-     * DEFINE_VECTOR_TYPE vector that keeps its capacity; not worth
-     * touching its other users for at most VOTE_MAX_CHILDREN grows.
-     */
-    size_t cap = nr_child_specs;
-    void *p = child_specs;
-
-    if (value[strspn (value, " \t\n")] == '\0') {
-      if (command)
-        nbdkit_error ("child-command=: empty command; give the command "
-                      "of an NBD server that supports systemd socket "
-                      "activation, such as 'qemu-nbd -f qcow2 disk.qcow2'");
-      else
-        nbdkit_error ("child=: empty URI; give an NBD URI such as "
-                      "nbd+unix:///?socket=/path/to/socket");
-      return -1;
-    }
-    if (nr_child_specs >= VOTE_MAX_CHILDREN) {
-      /* Not the value: it may hold a password. */
-      nbdkit_error ("%s=: too many children (at most %d)",
-                    key, VOTE_MAX_CHILDREN);
-      return -1;
-    }
-    spec.value = strdup (value);
-    if (spec.value == NULL) {
-      nbdkit_error ("strdup: %m");
-      return -1;
-    }
-    if (vector_grow (&p, &cap, nr_child_specs, 1, sizeof spec) == -1) {
-      nbdkit_error ("realloc: %m");
-      free (spec.value);
-      return -1;
-    }
-    child_specs = p;
-    child_specs[nr_child_specs++] = spec;
-    return 1;
-  }
+    return config_set_export_name (value);
+  if (strcmp (key, "child") == 0 || strcmp (key, "child-command") == 0)
+    return config_child (key, value);
   if (strcmp (key, "vote-threshold") == 0) {
     if (nbdkit_parse_unsigned ("vote-threshold", value,
                                &quorum_threshold) == -1)
       return -1;
-    threshold_set = true;
+    config_threshold_set = true;
     return 1;
   }
   if (strcmp (key, "child-timeout") == 0)
-    return parse_seconds (key, value, 0, "0 (no timeout)",
-                          &quorum_child_timeout) == -1 ? -1 : 1;
+    return config_parse_seconds (key, value, 0, "0 (no timeout)",
+                                 &quorum_child_timeout) == -1 ? -1 : 1;
   if (strcmp (key, "reconnect-delay") == 0)
-    return parse_seconds (key, value, 1, "1",
-                          &quorum_reconnect_delay) == -1 ? -1 : 1;
+    return config_parse_seconds (key, value, 1, "1",
+                                 &quorum_reconnect_delay) == -1 ? -1 : 1;
   if (strcmp (key, "reconnect-max-delay") == 0)
-    return parse_seconds (key, value, 1, "1",
-                          &quorum_reconnect_max) == -1 ? -1 : 1;
+    return config_parse_seconds (key, value, 1, "1",
+                                 &quorum_reconnect_max) == -1 ? -1 : 1;
   if (strcmp (key, "vote-block-size") == 0) {
     int64_t r = nbdkit_parse_size (value);
 
@@ -336,9 +332,10 @@ quorum_config (const char *key, const char *value)
     return 1;
   }
   if (strcmp (key, "blkverify") == 0)
-    return parse_bool (key, value, &quorum_blkverify) == -1 ? -1 : 1;
+    return config_parse_bool (key, value, &quorum_blkverify) == -1 ? -1 : 1;
   if (strcmp (key, "rewrite-corrupted") == 0)
-    return parse_bool (key, value, &quorum_rewrite_corrupted) == -1 ? -1 : 1;
+    return config_parse_bool (key, value,
+                              &quorum_rewrite_corrupted) == -1 ? -1 : 1;
   if (strcmp (key, "report") == 0) {
     free (quorum_report_file);
     /* nbdkit changes directory later. */
@@ -346,9 +343,10 @@ quorum_config (const char *key, const char *value)
     return quorum_report_file ? 1 : -1;
   }
   if (strcmp (key, "start-degraded") == 0)
-    return parse_bool (key, value, &quorum_start_degraded) == -1 ? -1 : 1;
+    return config_parse_bool (key, value,
+                              &quorum_start_degraded) == -1 ? -1 : 1;
   if (strcmp (key, "syslog") == 0)
-    return parse_bool (key, value, &quorum_syslog) == -1 ? -1 : 1;
+    return config_parse_bool (key, value, &quorum_syslog) == -1 ? -1 : 1;
   if (strcmp (key, "state") == 0) {
     free (quorum_state_file);
     /* nbdkit changes directory later. */
@@ -367,7 +365,7 @@ quorum_config (const char *key, const char *value)
       return -1;
     }
     quorum_state_granule = r;
-    state_granule_set = true;
+    config_state_granule_set = true;
     return 1;
   }
   if (strcmp (key, "control") == 0)
@@ -389,199 +387,6 @@ quorum_config (const char *key, const char *value)
     return 1;
   }
 
-  return 0;
-}
-
-/* What identifies a child's disk, for refuse_duplicates: "command "
- * and the command less surrounding blanks, or uri_disk's key.
- */
-static char *
-child_disk (const struct child *c)
-{
-  char *ret;
-
-  if (c->command) {
-    const char *s = c->command + strspn (c->command, " \t\n");
-    size_t len = strlen (s);
-
-    while (len > 0 && strchr (" \t\n", s[len - 1]))
-      len--;
-    if (asprintf (&ret, "command %.*s", (int) len, s) == -1)
-      return NULL;
-    return ret;
-  }
-  return uri_disk (c->uri);
-}
-
-/* A disk given twice would vote twice: with three children, one disk
- * given twice would outvote the third alone.
- */
-static int
-refuse_duplicates (void)
-{
-  char *disk[VOTE_MAX_CHILDREN] = { NULL };
-  size_t i, j, n = quorum_nr_children;
-  int r = 0;
-
-  for (i = 0; i < n && r == 0; ++i) {
-    const struct child *c = &quorum_children[i];
-
-    if (child_is_local (c))
-      continue;
-    disk[i] = child_disk (c);
-    if (disk[i] == NULL) {
-      nbdkit_error ("malloc: %m");
-      r = -1;
-      break;
-    }
-    for (j = 0; j < i; ++j) {
-      if (disk[j] && strcmp (disk[i], disk[j]) == 0) {
-        nbdkit_error ("%s=: child %zu (%s) is the same disk as child %zu "
-                      "(%s): each disk may vote only once; remove one "
-                      "of them, or give another disk",
-                      c->command ? "child-command" : "child", i, c->name,
-                      j, quorum_children[j].name);
-        r = -1;
-        break;
-      }
-    }
-  }
-  for (i = 0; i < n; ++i)
-    free (disk[i]);
-  return r;
-}
-
-int
-quorum_config_complete (bool has_local)
-{
-  size_t i, n;
-
-  quorum_has_local = has_local;
-  n = nr_child_specs + (has_local ? 1 : 0);
-
-  if (nr_child_specs == 0) {
-    if (has_local)
-      nbdkit_error ("child=: no children besides the plugin; add at least "
-                    "one child=URI or child-command=COMMAND (a quorum of "
-                    "one is not a quorum)");
-    else
-      nbdkit_error ("child=: no children; give child=URI (or "
-                    "child-command=COMMAND) once for each NBD server, at "
-                    "least two");
-    return -1;
-  }
-
-  if (n > VOTE_MAX_CHILDREN) {
-    nbdkit_error ("child=: too many children: %zu, at most %d counting "
-                  "the plugin", n, VOTE_MAX_CHILDREN);
-    return -1;
-  }
-
-  if (!threshold_set)
-    quorum_threshold = n / 2 + 1;
-  if (quorum_threshold < 1 || quorum_threshold > n) {
-    nbdkit_error ("vote-threshold=%u: must be between 1 and the number "
-                  "of children (%zu)", quorum_threshold, n);
-    return -1;
-  }
-
-  if (state_granule_set && quorum_state_file == NULL) {
-    nbdkit_error ("state-granule=%" PRIu32 ": has no meaning without "
-                  "state=FILE: give state= too, or drop state-granule=",
-                  quorum_state_granule);
-    return -1;
-  }
-
-  if (quorum_reconnect_max < quorum_reconnect_delay) {
-    nbdkit_error ("reconnect-delay=%u, reconnect-max-delay=%u: need "
-                  "1 <= reconnect-delay <= reconnect-max-delay",
-                  quorum_reconnect_delay, quorum_reconnect_max);
-    return -1;
-  }
-
-  if (quorum_blkverify) {
-    if (n != 2 || quorum_threshold != 2) {
-      nbdkit_error ("blkverify=true: needs exactly 2 children and "
-                    "vote-threshold=2 (have %zu children, threshold %u)",
-                    n, quorum_threshold);
-      return -1;
-    }
-    if (quorum_rewrite_corrupted) {
-      nbdkit_error ("rewrite-corrupted=true: cannot be used with "
-                    "blkverify=true, which stops at the first mismatch");
-      return -1;
-    }
-  }
-  if (quorum_rewrite_corrupted &&
-      quorum_read_pattern == READ_PATTERN_FIFO) {
-    nbdkit_error ("rewrite-corrupted=true: needs read-pattern=quorum; "
-                  "read-pattern=fifo reads one child and has nothing to "
-                  "compare");
-    return -1;
-  }
-  if (quorum_blkverify && quorum_read_pattern == READ_PATTERN_FIFO) {
-    nbdkit_error ("blkverify=true: needs read-pattern=quorum");
-    return -1;
-  }
-
-  /* And the spare (internal.h). */
-  quorum_children = calloc (n + 1, sizeof *quorum_children);
-  if (quorum_children == NULL) {
-    nbdkit_error ("calloc: %m");
-    return -1;
-  }
-  quorum_nr_children = n;
-  for (i = 0; i < n; ++i) {
-    struct child *c = &quorum_children[i];
-
-    c->index = i;
-    if (has_local && i == 0) {
-      c->name = strdup ("plugin");
-    }
-    else {
-      struct child_spec *spec = &child_specs[i - (has_local ? 1 : 0)];
-
-      if (spec->command) {
-        c->command = spec->value;
-        c->name = uri_command_name (c->command);
-      }
-      else {
-        c->uri = spec->value;
-        c->name = uri_redact (c->uri);
-      }
-    }
-    if (c->name == NULL) {
-      nbdkit_error ("strdup: %m");
-      return -1;
-    }
-  }
-  free (child_specs);          /* the strings now belong to children[] */
-  child_specs = NULL;
-  nr_child_specs = 0;
-
-  if (refuse_duplicates () == -1)
-    return -1;
-
-  /* A child command runs where nbdkit was started, also when it is
-   * restarted after nbdkit has changed directory.
-   */
-  for (i = 0; i < n; ++i) {
-    if (quorum_children[i].command && quorum_workdir == NULL) {
-      quorum_workdir = getcwd (NULL, 0);
-      if (quorum_workdir == NULL) {
-        nbdkit_error ("child-command: getcwd: %m");
-        return -1;
-      }
-    }
-  }
-
-  nbdkit_debug ("quorum: %zu children, vote-threshold=%u, "
-                "read-pattern=%s, wait-for=%s%s%s",
-                n, quorum_threshold,
-                quorum_read_pattern == READ_PATTERN_FIFO ? "fifo" : "quorum",
-                quorum_wait_threshold ? "threshold" : "all",
-                quorum_blkverify ? ", blkverify" : "",
-                quorum_rewrite_corrupted ? ", rewrite-corrupted" : "");
   return 0;
 }
 
@@ -614,9 +419,9 @@ quorum_unload (void)
 {
   size_t i;
 
-  for (i = 0; i < nr_child_specs; ++i)
-    free (child_specs[i].value);
-  free (child_specs);
+  for (i = 0; i < config_child_specs.len; ++i)
+    free (config_child_specs.ptr[i].value);
+  config_spec_vector_free (&config_child_specs);
   for (i = 0; i < quorum_nr_children; ++i) {
     free (quorum_children[i].uri);
     free (quorum_children[i].command);
@@ -630,18 +435,16 @@ quorum_unload (void)
   free (quorum_state_file);
   quorum_state_file = NULL;
   quorum_state_granule = QUORUM_STATE_GRANULE_DEFAULT;
-  state_granule_set = false;
+  config_state_granule_set = false;
   free (quorum_workdir);
   quorum_workdir = NULL;
   quorum_nr_children = 0;
-  free (export_name);
-  export_name = NULL;
-  nr_child_specs = 0;
-  child_specs = NULL;
+  free (config_export_name);
+  config_export_name = NULL;
 
   /* The defaults again, as if never loaded. */
   quorum_threshold = 0;
-  threshold_set = false;
+  config_threshold_set = false;
   quorum_read_pattern = READ_PATTERN_QUORUM;
   quorum_blkverify = false;
   quorum_rewrite_corrupted = false;

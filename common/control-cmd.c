@@ -410,19 +410,17 @@ printable (char *buf, size_t len, const char *s)
   buf[i] = '\0';
 }
 
-/* Handle one request line (without its newline): the reply object. */
-json_object *
-control_request (const char *line, size_t len)
+/* line, one JSON object and nothing after it but blanks: the object,
+ * or NULL with why in err (of errlen bytes).
+ */
+static json_object *
+control_parse_request (const char *line, size_t len, char *err,
+                       size_t errlen)
 {
-  json_object *reply = json_object_new_object ();
-  json_object *req = NULL, *cmd = NULL, *args = NULL;
+  json_object *req;
   json_tokener *tok;
-  char err[256] = "", name[80] = "";
-  const struct command *command = NULL;
-  size_t i, end;
+  size_t end;
 
-  /* "ok" first, for people reading the line. */
-  add (reply, "ok", json_object_new_boolean (true));
   /* XXX json_tokener_parse_ex calls newlocale(3) on every parse; with
    * the ASan or TSan runtime preloaded into Debian's nbdkit (the
    * sanitizer stage of scripts/test) glibc's locale lock is already
@@ -431,8 +429,8 @@ control_request (const char *line, size_t len)
    */
   tok = json_tokener_new_ex (8);
   if (tok == NULL) {
-    snprintf (err, sizeof err, "out of memory");
-    goto out;
+    snprintf (err, errlen, "out of memory");
+    return NULL;
   }
   json_tokener_set_flags (tok, JSON_TOKENER_STRICT
 #ifdef JSON_TOKENER_VALIDATE_UTF8
@@ -443,23 +441,47 @@ control_request (const char *line, size_t len)
   if (req == NULL) {
     enum json_tokener_error jerr = json_tokener_get_error (tok);
 
-    snprintf (err, sizeof err, "malformed request: %s: send one JSON "
+    snprintf (err, errlen, "malformed request: %s: send one JSON "
               "object per line, such as {\"command\": \"help\"}",
               jerr == json_tokener_continue ? "incomplete JSON" :
               json_tokener_error_desc (jerr));
-    goto out;
+    goto err;
   }
   for (end = json_tokener_get_parse_end (tok); end < len; ++end)
     if (!strchr (" \t\r", line[end])) {
-      snprintf (err, sizeof err, "malformed request: more after the JSON "
+      snprintf (err, errlen, "malformed request: more after the JSON "
                 "object: send one object per line");
-      goto out;
+      goto err;
     }
   if (!json_object_is_type (req, json_type_object)) {
-    snprintf (err, sizeof err, "malformed request: not a JSON object: "
+    snprintf (err, errlen, "malformed request: not a JSON object: "
               "send one such as {\"command\": \"status\"}");
-    goto out;
+    goto err;
   }
+  json_tokener_free (tok);
+  return req;
+
+ err:
+  json_tokener_free (tok);
+  json_object_put (req);
+  return NULL;
+}
+
+/* Handle one request line (without its newline): the reply object. */
+json_object *
+control_request (const char *line, size_t len)
+{
+  json_object *reply = json_object_new_object ();
+  json_object *req, *cmd = NULL, *args = NULL;
+  char err[256] = "", name[80] = "";
+  const struct command *command = NULL;
+  size_t i;
+
+  /* "ok" first, for people reading the line. */
+  add (reply, "ok", json_object_new_boolean (true));
+  req = control_parse_request (line, len, err, sizeof err);
+  if (req == NULL)
+    goto out;
   if (!json_object_object_get_ex (req, "command", &cmd) ||
       !json_object_is_type (cmd, json_type_string)) {
     snprintf (err, sizeof err, "malformed request: no \"command\" string, "
@@ -508,8 +530,6 @@ control_request (const char *line, size_t len)
   command->run (reply, args, err, sizeof err);
 
  out:
-  if (tok)
-    json_tokener_free (tok);
   json_object_put (req);
   if (err[0]) {
     json_object_put (reply);

@@ -41,7 +41,7 @@
 
 #include "internal.h"
 
-char *quorum_report_file;       /* report.c's, not linked */
+char *quorum_report_file;       /* report-sink.c's, not linked */
 
 /* The stubs pass nbdkit's format strings on. */
 #pragma GCC diagnostic ignored "-Wformat-nonliteral"

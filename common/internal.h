@@ -16,7 +16,9 @@
  *                           scrub
  *   replace.c               replacing a child
  *   engine.c, extents.c,    the operations and their votes, block status,
- *   settle.c                settling unsettled regions
+ *   settle.c                settling unsettled regions; engine-read.c
+ *                           (quorum reads) and engine-fifo.c (fifo
+ *                           reads) share engine.h with engine.c
  *   fanout.c                slots, parts, references, deadlines;
  *                           fanout-late.c, what wait-for=threshold
  *                           finishes after the answer
@@ -28,7 +30,12 @@
  *   statefile.c, state.c,   the state file; a child's life; bitmaps
  *   dirty.c
  *   vote.c, extmerge.c, rangelock.c, bufpool.c, report.c, uri.c, config.c
- *   vector.h                growable arrays (the extent lists)
+ *                           with report-sink.c, where report.c's events
+ *                           are written (report.h), and config-complete.c,
+ *                           what config.c parsed checked together and
+ *                           the children built (config-spec.h)
+ *   vector.h                growable arrays (the extent lists, the child
+ *                           specs)
  *
  * Locks, outermost first:
  *   range lock (rangelock.c)   ordering of overlapping requests; the only
@@ -51,7 +58,7 @@
  *                              it writes and syncs
  *   scrub.lock (scrub.c)       the scrub's state; nothing nests in it
  *   late_lock (fanout-late.c)  the late fan-outs; nothing nests in it
- *   rangelock.c, bufpool.c, report_lock (report.c), last_lock
+ *   rangelock.c, bufpool.c, report_lock (report-sink.c), last_lock
  *                              (control-status.c), change_lock
  *                              (fresh.c, fresh_wait's counter; taken
  *                              inside flush_lock), sweeper_lock

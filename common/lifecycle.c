@@ -236,8 +236,9 @@ lifecycle_disconnect_all (void)
   reactor_stop ();
 }
 
-/* The locks and links of children[], which config.c built from the
- * parameters; before any thread, and before cleanup may touch them.
+/* The locks and links of children[], which config-complete.c built
+ * from the parameters; before any thread, and before cleanup may touch
+ * them.
  */
 static bool lifecycle_inited;
 
