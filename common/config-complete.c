@@ -174,9 +174,10 @@ config_build_children (bool has_local, size_t n)
       c->name = strdup ("plugin");
     }
     else {
-      const struct config_child_spec *spec =
+      struct config_child_spec *spec =
         &config_child_specs.ptr[i - (has_local ? 1 : 0)];
 
+      /* The string moves to children[]: .unload frees it there only. */
       if (spec->command) {
         c->command = spec->value;
         c->name = uri_command_name (c->command);
@@ -185,6 +186,7 @@ config_build_children (bool has_local, size_t n)
         c->uri = spec->value;
         c->name = uri_redact (c->uri);
       }
+      spec->value = NULL;
     }
     if (c->name == NULL) {
       nbdkit_error ("strdup: %m");
