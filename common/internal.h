@@ -21,8 +21,8 @@
  *   caps.c                  the promise, a connection's capabilities
  *   connect.c, reactor.c    opening handles; the poll thread, hand-over, cut
  *   fresh.c                 stale, unsettled and unflushed maps; state=
- *   statefile.c, state.c,   the state file; a child's life; bitmaps
- *   dirty.c
+ *   statefile.c, state.c,   the state file (statefile-block.c, its
+ *   dirty.c                 format on disk); a child's life; bitmaps
  *   vote.c, extmerge.c, rangelock.c, bufpool.c, report.c, uri.c, config.c
  *   vector.h                growable arrays (the extent lists)
  *
