@@ -323,6 +323,9 @@ extern void report_settle (uint64_t offset, uint64_t length, size_t winner,
  */
 extern void report_scrub_start (uint64_t offset, uint64_t length,
                                 bool repair, uint64_t rate);
+/* A restart resumed the scrub of [offset, +length) at from (state=). */
+extern void report_scrub_resume (uint64_t offset, uint64_t length,
+                                 uint64_t from, bool repair, uint64_t rate);
 extern void report_scrub_end (uint64_t offset, uint64_t length,
                               bool stopped, uint64_t done,
                               uint64_t mismatched, uint64_t repaired,

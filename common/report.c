@@ -570,6 +570,19 @@ report_scrub_start (uint64_t offset, uint64_t length, bool repair,
 }
 
 void
+report_scrub_resume (uint64_t offset, uint64_t length, uint64_t from,
+                     bool repair, uint64_t rate)
+{
+  struct field f[] = {
+    STR ("event", "scrub-resume"), HEX ("offset", offset),
+    HEX ("length", length), HEX ("from", from),
+    STR ("mode", repair ? "repair" : "check"), UINT ("rate", rate),
+  };
+
+  report_emit (LOG_NOTICE, f, sizeof f / sizeof f[0]);
+}
+
+void
 report_scrub_end (uint64_t offset, uint64_t length, bool stopped,
                   uint64_t done, uint64_t mismatched, uint64_t repaired,
                   uint64_t unreadable, uint64_t no_quorum, uint64_t skipped,

@@ -267,6 +267,9 @@ print_scrub (json_object *s)
   if (total > 0)
     printf (" (%d%%)", (int) (done * 100 / total));
   printf (" from offset %" PRIi64, get_int (s, "offset"));
+  if (get (s, "resumed_from"))
+    printf (", resumed at offset %" PRIi64 " after a restart",
+            get_int (s, "resumed_from"));
   if (strcmp (state, "running") == 0) {
     printf (", %s/s, limit %s", human (get_int (s, "rate"), b1, sizeof b1),
             human_rate (get_int (s, "rate_limit"), b2, sizeof b2));
