@@ -294,7 +294,8 @@ extern void report_up (size_t child);
  */
 extern void report_admin (const char *event, size_t child);
 /* replace-start: child is to be replaced by the server named other;
- * replace-end: it was, and other is the old one's name.
+ * replace-cancel: it is not, after all; replace-end: it was, and other
+ * is the old one's name.
  */
 extern void report_replace (const char *event, size_t child,
                             const char *other);

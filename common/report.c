@@ -507,7 +507,7 @@ report_admin (const char *event, size_t child)
 void
 report_replace (const char *event, size_t child, const char *other)
 {
-  const bool start = strcmp (event, "replace-start") == 0;
+  const bool start = strcmp (event, "replace-end") != 0;
   struct field f[] = {
     STR ("event", event), UINT ("child", child), NAME (child),
     STR (start ? "new" : "old", other),

@@ -57,6 +57,8 @@ usage (FILE *fp)
            "  return N [--json] put failed child N back in service\n"
            "  replace N URI [--json]\n"
            "                    rebuild the server at URI as child N\n"
+           "  replace N --cancel [--json]\n"
+           "                    forget the replace of child N in progress\n"
            "  help [--json]     the commands the server knows\n"
            "Any other command is sent as {\"command\": COMMAND, \"args\": "
            "[ARGS...]}\n"
@@ -560,6 +562,10 @@ main (int argc, char *argv[])
   else if (strcmp (command, "return") == 0)
     printf ("child %" PRIi64 " returning: reconnected and resynchronised "
             "in the background: see status\n", get_int (reply, "child"));
+  else if (strcmp (command, "replace") == 0 && get (reply, "cancelled"))
+    printf ("child %" PRIi64 ": replace cancelled: %s disconnected, child %"
+            PRIi64 " serves as before\n", get_int (reply, "child"),
+            get_str (reply, "name"), get_int (reply, "child"));
   else if (strcmp (command, "replace") == 0)
     printf ("child %" PRIi64 " being replaced by %s: rebuilt in the "
             "background, then swapped in: see status\n",
