@@ -37,9 +37,17 @@ qstart ()
       resync-rate=1 state=$st "$@"
 }
 
+# unanswered: nothing answers on the control socket (a quorum that
+# exited may still hold it for a moment while its threads end).
+unanswered ()
+{
+  ! "$ctl" --timeout=2 $tmpdir/ctl status > /dev/null 2>&1
+}
+
 qrestart ()
 {
   kill_pid $(cat $tmpdir/q.pid)
+  wait_for "the quorum's exit" 30 unanswered
   rm -f $tmpdir/q.pid $tmpdir/syslog
   qstart
 }

@@ -13,7 +13,8 @@
 # finds the block corrupted past it.  A scrub that ended leaves no
 # checkpoint (a restart starts none); a clean stop (SIGTERM) saves
 # where it was and resumes there; "scrub stop" clears the checkpoint,
-# so a restart then starts no scrub.  In both forms (in the filter
+# so a restart then starts no scrub; a checkpoint of a newer record
+# version is ignored with a message.  In both forms (in the filter
 # child 0 is the plugin, not read while no client is connected: the
 # three others outvote the corrupted child by themselves).
 
@@ -39,9 +40,13 @@ qstart ()
       vote-threshold=2 control=$tmpdir/ctl state=$st "$@"
 }
 
+# gone PID: the quorum PID has exited, all its threads (a killed
+# process is a zombie while its other threads still hold its sockets):
+# nothing answers on its control socket any more.
 gone ()
 {
-  ! alive "$1"
+  ! alive "$1" &&
+    ! "$ctl" --timeout=2 $tmpdir/ctl status > /dev/null 2>&1
 }
 
 # qkill SIGNAL: stop the quorum with SIGNAL and wait for its exit; its
@@ -65,6 +70,26 @@ field ()
 import re
 m = re.findall(r'event=scrub-resume .*\b$1=0x([0-9a-f]+)', open('$2').read())
 print(int(m[-1], 16))"
+}
+
+# poke_newer: the checkpoint in $st as a newer build would write it
+# (record version 2), both copies of block 0 with their checksums
+# right (see common/statefile-block.c).
+poke_newer ()
+{
+  python3 - $st <<'EOF'
+import hashlib, struct, sys
+f = open(sys.argv[1], 'r+b')
+for i in range(2):
+    f.seek(i * 4096)
+    c = bytearray(f.read(4096))
+    if c[:8] != b'QUORUMST':
+        continue
+    c[32 + 1048:32 + 1052] = struct.pack('<I', 2)
+    c[24:32] = hashlib.sha256(bytes(c[:24]) + bytes(c[32:])).digest()[:8]
+    f.seek(i * 4096)
+    f.write(c)
+EOF
 }
 
 resume ()
@@ -161,6 +186,17 @@ assert done == $from, (done, $from)"
   qstart
   status_check "sc['state'] == 'idle'"
   assert_no_grep "event=scrub-resume|event=scrub-start" $tmpdir/syslog
+
+  # A checkpoint of a newer record version: ignored, with a message;
+  # the file serves on.
+  "$ctl" $tmpdir/ctl scrub start --rate=0.5
+  quiet=1 wait_for "a checkpoint" 60 status_check "sc['checkpoint'] is not None"
+  qkill KILL
+  poke_newer
+  qstart
+  wait_for "the message" 30 grep -q "the scrub checkpoint in it is ignored: written by a newer build" $tmpdir/syslog
+  status_check "sc['state'] == 'idle'" "st['file'] == '$st'"
+  assert_no_grep "event=scrub-resume" $tmpdir/syslog
 }
 
 for_each_form resume
