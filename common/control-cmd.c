@@ -247,7 +247,8 @@ child_arg (const char *cmd, json_object *args, size_t want, size_t *i,
   if (nr_args (args) != want) {
     snprintf (err, errlen, "%s: expected %s", cmd,
               want == 1 ? "the index of a child, such as \"fail 2\"" :
-              "the index of a child and the URI of the new server");
+              "the index of a child and the URI of the new server "
+              "(or --cancel)");
     return -1;
   }
   errno = 0;
@@ -339,16 +340,30 @@ cmd_return (json_object *reply, json_object *args, char *err, size_t errlen)
   return 0;
 }
 
-/* replace N URI */
+/* replace N URI | replace N --cancel */
 static int
 cmd_replace (json_object *reply, json_object *args, char *err,
              size_t errlen)
 {
+  const char *a;
   size_t i;
 
   if (child_arg ("replace", args, 2, &i, err, errlen) == -1)
     return -1;
-  if (replace_start (i, arg_at (args, 1), err, errlen) == -1)
+  a = arg_at (args, 1);
+  if (strcmp (a, "--cancel") == 0) {
+    if (replace_cancel (i, err, errlen) == -1)
+      return -1;
+    add (reply, "child", json_object_new_int64 (i));
+    add (reply, "cancelled", json_object_new_boolean (true));
+    add (reply, "name", json_object_new_string (replace_name ()));
+    return 0;
+  }
+  /* No URI begins so. */
+  if (strncmp (a, "--", 2) == 0)
+    return bad_arg ("replace", a, "unknown option: expected the URI of "
+                    "the new server, or --cancel", err, errlen);
+  if (replace_start (i, a, err, errlen) == -1)
     return -1;
   add (reply, "child", json_object_new_int64 (i));
   add (reply, "name", json_object_new_string (replace_name ()));
@@ -370,7 +385,8 @@ static const struct command {
   { "rate", "[--resync=MIB/S] [--scrub=MIB/S]: show or change the rate "
     "limits", true, cmd_rate },
   { "replace", "N URI: rebuild the server at URI as child N, which keeps "
-    "voting until it is complete", true, cmd_replace },
+    "voting until it is complete; N --cancel: forget that replace",
+    true, cmd_replace },
   { "return", "N: put failed child N back in service", true, cmd_return },
   { "scrub", "start [--repair] [--rate=MIB/S] [--offset=O --length=L] | "
     "stop: read every block through the vote", true, cmd_scrub },

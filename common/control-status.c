@@ -157,8 +157,9 @@ control_status_tick (double now)
                  __atomic_load_n (&c->resync_done, __ATOMIC_ACQUIRE), now);
   }
   scrub_get (&st);
-  ring_sample (&rates[SCRUB_RING], st.until ? 0 : st.since, st.bytes_done,
-               now);
+  /* A resumed scrub's rate counts from where it resumed. */
+  ring_sample (&rates[SCRUB_RING], st.until ? 0 : st.since,
+               st.bytes_done - st.done_at_since, now);
 }
 
 /* Bytes per second done over the last RATE_WINDOW seconds, or since
@@ -350,7 +351,8 @@ scrub_json (double now)
   ran = st.state != SCRUB_IDLE;
   end = st.until ? st.until / 1e9 : now;
   if (st.state == SCRUB_RUNNING)
-    rate = rate_of (SCRUB_RING, st.since, st.bytes_done, now);
+    rate = rate_of (SCRUB_RING, st.since, st.bytes_done - st.done_at_since,
+                    now);
   add (o, "state", json_object_new_string (scrub_state_name (st.state)));
   add (o, "repair", json_object_new_boolean (st.repair));
   add (o, "stopping", json_object_new_boolean (st.stopping));
@@ -367,6 +369,8 @@ scrub_json (double now)
   add (o, "unchecked_bytes", json_u64 (st.unchecked));
   add (o, "rate", json_u64 ((uint64_t) rate));
   add (o, "rate_limit", json_u64 (scrub_rate ()));
+  add (o, "resumed_from", st.resumed ? json_u64 (st.resumed_from) : NULL);
+  add (o, "checkpoint", st.has_checkpoint ? json_u64 (st.checkpoint) : NULL);
   add (o, "elapsed_seconds",
        ran ? json_u64 ((uint64_t) (end - st.since / 1e9)) : NULL);
   add (o, "eta_seconds", st.state == SCRUB_RUNNING && rate >= 1 ?

@@ -149,6 +149,12 @@ persist_intent (uint64_t offset, uint64_t count, int *err)
   return 0;
 }
 
+struct statefile *
+fresh_statefile (void)
+{
+  return state;
+}
+
 uint64_t
 fresh_syncs (void)
 {

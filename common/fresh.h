@@ -162,6 +162,12 @@ extern bool fresh_wait (uint64_t *seen, unsigned ms);
 /* Wake every fresh_wait, e.g. at cleanup. */
 extern void fresh_wake (void);
 
+/* The state file (state=), open from fresh_init to fresh_stop, or NULL:
+ * for the scrub's checkpoint (scrub.c), its only other user.
+ */
+struct statefile;
+extern struct statefile *fresh_statefile (void);
+
 /* For status and tests: fdatasync calls on the state file so far. */
 extern uint64_t fresh_syncs (void);
 

@@ -27,8 +27,8 @@
  *   fresh.c                 stale, unsettled and unflushed maps;
  *                           fresh-persist.c, state=: the file's maps,
  *                           the intent map's sweeper
- *   statefile.c, state.c,   the state file; a child's life; bitmaps
- *   dirty.c
+ *   statefile.c, state.c,   the state file (statefile-block.c, its
+ *   dirty.c                 format on disk); a child's life; bitmaps
  *   vote.c, extmerge.c, rangelock.c, bufpool.c, report.c, uri.c, config.c
  *                           with report-sink.c, where report.c's events
  *                           are written (report.h), and config-complete.c,
@@ -309,7 +309,8 @@ extern void report_up (size_t child);
  */
 extern void report_admin (const char *event, size_t child);
 /* replace-start: child is to be replaced by the server named other;
- * replace-end: it was, and other is the old one's name.
+ * replace-cancel: it is not, after all; replace-end: it was, and other
+ * is the old one's name.
  */
 extern void report_replace (const char *event, size_t child,
                             const char *other);
@@ -338,6 +339,9 @@ extern void report_settle (uint64_t offset, uint64_t length, size_t winner,
  */
 extern void report_scrub_start (uint64_t offset, uint64_t length,
                                 bool repair, uint64_t rate);
+/* A restart resumed the scrub of [offset, +length) at from (state=). */
+extern void report_scrub_resume (uint64_t offset, uint64_t length,
+                                 uint64_t from, bool repair, uint64_t rate);
 extern void report_scrub_end (uint64_t offset, uint64_t length,
                               bool stopped, uint64_t done,
                               uint64_t mismatched, uint64_t repaired,

@@ -284,7 +284,9 @@ quorum_after_fork (const struct quorum_local_ops *local, void *local_ctx)
     return -1;
   if (fresh_start () == -1)
     return -1;
-  return lifecycle_start_all ();
+  if (lifecycle_start_all () == -1)
+    return -1;
+  return scrub_resume ();
 }
 
 void

@@ -21,7 +21,14 @@
  * restart with either URI is then safe), N is current everywhere, and
  * the old server's connection is closed.  The spare's connection goes
  * too.  A replace in progress is in memory only: a restart forgets it
- * and keeps the old child.
+ * and keeps the old child.  (Keeping it would mean keeping the new
+ * server's URI, which may hold a password, in the state file, and a
+ * stale map for a slot that is no member.)
+ *
+ * replace N --cancel (replace_cancel) takes the same range and lock as
+ * the swap, so that either the swap is done or the spare leaves the
+ * fan-out with nothing in flight to it; then its supervisor is stopped
+ * and its connection closed, and child N never knew.
  */
 
 #include <config.h>
@@ -55,6 +62,10 @@
  */
 static size_t target = SIZE_MAX;
 static bool ready;              /* the spare is complete: swap it in */
+/* Swaps being tried (atomic): one reads the spare's name and URI, so
+ * a new replace must not free them meanwhile.
+ */
+static unsigned swapping;
 
 /* The swap's flush of the spare, outside any client connection. */
 static struct quorum_conn replace_conn;
@@ -136,6 +147,11 @@ replace_start (size_t n, const char *uri, char *err, size_t errlen)
   if (replace_target () != SIZE_MAX) {
     snprintf (err, errlen, "replace %zu: child %zu is being replaced "
               "already (by %s)", n, replace_target (), replace_name ());
+    return -1;
+  }
+  if (__atomic_load_n (&swapping, __ATOMIC_ACQUIRE)) {
+    snprintf (err, errlen, "replace %zu: the last replace is still being "
+              "wound up: try again in a moment", n);
     return -1;
   }
   /* The last one's spare, done. */
@@ -304,8 +320,9 @@ replace_swap (struct child *c, struct child *s)
   /* Nothing in flight: no write, zero, trim, read or flush. */
   range_lock (&rl, 0, quorum_export_size, true);
   fresh_flush_begin ();
-  complete = state_get (s) == CHILD_UP && !fresh_stale (s, 0, 0) &&
-    spare_flush (s);
+  /* Not cancelled meanwhile (replace_cancel holds this range too). */
+  complete = replace_target () == c->index && state_get (s) == CHILD_UP &&
+    !fresh_stale (s, 0, 0) && spare_flush (s);
   if (complete)
     complete = fresh_rename (c, s->name) == 0;
   if (!complete) {
@@ -359,11 +376,23 @@ bool
 replace_swap_if_ready (struct child *c)
 {
   struct child *s = spare_child ();
+  bool done = false, tried = false;
 
-  if (s == NULL || replace_target () != c->index ||
-      !__atomic_load_n (&ready, __ATOMIC_ACQUIRE))
+  if (s == NULL)
     return false;
-  if (replace_swap (c, s))
+  /* Counted before the checks: a replace_start that sees no swap
+   * cannot have one read the spare it is about to refill.
+   */
+  __atomic_add_fetch (&swapping, 1, __ATOMIC_ACQ_REL);
+  if (replace_target () == c->index &&
+      __atomic_load_n (&ready, __ATOMIC_ACQUIRE)) {
+    tried = true;
+    done = replace_swap (c, s);
+  }
+  __atomic_sub_fetch (&swapping, 1, __ATOMIC_ACQ_REL);
+  if (!tried)
+    return false;
+  if (done)
     return true;
   /* Soon again, unless the spare is to be healed first (then it says
    * when it is complete).
@@ -372,6 +401,51 @@ replace_swap_if_ready (struct child *c)
       state_sleep (c, quorum_reconnect_delay))
     state_kick (c);
   return false;
+}
+
+int
+replace_cancel (size_t n, char *err, size_t errlen)
+{
+  struct child *s = spare_child ();
+  struct range_lock rl;
+  size_t t = replace_target ();
+  int e;
+
+  if (t == SIZE_MAX) {
+    snprintf (err, errlen, "replace %zu --cancel: no replace is in "
+              "progress", n);
+    return -1;
+  }
+  if (t != n) {
+    snprintf (err, errlen, "replace %zu --cancel: child %zu is being "
+              "replaced, not child %zu", n, t, n);
+    return -1;
+  }
+
+  /* As the swap: no write, zero, trim or flush in flight, nor a swap. */
+  range_lock (&rl, 0, quorum_export_size, true);
+  fresh_flush_begin ();
+  if (replace_target () != n) {
+    fresh_flush_end (0, 0, false, &e);
+    range_unlock (&rl);
+    snprintf (err, errlen, "replace %zu --cancel: too late: %s has just "
+              "taken child %zu's place", n, quorum_children[n].name, n);
+    return -1;
+  }
+  fanout_set_spare (SIZE_MAX);
+  __atomic_store_n (&target, SIZE_MAX, __ATOMIC_RELEASE);
+  __atomic_store_n (&ready, false, __ATOMIC_RELEASE);
+  fresh_flush_end (0, 0, false, &e);
+  range_unlock (&rl);
+
+  /* Its supervisor stops (a reconnection in progress too), and its
+   * connection closes.  Its name stays until the next replace.
+   */
+  spare_retire (s);
+  nbdkit_debug ("quorum: child %zu (%s): replace by %s cancelled",
+                n, quorum_children[n].name, s->name);
+  report_replace ("replace-cancel", n, s->name);
+  return 0;
 }
 
 void

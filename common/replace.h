@@ -22,6 +22,13 @@ struct child;
  */
 extern int replace_start (size_t n, const char *uri, char *err,
                           size_t errlen);
+/* Cancel the replace of child n in progress: the new server leaves
+ * the fan-out and is disconnected and forgotten, child n goes on as it
+ * was (with state=, the file still names it).  0, or -1 with why in
+ * err (no replace in progress, or of another child, or it was just
+ * done).
+ */
+extern int replace_cancel (size_t n, char *err, size_t errlen);
 /* The child being replaced, or SIZE_MAX. */
 extern size_t replace_target (void);
 /* The new server's name (secrets removed), or "". */

@@ -210,7 +210,7 @@ report_admin (const char *event, size_t child)
 void
 report_replace (const char *event, size_t child, const char *other)
 {
-  const bool start = strcmp (event, "replace-start") == 0;
+  const bool start = strcmp (event, "replace-end") != 0;
   struct report_field f[] = {
     STR ("event", event), UINT ("child", child), NAME (child),
     STR (start ? "new" : "old", other),
@@ -267,6 +267,19 @@ report_scrub_start (uint64_t offset, uint64_t length, bool repair,
     STR ("event", "scrub-start"), HEX ("offset", offset),
     HEX ("length", length), STR ("mode", repair ? "repair" : "check"),
     UINT ("rate", rate),
+  };
+
+  report_emit (LOG_NOTICE, f, sizeof f / sizeof f[0]);
+}
+
+void
+report_scrub_resume (uint64_t offset, uint64_t length, uint64_t from,
+                     bool repair, uint64_t rate)
+{
+  struct report_field f[] = {
+    STR ("event", "scrub-resume"), HEX ("offset", offset),
+    HEX ("length", length), HEX ("from", from),
+    STR ("mode", repair ? "repair" : "check"), UINT ("rate", rate),
   };
 
   report_emit (LOG_NOTICE, f, sizeof f / sizeof f[0]);

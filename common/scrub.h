@@ -34,6 +34,11 @@ struct scrub_status {
   uint64_t skipped;             /* every child said zero: not read */
   uint64_t unchecked;           /* read without some child's vote */
   uint64_t since, until;        /* CLOCK_MONOTONIC ns; until 0: running */
+  uint64_t done_at_since;       /* bytes_done at since (resumed), for rates */
+  bool resumed;                 /* a restart resumed it at resumed_from */
+  uint64_t resumed_from;
+  bool has_checkpoint;          /* state=: checkpoint is durable, where a */
+  uint64_t checkpoint;          /* restart would resume it */
 };
 
 /* Where the filter's plugin is read from in the background (see
@@ -48,8 +53,16 @@ extern void scrub_set_source (const struct quorum_local_ops *local,
 extern int scrub_start (bool repair, uint64_t offset, uint64_t length,
                         char *err, size_t errlen);
 
-/* Ask the running scrub to stop after its current chunk.  0, or -1
- * with why in err (none runs).
+/* After the fork, once the children are started: with state=, the
+ * scrub a restart interrupted (its checkpoint is in the file) runs
+ * again from its checkpoint, with its counts.  A checkpoint this build
+ * cannot use is ignored, with a message.  0, or -1 after nbdkit_error.
+ */
+extern int scrub_resume (void);
+
+/* Ask the running scrub to stop after its current chunk; with state=
+ * its checkpoint is cleared, so no restart resumes it.  0, or -1 with
+ * why in err (none runs).
  */
 extern int scrub_stop (char *err, size_t errlen);
 
@@ -61,7 +74,10 @@ extern void scrub_set_rate (uint64_t bytes_per_second);
 
 extern void scrub_get (struct scrub_status *st);
 
-/* Stop the scrub, if one runs, and wait for its thread. */
+/* Stop the scrub, if one runs, and wait for its thread (at nbdkit's
+ * exit): with state= it records where it was, to resume there at the
+ * next start.
+ */
 extern void scrub_shutdown (void);
 
 /* Between scrub.c and scrub-chunk.c. */

@@ -4,27 +4,13 @@
  */
 
 /* The state file: see statefile.h for what it holds and why every
- * block is stored twice.
- *
- * Layout, all integers little-endian.  Block b (b = 0, 1, ...) has its
- * two copies at byte offsets 2*b*4096 and (2*b+1)*4096.  A copy is a
- * 32-byte header and 4064 bytes of payload:
- *   0  magic "QUORUMST"
- *   8  u32 format version (1)
- *  12  u32 block number b
- *  16  u64 generation (0: never written, so never valid)
- *  24  u64 checksum: the first 8 bytes of the SHA-256 of bytes 0-23
- *      and the payload
- * Block 0's payload: u64 export size, u32 granule (of the stale maps),
- * u32 number of children, the SHA-256 of each of 32 children's names
- * (zeroes past the last), u32 granule of the write-intent map.  Blocks 1... hold
- * the maps, each map in blocks_per_map consecutive blocks of 32512
- * bits, bit g of a map in byte g/8, bit g%8.
+ * block is stored twice, statefile-block.c for its layout on disk.
+ * Here: creating, locking and loading it, the maps in memory, and the
+ * group commit that makes changes durable.
  */
 
 #include <config.h>
 
-#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -37,188 +23,8 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 
-#include <nettle/sha2.h>
-
 #include "statefile.h"
-
-#define BLOCK 4096
-#define HEADER 32
-#define PAYLOAD (BLOCK - HEADER)
-#define BITS_PER_BLOCK ((uint64_t) PAYLOAD * 8)
-#define FORMAT_VERSION 1
-#define MAX_CHILDREN 32
-#define INTENT_GRANULE_AT (16 + MAX_CHILDREN * SHA256_DIGEST_SIZE)
-
-static const char magic[8] = "QUORUMST";
-
-struct block {
-  uint64_t gen;                 /* of the newest valid copy */
-  unsigned cur;                 /* which copy holds it, 0 or 1 */
-  uint64_t dirty;               /* ticket of the last unwritten change */
-  uint64_t last;                /* ticket of the last change, atomic */
-};
-
-struct statefile {
-  int fd;
-  char *path;
-  uint64_t bits;                /* per stale map */
-  uint64_t intent_bits;         /* of the write-intent map */
-  uint64_t blocks_per_map;
-  unsigned nr_maps;
-  size_t nr_blocks;             /* with block 0 */
-  unsigned char ident[PAYLOAD]; /* block 0's payload */
-  unsigned char *maps;          /* nr_maps * blocks_per_map payloads */
-  struct block *blocks;
-
-  pthread_mutex_t lock;         /* all below, and writers of the maps */
-  pthread_cond_t cond;          /* a sync ended */
-  uint64_t seq;                 /* the last ticket handed out */
-  uint64_t durable;             /* every ticket up to it is on disk */
-  bool syncing;                 /* one thread is writing */
-  int failed;                   /* errno of a failed write, sticky */
-  uint64_t nr_syncs;
-};
-
-static void
-name_hash (const char *name, unsigned char *digest)
-{
-  struct sha256_ctx ctx;
-
-  sha256_init (&ctx);
-  sha256_update (&ctx, strlen (name), (const uint8_t *) name);
-  sha256_digest (&ctx, SHA256_DIGEST_SIZE, digest);
-}
-
-static uint64_t
-checksum (const unsigned char *copy)
-{
-  struct sha256_ctx ctx;
-  unsigned char digest[SHA256_DIGEST_SIZE];
-  uint64_t r;
-
-  sha256_init (&ctx);
-  sha256_update (&ctx, 24, copy);
-  sha256_update (&ctx, PAYLOAD, copy + HEADER);
-  sha256_digest (&ctx, SHA256_DIGEST_SIZE, digest);
-  memcpy (&r, digest, 8);
-  return le64toh (r);
-}
-
-static void
-put32 (unsigned char *p, uint32_t v)
-{
-  v = htole32 (v);
-  memcpy (p, &v, 4);
-}
-
-static void
-put64 (unsigned char *p, uint64_t v)
-{
-  v = htole64 (v);
-  memcpy (p, &v, 8);
-}
-
-static uint32_t
-get32 (const unsigned char *p)
-{
-  uint32_t v;
-  memcpy (&v, p, 4);
-  return le32toh (v);
-}
-
-static uint64_t
-get64 (const unsigned char *p)
-{
-  uint64_t v;
-  memcpy (&v, p, 8);
-  return le64toh (v);
-}
-
-static unsigned char *
-payload_of (struct statefile *st, size_t b)
-{
-  return b == 0 ? st->ident : st->maps + (b - 1) * PAYLOAD;
-}
-
-/* A copy of block b at generation gen, in copy[BLOCK]. */
-static void
-make_copy (struct statefile *st, size_t b, uint64_t gen, unsigned char *copy)
-{
-  memcpy (copy, magic, 8);
-  put32 (copy + 8, FORMAT_VERSION);
-  put32 (copy + 12, b);
-  put64 (copy + 16, gen);
-  memcpy (copy + HEADER, payload_of (st, b), PAYLOAD);
-  put64 (copy + 24, checksum (copy));
-}
-
-static bool
-copy_valid (const unsigned char *copy, size_t b)
-{
-  return memcmp (copy, magic, 8) == 0 && get32 (copy + 8) == FORMAT_VERSION &&
-    get32 (copy + 12) == b && get64 (copy + 16) != 0 &&
-    get64 (copy + 24) == checksum (copy);
-}
-
-/* Read both copies of block b, keep the newest valid one in memory.
- * false if neither is valid (or the read failed: errno then set).
- */
-static bool
-read_block (struct statefile *st, size_t b)
-{
-  unsigned char copy[2][BLOCK];
-  int best = -1;
-  unsigned i;
-
-  errno = 0;
-  for (i = 0; i < 2; ++i) {
-    ssize_t r = pread (st->fd, copy[i], BLOCK, (2 * b + i) * (off_t) BLOCK);
-
-    if (r == -1)
-      return false;
-    if (r == BLOCK && copy_valid (copy[i], b) &&
-        (best == -1 || get64 (copy[i] + 16) > get64 (copy[best] + 16)))
-      best = i;
-  }
-  if (best == -1)
-    return false;
-  st->blocks[b].gen = get64 (copy[best] + 16);
-  st->blocks[b].cur = best;
-  memcpy (payload_of (st, b), copy[best] + HEADER, PAYLOAD);
-  return true;
-}
-
-static int
-write_all (int fd, const void *buf, size_t len, off_t offset)
-{
-  while (len > 0) {
-    ssize_t r = pwrite (fd, buf, len, offset);
-
-    if (r == -1) {
-      if (errno == EINTR)
-        continue;
-      return -1;
-    }
-    buf = (const char *) buf + r;
-    len -= r;
-    offset += r;
-  }
-  return 0;
-}
-
-static void
-make_ident (struct statefile *st, const struct statefile_identity *id)
-{
-  uint32_t i;
-
-  memset (st->ident, 0, PAYLOAD);
-  put64 (st->ident, id->size);
-  put32 (st->ident + 8, id->granule);
-  put32 (st->ident + 12, id->nr_children);
-  for (i = 0; i < id->nr_children; ++i)
-    name_hash (id->names[i], st->ident + 16 + i * SHA256_DIGEST_SIZE);
-  put32 (st->ident + INTENT_GRANULE_AT, id->intent_granule);
-}
+#include "statefile-block.h"
 
 /* A new file, first at a temporary name beside path, then linked into
  * place only when whole and on disk: a crash leaves no half-made file
@@ -252,8 +58,8 @@ create_file (struct statefile *st, char **why)
   for (b = 0; b < st->nr_blocks; ++b) {
     st->blocks[b].gen = 1;
     st->blocks[b].cur = 0;
-    make_copy (st, b, 1, copy);
-    if (write_all (fd, copy, BLOCK, 2 * b * (off_t) BLOCK) == -1)
+    statefile_make_copy (st, b, 1, copy);
+    if (statefile_write_all (fd, copy, BLOCK, 2 * b * (off_t) BLOCK) == -1)
       goto io_error;
   }
   if (fsync (fd) == -1)
@@ -303,8 +109,6 @@ load_file (struct statefile *st, const struct statefile_identity *id,
            uint32_t *renamed, char **why)
 {
   struct stat sb;
-  uint64_t size;
-  uint32_t granule, intent, nr, i;
   size_t b;
 
   if (fstat (st->fd, &sb) == -1) {
@@ -326,7 +130,7 @@ load_file (struct statefile *st, const struct statefile_identity *id,
       *why = NULL;
     return -1;
   }
-  if (!read_block (st, 0)) {
+  if (!statefile_read_block (st, 0)) {
     if (asprintf (why, "state=%s: %s", st->path,
                   errno ? strerror (errno) :
                   "not a quorum state file, or damaged (no valid copy of "
@@ -334,29 +138,8 @@ load_file (struct statefile *st, const struct statefile_identity *id,
       *why = NULL;
     return -1;
   }
-  size = get64 (st->ident);
-  granule = get32 (st->ident + 8);
-  nr = get32 (st->ident + 12);
-  intent = get32 (st->ident + INTENT_GRANULE_AT);
-  if (size != id->size || intent != id->intent_granule ||
-      nr != id->nr_children) {
-    if (asprintf (why, "state=%s was written for %" PRIu32 " children "
-                  "of %" PRIu64 " bytes with state-granule=%" PRIu32
-                  ", but this quorum has %" PRIu32 " children of %" PRIu64
-                  " bytes with state-granule=%" PRIu32 ": give the state "
-                  "file of this quorum, or a new path", st->path, nr,
-                  size, intent, id->nr_children, id->size,
-                  id->intent_granule) == -1)
-      *why = NULL;
+  if (statefile_ident_check (st, id, renamed, why) == -1)
     return -1;
-  }
-  if (granule != id->granule) {
-    if (asprintf (why, "state=%s keeps stale maps of %" PRIu32 "-byte "
-                  "granules, this build %" PRIu32 ": give a new path",
-                  st->path, granule, id->granule) == -1)
-      *why = NULL;
-    return -1;
-  }
   if (sb.st_size != (off_t) (st->nr_blocks * 2 * BLOCK)) {
     if (asprintf (why, "state=%s: damaged: %" PRIi64 " bytes, expected "
                   "%zu", st->path, (int64_t) sb.st_size,
@@ -365,7 +148,7 @@ load_file (struct statefile *st, const struct statefile_identity *id,
     return -1;
   }
   for (b = 1; b < st->nr_blocks; ++b) {
-    if (!read_block (st, b)) {
+    if (!statefile_read_block (st, b)) {
       int r;
 
       if (errno)
@@ -379,15 +162,6 @@ load_file (struct statefile *st, const struct statefile_identity *id,
     }
   }
 
-  *renamed = 0;
-  for (i = 0; i < nr; ++i) {
-    unsigned char digest[SHA256_DIGEST_SIZE];
-
-    name_hash (id->names[i], digest);
-    if (memcmp (digest, st->ident + 16 + i * SHA256_DIGEST_SIZE,
-                SHA256_DIGEST_SIZE) != 0)
-      *renamed |= UINT32_C (1) << i;
-  }
   return 0;
 }
 
@@ -431,7 +205,7 @@ statefile_open (const char *path, const struct statefile_identity *id0,
 
   st->fd = open (path, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   if (st->fd == -1 && errno == ENOENT) {
-    make_ident (st, id);
+    statefile_ident_make (st, id);
     if (create_file (st, why) == -1)
       goto error;
   }
@@ -617,7 +391,31 @@ statefile_rename (struct statefile *st, uint32_t child, const char *name)
   if (child + 1 >= st->nr_maps)
     return 0;
   pthread_mutex_lock (&st->lock);
-  name_hash (name, st->ident + 16 + child * SHA256_DIGEST_SIZE);
+  statefile_ident_rename (st, child, name);
+  ticket = changed_locked (st, 0);
+  pthread_mutex_unlock (&st->lock);
+  return ticket;
+}
+
+int
+statefile_scrub_get (struct statefile *st, struct statefile_scrub *ck,
+                     const char **why)
+{
+  int r;
+
+  pthread_mutex_lock (&st->lock);
+  r = statefile_record_scrub_get (st, ck, why);
+  pthread_mutex_unlock (&st->lock);
+  return r;
+}
+
+uint64_t
+statefile_scrub_set (struct statefile *st, const struct statefile_scrub *ck)
+{
+  uint64_t ticket;
+
+  pthread_mutex_lock (&st->lock);
+  statefile_record_scrub_put (st, ck);
   ticket = changed_locked (st, 0);
   pthread_mutex_unlock (&st->lock);
   return ticket;
@@ -651,14 +449,14 @@ write_changed_locked (struct statefile *st)
     blk->gen++;
     blk->cur ^= 1;
     blk->dirty = 0;
-    make_copy (st, b, blk->gen, copies + n * BLOCK);
+    statefile_make_copy (st, b, blk->gen, copies + n * BLOCK);
     where[n++] = 2 * b + blk->cur;
   }
   st->syncing = true;
   pthread_mutex_unlock (&st->lock);
 
   for (i = 0; i < n && err == 0; ++i)
-    if (write_all (st->fd, copies + i * BLOCK, BLOCK,
+    if (statefile_write_all (st->fd, copies + i * BLOCK, BLOCK,
                    where[i] * (off_t) BLOCK) == -1)
       err = errno;
   if (err == 0 && n > 0 && fdatasync (st->fd) == -1)

@@ -14,11 +14,15 @@
  * written, and the other (with a valid checksum and the previous
  * generation) is read at the next start.  Block 0 names the
  * configuration (export size, granule, number of children, a hash of
- * each child's name); the others hold the bitmaps, one bit per granule:
- * map 0 is the write-intent map, map 1 + i child i's stale map.
+ * each child's name) and a scrub's checkpoint; the others hold the
+ * bitmaps, one bit per granule: map 0 is the write-intent map, map
+ * 1 + i child i's stale map.
  *
- * This module knows nothing of children or requests: it keeps bits in
- * memory, and makes them durable when asked.  Thread-safe.
+ * This module knows nothing of children or requests: it keeps bits and
+ * a checkpoint in memory, and makes them durable when asked.
+ * Thread-safe.  statefile.c opens the file and writes it,
+ * statefile-block.c knows its layout (statefile-block.h, inside the
+ * module only).
  */
 
 #ifndef QUORUM_STATEFILE_H
@@ -96,6 +100,32 @@ extern uint64_t statefile_set (struct statefile *st, unsigned map,
 /* Record the name of child i in the file (after a replacement). */
 extern uint64_t statefile_rename (struct statefile *st, uint32_t child,
                                   const char *name);
+
+/* A scrub's checkpoint (scrub.c), kept in block 0 so that a restart
+ * resumes the scrub: its range, how far it came, its counts so far.
+ */
+struct statefile_scrub {
+  uint64_t offset, length;      /* the range */
+  uint64_t pos;                 /* scrubbed up to here, in the range */
+  bool repair;
+  uint64_t mismatched, repaired, unreadable, no_quorum, skipped, unchecked;
+};
+
+/* The checkpoint in the file: 1 with it in *ck, 0 if there is none
+ * (a file written before checkpoints existed has none), -1 if there is
+ * one this build cannot use (a newer record version, or a range or
+ * position outside the export): then *why says which (a constant
+ * string).
+ */
+extern int statefile_scrub_get (struct statefile *st,
+                                struct statefile_scrub *ck,
+                                const char **why);
+
+/* Record ck as the checkpoint, or none (ck NULL), in memory: the
+ * ticket to give statefile_sync.
+ */
+extern uint64_t statefile_scrub_set (struct statefile *st,
+                                     const struct statefile_scrub *ck);
 
 /* Make every change up to ticket durable: the changed blocks are
  * written, then the file is fdatasync'd.  One caller writes for

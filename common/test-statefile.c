@@ -5,8 +5,10 @@
 
 /* Unit tests of the state file: bits survive a reopen, a torn copy
  * falls back to the other one, a file of another configuration or
- * anything but a regular file is refused, and concurrent writers share
- * their syncs.
+ * anything but a regular file is refused, concurrent writers share
+ * their syncs, and a scrub checkpoint survives a reopen, is absent
+ * from an older file, and is ignored if it is outside the export or of
+ * a newer record version.
  */
 
 #include <config.h>
@@ -19,6 +21,8 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/stat.h>
+
+#include <nettle/sha2.h>
 
 #include "statefile.h"
 #include "test-check.h"
@@ -390,6 +394,127 @@ test_large (void)
   unlink (path);
 }
 
+/* Overwrite the u32 at byte at of block 0's payload in both copies,
+ * with their checksums made right again: a file as another build
+ * could have written it.
+ */
+static void
+poke_block0 (size_t at, uint32_t v)
+{
+  int fd = open (path, O_RDWR);
+  unsigned char copy[4096], digest[SHA256_DIGEST_SIZE];
+  struct sha256_ctx ctx;
+  unsigned i;
+
+  CHECK (fd >= 0);
+  for (i = 0; i < 2; ++i) {
+    CHECK (pread (fd, copy, 4096, i * 4096) == 4096);
+    copy[32 + at] = v;
+    copy[32 + at + 1] = v >> 8;
+    copy[32 + at + 2] = v >> 16;
+    copy[32 + at + 3] = v >> 24;
+    sha256_init (&ctx);
+    sha256_update (&ctx, 24, copy);
+    sha256_update (&ctx, 4096 - 32, copy + 32);
+    sha256_digest (&ctx, SHA256_DIGEST_SIZE, digest);
+    memcpy (copy + 24, digest, 8);      /* little-endian on disk */
+    CHECK (pwrite (fd, copy, 4096, i * 4096) == 4096);
+  }
+  close (fd);
+}
+
+#define SCRUB_AT 1048           /* the checkpoint in block 0's payload */
+
+static void
+test_scrub_checkpoint (void)
+{
+  const struct statefile_scrub ck = {
+    .offset = 1 << 20, .length = 8 << 20, .pos = 3 << 20, .repair = true,
+    .mismatched = 4096, .repaired = 8192, .unreadable = 512,
+    .no_quorum = 1024, .skipped = 65536, .unchecked = 1 << 20,
+  };
+  struct statefile_scrub got, bad;
+  struct statefile *st;
+  const char *why = NULL;
+  uint64_t t;
+
+  /* A new file, as a file of a build before checkpoints: none. */
+  unlink (path);
+  st = open_ok (&id3, NULL);
+  CHECK (st != NULL);
+  if (st == NULL)
+    return;
+  CHECK (statefile_scrub_get (st, &got, &why) == 0);
+  t = statefile_scrub_set (st, &ck);
+  CHECK (t != 0 && statefile_sync (st, t) == 0);
+  t = statefile_set (st, STATEFILE_MAP_STALE (2), 5, 6, true);
+  CHECK (t != 0 && statefile_sync (st, t) == 0);
+  statefile_close (st);
+
+  /* Back after a reopen, whole; and kept when block 0 changes. */
+  st = open_ok (&id3, NULL);
+  CHECK (st != NULL);
+  if (st == NULL)
+    return;
+  memset (&got, 0, sizeof got);
+  CHECK (statefile_scrub_get (st, &got, &why) == 1);
+  CHECK (got.offset == ck.offset && got.length == ck.length &&
+         got.pos == ck.pos && got.repair);
+  CHECK (got.mismatched == 4096 && got.repaired == 8192 &&
+         got.unreadable == 512 && got.no_quorum == 1024 &&
+         got.skipped == 65536 && got.unchecked == 1 << 20);
+  CHECK (statefile_test (st, STATEFILE_MAP_STALE (2), 5));
+  t = statefile_rename (st, 1, "nbd://other/");
+  CHECK (t != 0 && statefile_sync (st, t) == 0);
+  statefile_close (st);
+  st = open_ok (&id3, NULL);
+  CHECK (st && statefile_scrub_get (st, &got, &why) == 1 &&
+         got.pos == ck.pos);
+
+  /* Outside the export, or a position outside its range: ignored. */
+  if (st) {
+    bad = ck;
+    bad.offset = 9 << 20;
+    bad.pos = 9 << 20;
+    t = statefile_scrub_set (st, &bad);
+    CHECK (t != 0 && statefile_sync (st, t) == 0);
+    statefile_close (st);
+  }
+  st = open_ok (&id3, NULL);
+  why = NULL;
+  CHECK (st && statefile_scrub_get (st, &got, &why) == -1);
+  CHECK (why && strstr (why, "outside the export"));
+  if (st) {
+    bad = ck;
+    bad.pos = bad.offset + bad.length;
+    statefile_sync (st, statefile_scrub_set (st, &bad));
+    CHECK (statefile_scrub_get (st, &got, &why) == -1);
+
+    /* Cleared: none. */
+    t = statefile_scrub_set (st, &ck);
+    CHECK (statefile_sync (st, t) == 0);
+    t = statefile_scrub_set (st, NULL);
+    CHECK (t != 0 && statefile_sync (st, t) == 0);
+    statefile_close (st);
+  }
+  st = open_ok (&id3, NULL);
+  CHECK (st && statefile_scrub_get (st, &got, &why) == 0);
+  if (st) {
+    statefile_sync (st, statefile_scrub_set (st, &ck));
+    statefile_close (st);
+  }
+
+  /* A newer build's record: the file loads, the record is ignored. */
+  poke_block0 (SCRUB_AT, 2);
+  st = open_ok (&id3, NULL);
+  why = NULL;
+  CHECK (st && statefile_scrub_get (st, &got, &why) == -1);
+  CHECK (why && strstr (why, "newer build"));
+  CHECK (st && statefile_test (st, STATEFILE_MAP_STALE (2), 5));
+  statefile_close (st);
+  unlink (path);
+}
+
 int
 main (void)
 {
@@ -407,6 +532,7 @@ main (void)
   test_concurrent ();
   test_large ();
   test_intent_granule ();
+  test_scrub_checkpoint ();
 
   unlink (path);
   rmdir (dir);

@@ -57,6 +57,8 @@ usage (FILE *fp)
            "  return N [--json] put failed child N back in service\n"
            "  replace N URI [--json]\n"
            "                    rebuild the server at URI as child N\n"
+           "  replace N --cancel [--json]\n"
+           "                    forget the replace of child N in progress\n"
            "  help [--json]     the commands the server knows\n"
            "Any other command is sent as {\"command\": COMMAND, \"args\": "
            "[ARGS...]}\n"
@@ -267,6 +269,9 @@ print_scrub (json_object *s)
   if (total > 0)
     printf (" (%d%%)", (int) (done * 100 / total));
   printf (" from offset %" PRIi64, get_int (s, "offset"));
+  if (get (s, "resumed_from"))
+    printf (", resumed at offset %" PRIi64 " after a restart",
+            get_int (s, "resumed_from"));
   if (strcmp (state, "running") == 0) {
     printf (", %s/s, limit %s", human (get_int (s, "rate"), b1, sizeof b1),
             human_rate (get_int (s, "rate_limit"), b2, sizeof b2));
@@ -557,6 +562,10 @@ main (int argc, char *argv[])
   else if (strcmp (command, "return") == 0)
     printf ("child %" PRIi64 " returning: reconnected and resynchronised "
             "in the background: see status\n", get_int (reply, "child"));
+  else if (strcmp (command, "replace") == 0 && get (reply, "cancelled"))
+    printf ("child %" PRIi64 ": replace cancelled: %s disconnected, child %"
+            PRIi64 " serves as before\n", get_int (reply, "child"),
+            get_str (reply, "name"), get_int (reply, "child"));
   else if (strcmp (command, "replace") == 0)
     printf ("child %" PRIi64 " being replaced by %s: rebuilt in the "
             "background, then swapped in: see status\n",
