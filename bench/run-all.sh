@@ -36,7 +36,7 @@
 #                                                  seqread
 #   quorum-profile.sh SIZE SECONDS (--profile)     top symbols
 # Use a quiet machine: other load moves every figure.  A full run at
-# the defaults takes roughly 65 minutes on 2 cores.
+# the defaults takes roughly 75 minutes on 2 cores.
 
 set -u
 cd "$(dirname "$0")/.." || exit 1
