@@ -29,9 +29,14 @@
 #                                                  on /dev/shm and on
 #                                                  ext4 (a loop image;
 #                                                  root) vs without
+#   quorum-rebuild.sh SIZE REPS SECONDS            replace onto an
+#                                                  empty server vs
+#                                                  nbdcopy; IOPS during
+#                                                  a rebuild; scrub vs
+#                                                  seqread
 #   quorum-profile.sh SIZE SECONDS (--profile)     top symbols
 # Use a quiet machine: other load moves every figure.  A full run at
-# the defaults takes roughly 65 minutes on 2 cores.
+# the defaults takes roughly 75 minutes on 2 cores.
 
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -76,6 +81,7 @@ run quorum-fanout.sh 64M "$reps" "$secs"
 run quorum-scaling.sh "$size" "$reps"
 run quorum-hop.sh "$size" "$reps" "$secs"
 run quorum-state.sh "$size" "$reps" "$secs"
+run quorum-rebuild.sh "$size" "$reps" "$secs"
 $profile && run quorum-profile.sh "$size" "$secs"
 
 echo
