@@ -190,8 +190,8 @@ def churn(sock, report, n, uri_a, uri_b, ready, stop):
         r = s["children"][n]["replacement"]
         # The next replace only once the last one's replace-end is
         # reported: the engine lets go of the last spare just before,
-        # and a replace meanwhile would retire it too (a double free,
-        # replace.c, 2026-12-01).
+        # and refuses a replace meanwhile ("still being wound up";
+        # tests/test-quorum-replace-race.sh).
         new, pos = events(report, pos)
         ended += sum(name(e) == "replace-end" for e in new)
         if t0 is not None and (r is not None or ended < started):
