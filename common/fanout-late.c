@@ -139,7 +139,7 @@ late_cut_lagging (size_t i)
   free (regions);
   snprintf (why, sizeof why, "%" PRIu64 " bytes in flight, more than "
             "max-lag=%" PRIu64, bytes, quorum_max_lag);
-  reactor_cut (c, why);
+  reactor_cut_reason (c, why, "lagging");
 }
 
 /* One pass: cut who must be cut, take off the list the fan-outs whose

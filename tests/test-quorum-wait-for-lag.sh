@@ -34,6 +34,9 @@ h.flush()
   wait_for "event=stale" 30 grep -q \
       'event=stale child=2 .* reason=lagging' $tmpdir/syslog
   wait_for "event=down" 30 grep -q 'event=down child=2' $tmpdir/syslog
+  # Cut for lagging, not for a timeout: the report says which.
+  assert_grep 'event=down child=2 .*reason=lagging' $tmpdir/syslog
+  assert_no_grep 'event=down child=2 .*reason=timeout' $tmpdir/syslog
   # nbdkit 1.32 may abort when a connection is cut under requests its
   # delay filter is still sleeping on ("raw_send_socket: Assertion"):
   # start child 2 again, now quick, as its operator would.
