@@ -203,7 +203,7 @@ extern void fanout_late_stop (void);
  */
 #define FANOUT_LAGGING_READS 16
 extern bool fanout_lagging (size_t i);
-/* fanout.c, for fanout-late.c: a slot of a detached fan-out ended. */
+/* fanout-slot.c, for fanout-late.c: a slot of a detached fan-out ended. */
 extern void fanout_late_kick (void);
 /* A connection with no local child, for fan-outs of the late thread. */
 extern struct quorum_conn fanout_no_conn;

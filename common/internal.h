@@ -15,9 +15,10 @@
  *   replace.c               replacing a child
  *   engine.c, extents.c,    the operations and their votes, block status,
  *   settle.c                settling unsettled regions
- *   fanout.c                slots, parts, references, deadlines;
+ *   fanout.c                references, deadlines, participants;
  *                           fanout-late.c, what wait-for=threshold
  *                           finishes after the answer
+ *   fanout-slot.c           a remote slot: its parts, libnbd's callbacks
  *   caps.c                  the promise, a connection's capabilities
  *   connect.c, reactor.c    opening handles; the poll thread, hand-over, cut
  *   fresh.c                 stale, unsettled and unflushed maps; state=
