@@ -134,7 +134,7 @@ slot_done (struct slot *s)
   sem_post (&f->done);
   fanout_unpend (f);
   if (__atomic_load_n (&f->detached, __ATOMIC_SEQ_CST))
-    fanout_late_kick ();
+    fanout_late_kick (f);
   fanout_put (f);
 }
 

@@ -58,7 +58,8 @@
  * it once every child ended the write (fanout-late.c).
  *
  * Fields that mix atomics and locks:
- *   life.state, life.quit      written under life.lock, read atomically
+ *   life.state, life.quit,     written under life.lock, read atomically
+ *   life.ahead
  *   meta                       written under nbd_lock (write) with a
  *                              release store, read atomically by
  *                              child_meta_stale
