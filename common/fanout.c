@@ -384,8 +384,11 @@ fanout_participants (enum op_type type, uint64_t offset, uint64_t count)
     if (!child_is_local (c) && state_get (c) == CHILD_DOWN)
       continue;
     /* Ahead (fanout-late.c): nothing until it caught up. */
-    if (state_ahead (c) != AHEAD_NONE)
+    if (state_ahead (c) != AHEAD_NONE) {
+      if (type == OP_WRITE || type == OP_ZERO || type == OP_TRIM)
+        fanout_ahead_missed (i);
       continue;
+    }
     /* A stale child takes every change but has no say. */
     if ((type == OP_READ || type == OP_EXTENTS || type == OP_CACHE) &&
         fresh_stale (c, offset, count))

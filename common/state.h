@@ -29,10 +29,11 @@ enum child_state { CHILD_UP, CHILD_DOWN, CHILD_RESYNC };
 /* wait-for=threshold: a child owing more than max-lag= bytes is ahead
  * (fanout-late.c decides): it is sent no request, so every write makes
  * it stale there, until it caught up.  While it still completes what
- * it was sent it is draining, and its supervisor does not resync it
- * (the copies would wait behind that backlog, holding their ranges);
- * once drained, it is resynced, and it takes requests again once
- * nothing of it is stale.
+ * it was sent, or the writes it misses come too fast for it, it is
+ * draining, and its supervisor does not resync it (the copies would
+ * wait behind that backlog, holding their ranges, or never end); then
+ * it is resynced, and it takes requests again once nothing of it is
+ * stale.
  */
 enum child_ahead { AHEAD_NONE, AHEAD_DRAINING, AHEAD_DRAINED };
 
