@@ -13,6 +13,9 @@
 #   SECONDS  run time of each fio job (default 5)
 #   DELAYS   the slow child's delay per request, comma separated
 #            (default 2ms,20ms), nbdkit's delay filter
+# FRONTS and WORKLOADS in the environment choose rows (space separated,
+# from the defaults below), e.g. FRONTS="threshold without"
+# WORKLOADS="randwrite-qd1 randwrite-qd32" for several short runs.
 # The slow child runs with 64 threads, so that it is slow per request,
 # not short of threads.  The last column divides each p99 by that of
 # the quorum without the slow child (the issue's goal: threshold within
@@ -47,8 +50,9 @@ print('%.0f %.0f %.0f %.0f' % (p['50.000000'] / 1e3, p['99.000000'] / 1e3,
     { cat "$dir/fio.err" >&2; return 1; }
 }
 
-fronts=(all threshold without qemu)
-workloads=(randread-qd1 randread-qd32 randwrite-qd1 randwrite-qd32)
+read -r -a fronts <<< "${FRONTS:-all threshold without qemu}"
+read -r -a workloads <<< \
+     "${WORKLOADS:-randread-qd1 randread-qd32 randwrite-qd1 randwrite-qd32}"
 
 for delay in ${delays//,/ }; do
   start_nbdkit c0 file "$dir/c0.img"
@@ -76,7 +80,7 @@ for delay in ${delays//,/ }; do
   printf '%-15s %-10s %9s %9s %9s %9s %9s\n' \
          workload front p50/us p99/us p99.9/us iops p99/without
   for w in "${workloads[@]}"; do
-    read -r _ wp99 _ _ <<< "${lat[without.$w]}"
+    read -r _ wp99 _ _ <<< "${lat[without.$w]:--}"
     for f in "${fronts[@]}"; do
       read -r p50 p99 p999 iops <<< "${lat[$f.$w]}"
       printf '%-15s %-10s %9s %9s %9s %9s %9s\n' "$w" "$f" \

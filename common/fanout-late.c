@@ -8,20 +8,34 @@
  *
  * The request's reference goes to the late list (fanout_detach).  The
  * late thread wakes when a slot of a detached fan-out ends
- * (fanout_late_kick, a sem_post: the only thing the reactor does for
- * it) and every 100 ms; it cuts a child past child-timeout as
- * fanout_wait would, or one owing more than max-lag bytes (its writes
- * not yet completed are stale first, reason lagging); once every
- * command of a fan-out is gone it runs its finish callback (the late
- * vote, the stale marks, the range released) and puts it.  Flushes ask
- * fanout_drained which children completed the writes detached before
- * them: a flush must not overtake them on a child.
+ * (fanout_late_kick, a sem_post, and a push on the ready stack by the
+ * last: the only things the reactor does for it) and every 100 ms,
+ * when it cuts a child past child-timeout as fanout_wait would; once
+ * every command of a fan-out is gone it runs its finish callback (the
+ * late vote, the stale marks, the range released) and puts it.
+ * Flushes ask fanout_drained which children completed the writes
+ * detached before them: a flush must not overtake them on a child.
  *
- * Lock: late_lock guards the list, seq and the callbacks' fields of
- * the fan-outs on it (and late_cond, broadcast after each pass, for
- * flushes waiting on drained children).  It is a leaf: nothing is
- * called under it but atomics; finish, fresh_stale_mark and
- * reactor_cut run after it is released.
+ * A child owing more than max-lag bytes (or FANOUT_AHEAD_SLOTS
+ * requests) is put ahead (state.h), as DRBD's pull-ahead does with a
+ * peer that cannot keep up: it is sent nothing more, so every write
+ * marks it stale there before the answer (fresh_write_end: it was not
+ * sent the write), and keeps its connection while it completes what it
+ * owes; once that drained and the writes it misses come at most half
+ * as fast as it completed those, its supervisor copies what is stale,
+ * and once nothing is it is sent requests again.  Cutting it instead
+ * would fail all it owes, and its reconnection and resync would wait
+ * behind the writes still queued (the whole export locked while it
+ * rejoins).  Only if putting it ahead would leave fewer than
+ * vote-threshold children to ask is it cut (reason lagging), its
+ * writes not yet completed stale first.
+ *
+ * The ready stack is lock-free (pushed by any thread, emptied by the
+ * late thread at once).  Lock: late_lock guards the list, seq and the
+ * callbacks' fields of the fan-outs on it (and late_cond, broadcast
+ * after each pass, for flushes waiting on drained children).  It is a
+ * leaf: nothing is called under it but atomics; finish,
+ * fresh_stale_mark and reactor_cut run after it is released.
  */
 
 #include <config.h>
@@ -41,14 +55,20 @@
 #include "fresh.h"
 #include "internal.h"
 #include "reactor.h"
+#include "state.h"
 
 struct quorum_conn fanout_no_conn;
 
 static pthread_mutex_t late_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t late_cond = PTHREAD_COND_INITIALIZER;
-static struct fanout *late_head;        /* oldest first */
-static struct fanout **late_tail = &late_head;
+static struct fanout *late_head, *late_last;  /* oldest first */
 static uint64_t late_seq;               /* fan-outs detached so far */
+/* The detached fan-outs whose commands are all gone, pushed by whoever
+ * saw that (a lock-free stack, fanout_late_kick), for the next pass to
+ * finish: a pass costs what ended, not what is still in flight (a
+ * child far behind may owe thousands).
+ */
+static struct fanout *late_ready;
 
 static sem_t late_sem;                  /* a slot ended, or a new one */
 static pthread_once_t late_once = PTHREAD_ONCE_INIT;
@@ -63,10 +83,52 @@ static uint64_t owed[VOTE_MAX_CHILDREN];
 static bool lag_cut[VOTE_MAX_CHILDREN];   /* the late thread's */
 /* Reads each child owes (atomics), for fanout_lagging. */
 static unsigned late_reads[VOTE_MAX_CHILDREN];
+/* Late slots of each child not yet finished (atomics): ahead mode's
+ * "drained" is none.
+ */
+static unsigned late_slots[VOTE_MAX_CHILDREN];
+
+/* Each ahead child, the late thread's: when it went ahead and what it
+ * owed then, the rate it completed that at (requests a second, once it
+ * drained), and the rate of writes that left it out since (sampled each
+ * second from ahead_missed, which fanout_participants counts).
+ */
+struct late_ahead {
+  struct timespec since, sampled;
+  unsigned owed_then;
+  uint64_t rate, missed_seen, missed_rate;
+};
+static struct late_ahead ahead[VOTE_MAX_CHILDREN];
+static uint64_t ahead_missed[VOTE_MAX_CHILDREN];  /* atomics */
 
 void
-fanout_late_kick (void)
+fanout_ahead_missed (size_t i)
 {
+  __atomic_add_fetch (&ahead_missed[i], 1, __ATOMIC_RELAXED);
+}
+
+static int64_t
+late_ns (const struct timespec *from, const struct timespec *to)
+{
+  return (to->tv_sec - from->tv_sec) * INT64_C (1000000000) +
+    (to->tv_nsec - from->tv_nsec);
+}
+
+void
+fanout_late_kick (struct fanout *f)
+{
+  struct fanout *old;
+
+  /* Pushed once, by the first to see every command gone. */
+  if (__atomic_load_n (&f->pending, __ATOMIC_SEQ_CST) == 0 &&
+      !__atomic_exchange_n (&f->late_queued, true, __ATOMIC_ACQ_REL)) {
+    old = __atomic_load_n (&late_ready, __ATOMIC_RELAXED);
+    do
+      f->ready_next = old;
+    while (!__atomic_compare_exchange_n (&late_ready, &old, f, true,
+                                         __ATOMIC_RELEASE,
+                                         __ATOMIC_RELAXED));
+  }
   sem_post (&late_sem);
 }
 
@@ -110,7 +172,7 @@ late_cut_lagging (size_t i)
   struct late_region *regions = NULL;
   size_t nr = 0, j = 0;
   uint64_t bytes = __atomic_load_n (&owed[i], __ATOMIC_RELAXED);
-  char why[96];
+  char why[160];
   struct fanout *f;
 
   {
@@ -137,44 +199,211 @@ late_cut_lagging (size_t i)
       nbdkit_error ("quorum: child %zu (%s): cannot record its stale "
                     "regions: %m", i, c->name);
   free (regions);
-  snprintf (why, sizeof why, "%" PRIu64 " bytes in flight, more than "
-            "max-lag=%" PRIu64, bytes, quorum_max_lag);
-  reactor_cut (c, why);
+  snprintf (why, sizeof why, "%" PRIu64 " bytes and %u requests in flight, "
+            "more than max-lag=%" PRIu64 " or %u", bytes,
+            __atomic_load_n (&late_slots[i], __ATOMIC_RELAXED),
+            quorum_max_lag, FANOUT_AHEAD_SLOTS);
+  reactor_cut_reason (c, why, "lagging");
 }
 
-/* One pass: cut who must be cut, take off the list the fan-outs whose
- * commands are all gone, and finish them.
+/* Whether child i owes more than it may: max-lag bytes, or
+ * FANOUT_AHEAD_SLOTS requests.
  */
-static void
-late_pass (void)
+static bool
+late_over (size_t i)
 {
-  struct fanout *done = NULL, **dt = &done, *f, **p;
-  uint32_t timed_out = 0;
+  return __atomic_load_n (&owed[i], __ATOMIC_RELAXED) > quorum_max_lag ||
+    __atomic_load_n (&late_slots[i], __ATOMIC_RELAXED) > FANOUT_AHEAD_SLOTS;
+}
+
+/* Whether the children but i that take requests (up, not ahead) are
+ * at least vote-threshold: then i may be put ahead.
+ */
+static bool
+late_may_go_ahead (size_t i)
+{
+  unsigned n = 0;
+  size_t j;
+
+  for (j = 0; j < quorum_nr_children; ++j) {
+    struct child *c = &quorum_children[j];
+
+    if (j == i || state_ahead (c) != AHEAD_NONE)
+      continue;
+    if (child_is_local (c) || state_get (c) != CHILD_DOWN)
+      n++;
+  }
+  return n >= quorum_threshold;
+}
+
+/* Child i owes more than max-lag: ahead, or cut. */
+static void
+late_lagging (size_t i, uint64_t bytes)
+{
+  struct child *c = &quorum_children[i];
+
+  if (!late_may_go_ahead (i)) {
+    late_cut_lagging (i);
+    return;
+  }
+  nbdkit_debug ("quorum: child %zu (%s): %" PRIu64 " bytes and %u requests "
+                "in flight, more than max-lag=%" PRIu64 " or %u: ahead, "
+                "sent nothing until it caught up", i, c->name, bytes,
+                __atomic_load_n (&late_slots[i], __ATOMIC_RELAXED),
+                quorum_max_lag, FANOUT_AHEAD_SLOTS);
+  clock_gettime (CLOCK_MONOTONIC, &ahead[i].since);
+  ahead[i].sampled = ahead[i].since;
+  ahead[i].owed_then = __atomic_load_n (&late_slots[i], __ATOMIC_RELAXED);
+  ahead[i].rate = 0;
+  ahead[i].missed_seen = __atomic_load_n (&ahead_missed[i],
+                                          __ATOMIC_RELAXED);
+  ahead[i].missed_rate = UINT64_MAX;          /* not known for a second */
+  state_set_ahead (c, AHEAD_DRAINING);
+  report_admin ("ahead", i);
+}
+
+/* Whether ahead child i may be copied to: it drained (busy: not yet),
+ * and the writes that leave it out come at most half as fast as it
+ * completed what it owed.  Copying to a child that cannot keep up with
+ * the writes would not end, and the copies' reads, votes and range
+ * locks would slow the client's requests for nothing.
+ */
+static bool
+late_ahead_quiet (size_t i, bool busy)
+{
+  struct late_ahead *a = &ahead[i];
   struct timespec now;
-  size_t i;
+  int64_t ns;
 
   clock_gettime (CLOCK_MONOTONIC, &now);
-  {
-    SCOPED_LOCK (&late_lock);
-    for (p = &late_head; (f = *p) != NULL; ) {
-      if (__atomic_load_n (&f->pending, __ATOMIC_SEQ_CST) == 0) {
-        *p = f->late_next;
-        f->late_next = NULL;
-        *dt = f;
-        dt = &f->late_next;
-        continue;
-      }
-      if (late_past (f, &now)) {
-        for (i = 0; i < quorum_nr_children; ++i)
-          if (f->slots[i].used && !fanout_slot_ended (f, i) &&
-              !f->slots[i].timed_out) {
-            f->slots[i].timed_out = true;
-            timed_out |= UINT32_C (1) << i;
-          }
-      }
-      p = &f->late_next;
+  ns = late_ns (&a->sampled, &now);
+  if (ns >= 1000000000) {
+    uint64_t m = __atomic_load_n (&ahead_missed[i], __ATOMIC_RELAXED);
+
+    a->missed_rate = (m - a->missed_seen) * 1000000000 / (uint64_t) ns;
+    a->missed_seen = m;
+    a->sampled = now;
+  }
+  if (busy)
+    return false;
+  if (a->rate == 0) {
+    ns = late_ns (&a->since, &now);
+    if (ns <= 0)
+      ns = 1;
+    a->rate = (uint64_t) a->owed_then * 1000000000 / (uint64_t) ns;
+    if (a->rate == 0)
+      a->rate = 1;
+  }
+  return a->missed_rate != UINT64_MAX && 2 * a->missed_rate <= a->rate;
+}
+
+/* The next step of an ahead child i (busy: it still owes a reply to a
+ * detached fan-out): drained, and then caught up.
+ */
+static void
+late_ahead_step (size_t i, bool busy)
+{
+  struct child *c = &quorum_children[i];
+
+  switch (state_ahead (c)) {
+  case AHEAD_NONE:
+    break;
+  case AHEAD_DRAINING: case AHEAD_DRAINED:
+    /* Down (cut for child-timeout): its rejoin resyncs it anyway. */
+    if (state_get (c) == CHILD_DOWN)
+      state_set_ahead (c, AHEAD_NONE);
+    else if (state_ahead (c) == AHEAD_DRAINING) {
+      if (late_ahead_quiet (i, busy))
+        state_set_ahead (c, AHEAD_DRAINED);   /* its supervisor copies */
     }
-    late_tail = p;
+    /* The writes came back: no new copy begins (one under way ends). */
+    else if (!late_ahead_quiet (i, busy))
+      state_set_ahead (c, AHEAD_DRAINING);
+    /* A write still in flight that left it out marks it stale before
+     * its answer, and the next copy takes that.
+     */
+    else if (!fresh_stale (c, 0, 0)) {
+      state_set_ahead (c, AHEAD_NONE);
+      report_admin ("caught-up", i);
+    }
+    break;
+  }
+}
+
+/* Take the ready fan-outs off the list, oldest first. */
+static struct fanout *
+late_take_ready (void)
+{
+  struct fanout *f, *next, *done = NULL;
+
+  f = __atomic_exchange_n (&late_ready, NULL, __ATOMIC_ACQUIRE);
+  SCOPED_LOCK (&late_lock);
+  for (; f; f = next) {
+    next = f->ready_next;
+    if (f->late_prev)
+      f->late_prev->late_next = f->late_next;
+    else
+      late_head = f->late_next;
+    if (f->late_next)
+      f->late_next->late_prev = f->late_prev;
+    else
+      late_last = f->late_prev;
+    f->late_next = done;        /* reversed: the stack is newest first */
+    done = f;
+  }
+  return done;
+}
+
+/* Every 100 ms: the children with a late slot past child-timeout. */
+static uint32_t
+late_timed_out (void)
+{
+  uint32_t timed_out = 0;
+  struct timespec now;
+  struct fanout *f;
+  size_t i;
+
+  if (quorum_child_timeout == 0)
+    return 0;
+  clock_gettime (CLOCK_MONOTONIC, &now);
+  SCOPED_LOCK (&late_lock);
+  for (f = late_head; f; f = f->late_next) {
+    if (!late_past (f, &now))
+      continue;
+    for (i = 0; i < quorum_nr_children; ++i)
+      if (f->slots[i].used && !fanout_slot_ended (f, i) &&
+          !f->slots[i].timed_out) {
+        f->slots[i].timed_out = true;
+        timed_out |= UINT32_C (1) << i;
+      }
+  }
+  return timed_out;
+}
+
+/* One pass: cut who must be cut (tick: look for timeouts too), take off
+ * the list the fan-outs whose commands are all gone, and finish them.
+ */
+static void
+late_pass (bool tick)
+{
+  struct fanout *done = late_take_ready (), *f;
+  uint32_t timed_out = tick ? late_timed_out () : 0;
+  size_t i;
+
+  while ((f = done) != NULL) {
+    done = f->late_next;
+    for (i = 0; i < quorum_nr_children; ++i) {
+      if (!(f->late & (UINT32_C (1) << i)))
+        continue;
+      if (f->slots[i].timed_out)
+        f->slots[i].err = ETIMEDOUT;
+      __atomic_sub_fetch (&owed[i], late_bytes (f), __ATOMIC_RELAXED);
+      __atomic_sub_fetch (&late_slots[i], 1, __ATOMIC_RELAXED);
+      if (f->type == OP_READ)
+        __atomic_sub_fetch (&late_reads[i], 1, __ATOMIC_RELAXED);
+    }
+    f->finish (f, f->arg);
+    fanout_put (f);
   }
 
   for (i = 0; i < quorum_nr_children; ++i) {
@@ -187,27 +416,15 @@ late_pass (void)
                 quorum_child_timeout);
       reactor_cut (&quorum_children[i], why);
     }
-    else if (bytes > quorum_max_lag && !lag_cut[i]) {
+    else if (late_over (i) && !lag_cut[i] &&
+             state_ahead (&quorum_children[i]) == AHEAD_NONE) {
       lag_cut[i] = true;
-      late_cut_lagging (i);
+      late_lagging (i, bytes);
     }
-    else if (bytes <= quorum_max_lag)
+    else if (!late_over (i))
       lag_cut[i] = false;
-  }
-
-  while ((f = done) != NULL) {
-    done = f->late_next;
-    for (i = 0; i < quorum_nr_children; ++i) {
-      if (!(f->late & (UINT32_C (1) << i)))
-        continue;
-      if (f->slots[i].timed_out)
-        f->slots[i].err = ETIMEDOUT;
-      __atomic_sub_fetch (&owed[i], late_bytes (f), __ATOMIC_RELAXED);
-      if (f->type == OP_READ)
-        __atomic_sub_fetch (&late_reads[i], 1, __ATOMIC_RELAXED);
-    }
-    f->finish (f, f->arg);
-    fanout_put (f);
+    late_ahead_step (i, __atomic_load_n (&late_slots[i],
+                                         __ATOMIC_RELAXED) > 0);
   }
 
   /* Flushes waiting for drained children look again. */
@@ -218,9 +435,12 @@ late_pass (void)
 static void *
 late_main (void *arg)
 {
+  struct timespec next_tick = { 0 };
+
   (void) arg;
   while (!__atomic_load_n (&late_quit, __ATOMIC_ACQUIRE)) {
-    struct timespec deadline;
+    struct timespec deadline, now;
+    bool tick;
 
     clock_gettime (CLOCK_REALTIME, &deadline);
     deadline.tv_nsec += 100000000;
@@ -231,7 +451,21 @@ late_main (void *arg)
     if (sem_timedwait (&late_sem, &deadline) == 0)
       while (sem_trywait (&late_sem) == 0)
         ;                       /* one pass sees them all */
-    late_pass ();
+    /* The scan for timeouts walks everything in flight: every 100 ms,
+     * however many kicks come.
+     */
+    clock_gettime (CLOCK_MONOTONIC, &now);
+    tick = now.tv_sec > next_tick.tv_sec ||
+      (now.tv_sec == next_tick.tv_sec && now.tv_nsec >= next_tick.tv_nsec);
+    if (tick) {
+      next_tick = now;
+      next_tick.tv_nsec += 100000000;
+      if (next_tick.tv_nsec >= 1000000000) {
+        next_tick.tv_sec++;
+        next_tick.tv_nsec -= 1000000000;
+      }
+    }
+    late_pass (tick);
   }
   return NULL;
 }
@@ -311,22 +545,29 @@ fanout_detach (struct fanout *f, fanout_finish_fn *finish, void *arg)
   for (i = 0; i < quorum_nr_children; ++i)
     if (f->late & (UINT32_C (1) << i)) {
       __atomic_add_fetch (&owed[i], late_bytes (f), __ATOMIC_RELAXED);
+      __atomic_add_fetch (&late_slots[i], 1, __ATOMIC_RELAXED);
       if (f->type == OP_READ)
         __atomic_add_fetch (&late_reads[i], 1, __ATOMIC_RELAXED);
     }
-  /* From now on every slot that ends kicks the thread (before f is on
-   * the list, where the thread could finish and free it); the kick
-   * below covers those that ended before.
+  /* On the list first: only the ready stack makes the thread finish
+   * (and free) f, and nothing pushes f there before detached is set.
    */
-  __atomic_store_n (&f->detached, true, __ATOMIC_SEQ_CST);
   {
     SCOPED_LOCK (&late_lock);
     f->seq = ++late_seq;
     f->late_next = NULL;
-    *late_tail = f;
-    late_tail = &f->late_next;
+    f->late_prev = late_last;
+    if (late_last)
+      late_last->late_next = f;
+    else
+      late_head = f;
+    late_last = f;
   }
-  fanout_late_kick ();
+  /* From now on every slot that ends kicks the thread, and pushes f if
+   * it was the last; the kick here covers slots that ended before.
+   */
+  __atomic_store_n (&f->detached, true, __ATOMIC_SEQ_CST);
+  fanout_late_kick (f);
 }
 
 bool

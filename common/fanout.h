@@ -84,7 +84,10 @@ struct fanout {
   fanout_finish_fn *finish;
   void *arg;
   uint64_t seq;                 /* order of detaching, for flushes */
-  struct fanout *late_next;
+  struct fanout *late_next, *late_prev;
+  /* Whoever saw its last command gone pushed it on the ready stack. */
+  bool late_queued;             /* atomic */
+  struct fanout *ready_next;
   struct slot slots[];          /* one per child */
 };
 
@@ -177,9 +180,9 @@ fanout_slot_ended (const struct fanout *f, size_t i)
 /* fanout-late.c: the second step of a request answered early.  The
  * caller's reference to f (with f->late set) goes to the late thread,
  * which counts what the late slots owe (max-lag=: data of writes and
- * buffers of reads), cuts a child that owes more or has not answered
- * within child-timeout (first marking stale, reason lagging, the
- * regions of writes it has not completed), and once every command of f
+ * buffers of reads), puts a child that owes more ahead (state.h:
+ * fanout_participants leaves it out until it caught up), cuts one that
+ * has not answered within child-timeout, and once every command of f
  * is gone calls finish (f, arg) on its thread (late slots timed out
  * have err ETIMEDOUT), then puts f.  finish may run fan-outs of its own
  * (a repair) but must not wait for a range lock.
@@ -203,16 +206,28 @@ extern void fanout_late_stop (void);
  */
 #define FANOUT_LAGGING_READS 16
 extern bool fanout_lagging (size_t i);
-/* fanout.c, for fanout-late.c: a slot of a detached fan-out ended. */
-extern void fanout_late_kick (void);
+/* A child owing replies to more requests answered without it than
+ * this is put ahead, as one owing more than max-lag= bytes: libnbd
+ * finds a reply's command, and queues a new one, by walking the
+ * handle's lists, and the range locks of the writes it owes are
+ * walked by every request, so a long backlog slows every request, not
+ * just the child.
+ */
+#define FANOUT_AHEAD_SLOTS 256
+/* fanout.c, for fanout-late.c: a write left out ahead child i. */
+extern void fanout_ahead_missed (size_t i);
+/* fanout-slot.c, for fanout-late.c: a slot of detached fan-out f
+ * ended (f is finished on the late thread once its last did).
+ */
+extern void fanout_late_kick (struct fanout *f);
 /* A connection with no local child, for fan-outs of the late thread. */
 extern struct quorum_conn fanout_no_conn;
 
 /* Drop one reference; the last frees. */
 extern void fanout_put (struct fanout *f);
 /* The children that take part in an operation on [offset, +count):
- * not those that are down; for reads, extents and cache, not those
- * stale there either (fresh.h).
+ * not those that are down or ahead (state.h); for reads, extents and
+ * cache, not those stale there either (fresh.h).
  */
 extern uint32_t fanout_participants (enum op_type type, uint64_t offset,
                                      uint64_t count);

@@ -19,9 +19,10 @@
  *   settle.c                settling unsettled regions; engine-read.c
  *                           (quorum reads) and engine-fifo.c (fifo
  *                           reads) share engine.h with engine.c
- *   fanout.c                slots, parts, references, deadlines;
+ *   fanout.c                references, deadlines, participants;
  *                           fanout-late.c, what wait-for=threshold
  *                           finishes after the answer
+ *   fanout-slot.c           a remote slot: its parts, libnbd's callbacks
  *   caps.c                  the promise, a connection's capabilities
  *   connect.c, reactor.c    opening handles; the poll thread, hand-over, cut
  *   fresh.c                 stale, unsettled and unflushed maps;
@@ -72,7 +73,8 @@
  * it once every child ended the write (fanout-late.c).
  *
  * Fields that mix atomics and locks:
- *   life.state, life.quit      written under life.lock, read atomically
+ *   life.state, life.quit,     written under life.lock, read atomically
+ *   life.ahead
  *   meta                       written under nbd_lock (write) with a
  *                              release store, read atomically by
  *                              child_meta_stale

@@ -225,8 +225,8 @@ extern int quorum_extents (struct quorum_conn *conn, uint32_t count,
   "                          vote-threshold children did and finish the\n" \
   "                          rest later (default: all)\n" \
   "max-lag=SIZE              With wait-for=threshold, bytes a slow child\n" \
-  "                          may owe before it is cut and resynced, 4K\n" \
-  "                          to 1T (default: 64M)\n" \
+  "                          may owe before it is sent nothing until it\n" \
+  "                          caught up, 4K to 1T (default: 64M)\n" \
   "read-pattern=quorum|fifo  Read all and vote, or first that works\n" \
   "                          (default: quorum)\n" \
   "blkverify=BOOL            Two children must agree byte for byte;\n" \

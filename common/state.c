@@ -69,11 +69,28 @@ bool
 state_heal_begin (struct child *c)
 {
   SCOPED_LOCK (&c->life.lock);
-  if (c->life.state == CHILD_DOWN)
+  if (c->life.state == CHILD_DOWN || c->life.ahead == AHEAD_DRAINING)
     return false;
   if (c->life.state == CHILD_UP)
     state_set_locked (c, CHILD_RESYNC);
   return true;
+}
+
+enum child_ahead
+state_ahead (struct child *c)
+{
+  return __atomic_load_n (&c->life.ahead, __ATOMIC_ACQUIRE);
+}
+
+void
+state_set_ahead (struct child *c, enum child_ahead ahead)
+{
+  SCOPED_LOCK (&c->life.lock);
+  __atomic_store_n (&c->life.ahead, ahead, __ATOMIC_RELEASE);
+  if (ahead == AHEAD_DRAINED) {
+    c->life.kicks++;
+    pthread_cond_broadcast (&c->life.cond);
+  }
 }
 
 bool
@@ -179,6 +196,7 @@ state_reset (struct child *c, enum child_state state)
   SCOPED_LOCK (&c->life.lock);
   __atomic_store_n (&c->life.quit, false, __ATOMIC_RELEASE);
   __atomic_store_n (&c->life.failed, false, __ATOMIC_RELEASE);
+  __atomic_store_n (&c->life.ahead, AHEAD_NONE, __ATOMIC_RELEASE);
   c->life.wake = false;
   state_set_locked (c, state);
 }

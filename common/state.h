@@ -26,6 +26,17 @@
 
 enum child_state { CHILD_UP, CHILD_DOWN, CHILD_RESYNC };
 
+/* wait-for=threshold: a child owing more than max-lag= bytes is ahead
+ * (fanout-late.c decides): it is sent no request, so every write makes
+ * it stale there, until it caught up.  While it still completes what
+ * it was sent, or the writes it misses come too fast for it, it is
+ * draining, and its supervisor does not resync it (the copies would
+ * wait behind that backlog, holding their ranges, or never end); then
+ * it is resynced, and it takes requests again once nothing of it is
+ * stale.
+ */
+enum child_ahead { AHEAD_NONE, AHEAD_DRAINING, AHEAD_DRAINED };
+
 struct child_life {
   /* This lock protects state and quit (each also read atomically
    * without it); cond wakes the supervisor when either changes.
@@ -41,6 +52,7 @@ struct child_life {
    */
   bool failed;
   bool wake;                    /* state_return: cut a backoff short */
+  enum child_ahead ahead;       /* under lock, read atomically */
 };
 
 struct child;
@@ -57,10 +69,16 @@ extern bool state_set_down (struct child *c);
 extern void state_set (struct child *c, enum child_state state);
 /* A resync ended: up, unless it went down meanwhile. */
 extern void state_resync_done (struct child *c);
-/* An up child begins to heal while up: resync, unless it is down
- * (false) or already resyncing.
+/* An up child begins to heal while up: resync, unless it is down or
+ * ahead and draining (false) or already resyncing.
  */
 extern bool state_heal_begin (struct child *c);
+/* Whether c is ahead (see enum child_ahead).  Lock-free. */
+extern enum child_ahead state_ahead (struct child *c);
+/* fanout-late.c's: c is ahead now, or not; drained kicks its
+ * supervisor.
+ */
+extern void state_set_ahead (struct child *c, enum child_ahead ahead);
 /* Sleep until c is down, or kicked since *kicks (which is updated), or
  * deadline (CLOCK_REALTIME; NULL: none) has passed: true; or until it
  * is quitting: false.

@@ -1,0 +1,70 @@
+/* nbdkit-quorum
+ * Copyright (C) 2026 the nbdkit-quorum authors.
+ * SPDX-License-Identifier: BSD-3-Clause
+ */
+
+/* Inside the fan-out only (fanout.c, fanout-slot.c): the reference and
+ * pending counts of a fan-out, and the queueing of one slot's command.
+ */
+
+#ifndef QUORUM_FANOUT_INT_H
+#define QUORUM_FANOUT_INT_H
+
+#include <semaphore.h>
+
+#include "fanout.h"
+
+static inline void
+fanout_get (struct fanout *f)
+{
+  __atomic_add_fetch (&f->refs, 1, __ATOMIC_RELAXED);
+}
+
+/* One command more in flight, or one less; the caller holds a
+ * reference, so f outlives the post.
+ */
+static inline void
+fanout_pend (struct fanout *f)
+{
+  __atomic_add_fetch (&f->pending, 1, __ATOMIC_RELAXED);
+}
+
+static inline void
+fanout_unpend (struct fanout *f)
+{
+  /* Sequentially consistent: slot_done reads detached after it, and
+   * the late thread reads pending after setting detached.
+   */
+  if (__atomic_sub_fetch (&f->pending, 1, __ATOMIC_SEQ_CST) == 0 &&
+      !f->early)
+    sem_post (&f->done);
+}
+
+/* One reference and one pending count more on f, and back: for each
+ * command until libnbd frees it, and around the call that queues one,
+ * so that the request sees the errno of a command libnbd refused (and
+ * freed inside the call).
+ */
+static inline void
+fanout_hold (struct fanout *f)
+{
+  fanout_get (f);
+  fanout_pend (f);
+}
+
+static inline void
+fanout_release (struct fanout *f)
+{
+  fanout_unpend (f);
+  fanout_put (f);
+}
+
+/* fanout-slot.c: queue one remote child's command of s->f (the caller
+ * marked the slot used): on its handle, now or by the thread holding it
+ * (reactor_submit); the slot ends, and the fan-out is told, when libnbd
+ * has retired every part of it.
+ */
+extern void slot_issue (struct slot *s, enum op_type type, const void *wbuf,
+                        uint32_t count, uint64_t offset, uint32_t flags);
+
+#endif /* QUORUM_FANOUT_INT_H */
