@@ -184,3 +184,16 @@ quorum_block_size (const struct quorum_conn *conn, uint32_t *minimum,
   *maximum = conn->caps.block_max;
   return 0;
 }
+
+bool
+caps_fit (struct child *c, const struct quorum_caps *caps)
+{
+  char buf[128];
+  const char *lack = caps_lacking (caps, buf, sizeof buf);
+
+  if (lack == NULL)
+    return true;
+  nbdkit_error ("quorum: child %zu (%s): not joining: it %s; next try "
+                "in %u s", c->index, c->name, lack, quorum_reconnect_max);
+  return false;
+}

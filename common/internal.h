@@ -256,6 +256,11 @@ extern struct quorum_caps caps_promise;
  */
 extern const char *caps_lacking (const struct quorum_caps *caps,
                                  char *buf, size_t len);
+/* Whether child c, offering caps, may join (a reconnection, a
+ * replacement): nothing caps_lacking names.  Else it is said why, and
+ * it stays down.
+ */
+extern bool caps_fit (struct child *c, const struct quorum_caps *caps);
 /* Make caps_promise, once the children are connected. */
 extern void caps_promise_init (void);
 

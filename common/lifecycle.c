@@ -71,7 +71,7 @@ child_start_command (struct child *c)
                   c->index, quorum_export_size, caps.size);
     return -1;
   }
-  if (!resync_fits (c, &caps))
+  if (!caps_fit (c, &caps))
     return -1;
   c->caps = caps;
   return 0;
@@ -165,6 +165,7 @@ lifecycle_start_all (void)
   size_t i;
   int err;
 
+  replace_set_supervisor (resync_supervisor);
   for (i = 0; i < quorum_nr_children; ++i) {
     struct child *c = &quorum_children[i];
 

@@ -53,7 +53,6 @@
 #include "rangelock.h"
 #include "reactor.h"
 #include "replace.h"
-#include "resync.h"
 #include "state.h"
 
 /* The replace in progress.  target and ready are written by the
@@ -66,6 +65,15 @@ static bool ready;              /* the spare is complete: swap it in */
  * a new replace must not free them meanwhile.
  */
 static unsigned swapping;
+
+/* The spare's supervisor thread (replace_set_supervisor). */
+static void *(*spare_supervisor) (void *);
+
+void
+replace_set_supervisor (void *(*supervisor) (void *))
+{
+  spare_supervisor = supervisor;
+}
 
 /* The swap's flush of the spare, outside any client connection. */
 static struct quorum_conn replace_conn;
@@ -230,7 +238,8 @@ replace_start (size_t n, const char *uri, char *err, size_t errlen)
   __atomic_store_n (&ready, false, __ATOMIC_RELEASE);
   __atomic_store_n (&target, n, __ATOMIC_RELEASE);
   fanout_set_spare (s->index);
-  e = pthread_create (&s->supervisor, NULL, resync_supervisor, s);
+  e = spare_supervisor == NULL ? ENOSYS :
+    pthread_create (&s->supervisor, NULL, spare_supervisor, s);
   if (e) {
     fanout_set_spare (SIZE_MAX);
     __atomic_store_n (&target, SIZE_MAX, __ATOMIC_RELEASE);
@@ -311,7 +320,7 @@ replace_swap (struct child *c, struct child *s)
     free (why);
     return false;
   }
-  if (caps.size != quorum_export_size || !resync_fits (c, &caps)) {
+  if (caps.size != quorum_export_size || !caps_fit (c, &caps)) {
     connect_close (nbd, true);
     connect_close (meta, true);
     return false;

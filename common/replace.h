@@ -41,6 +41,11 @@ extern void replace_rebuilt (struct child *spare);
  * waits to take c's place, swap it in now: true if c was replaced.
  */
 extern bool replace_swap_if_ready (struct child *c);
+/* lifecycle.c, at start: the thread that rebuilds a spare (resync.c's
+ * supervisor; given from above so that replace.c calls nothing of the
+ * layer above it).
+ */
+extern void replace_set_supervisor (void *(*supervisor) (void *));
 /* Cleanup, before the children are disconnected: stop the spare. */
 extern void replace_stop (void);
 

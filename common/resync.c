@@ -48,23 +48,6 @@
 #include "settle.h"
 #include "state.h"
 
-/* Whether c, offering caps, may join: it must offer what the export
- * promised that the engine cannot make up for it (caps_lacking).
- * Else it is said why, and it stays down.
- */
-bool
-resync_fits (struct child *c, const struct quorum_caps *caps)
-{
-  char buf[128];
-  const char *lack = caps_lacking (caps, buf, sizeof buf);
-
-  if (lack == NULL)
-    return true;
-  nbdkit_error ("quorum: child %zu (%s): not joining: it %s; next try "
-                "in %u s", c->index, c->name, lack, quorum_reconnect_max);
-  return false;
-}
-
 /* A doubling backoff: the wait after one of delay seconds, at most
  * reconnect-max-delay.  Both at most a day: the double cannot wrap.
  */
@@ -159,7 +142,7 @@ quorum_local_available (void)
 }
 
 /* A new connection to c, in *nbd and *meta, that may join: of the
- * export's size, offering what the export promised (resync_fits).  Else
+ * export's size, offering what the export promised (caps_fit).  Else
  * it is said why, and -1 with *delay the wait before the next try.
  */
 static int
@@ -180,7 +163,7 @@ resync_reconnect (struct child *c, unsigned *delay, struct quorum_caps *caps,
     nbdkit_error ("quorum: child %zu (%s): came back with size %" PRIi64
                   ", not %" PRIi64 ": not rejoining", c->index, c->name,
                   caps->size, quorum_export_size);
-  else if (resync_fits (c, caps))
+  else if (caps_fit (c, caps))
     return 0;
   connect_close (*nbd, true);
   connect_close (*meta, true);

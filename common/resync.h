@@ -22,11 +22,6 @@ struct child;
  */
 extern void resync_set_source (const struct quorum_local_ops *local,
                                void *local_ctx);
-/* Whether c, offering caps, may join: it must offer what the export
- * promised that the engine cannot make up for it (caps_lacking).
- * Else it is said why, and it stays down.
- */
-extern bool resync_fits (struct child *c, const struct quorum_caps *caps);
 /* The supervisor thread of one remote child (a struct child *): when
  * it goes down, reconnects it with backoff, checks it is the same disk
  * and resyncs it; when it becomes stale while up, heals it at once;
