@@ -35,6 +35,7 @@
  *                           are written (report.h), and config-complete.c,
  *                           what config.c parsed checked together and
  *                           the children built (config-spec.h)
+ *   ratelimit.c             the background work's rate limits
  *   vector.h                growable arrays (the extent lists, the child
  *                           specs)
  *
