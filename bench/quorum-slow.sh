@@ -3,8 +3,10 @@
 # random reads and writes at queue depths 1 and 32, completion latency
 # p50/p99/p99.9 (microseconds) and IOPS, for the quorum plugin with
 # wait-for=all and wait-for=threshold, the same quorum without the slow
-# child (two children, vote-threshold=2 as with three), and QEMU's
-# quorum driver over the same three children.
+# child (two children, vote-threshold=2 as with three), the same
+# quorum over three children none of them slow (fast3: what a third
+# child costs on this machine whatever its speed), and QEMU's quorum
+# driver over the same three children.
 # Copyright (C) 2026 the nbdkit-quorum authors.
 # SPDX-License-Identifier: BSD-3-Clause
 #
@@ -19,7 +21,8 @@
 # The slow child runs with 64 threads, so that it is slow per request,
 # not short of threads.  The last column divides each p99 by that of
 # the quorum without the slow child (the issue's goal: threshold within
-# 1.25x).
+# 1.25x).  Where threshold is near fast3 but above 1.25x without, the
+# rest is the cost of a third child, not of its slowness.
 
 source "$(dirname "$0")/bench-lib.sh"
 
@@ -32,6 +35,7 @@ bench_requires nbdkit qemu-nbd fio python3
 make_full "$dir/c0.img" "$size"
 cp "$dir/c0.img" "$dir/c1.img"
 cp "$dir/c0.img" "$dir/c2.img"
+cp "$dir/c0.img" "$dir/c3.img"
 
 # fio_lat URI RW DEPTH: "p50 p99 p99.9 iops", latencies in us.
 fio_lat () {
@@ -50,7 +54,7 @@ print('%.0f %.0f %.0f %.0f' % (p['50.000000'] / 1e3, p['99.000000'] / 1e3,
     { cat "$dir/fio.err" >&2; return 1; }
 }
 
-read -r -a fronts <<< "${FRONTS:-all threshold without qemu}"
+read -r -a fronts <<< "${FRONTS:-all threshold without fast3 qemu}"
 read -r -a workloads <<< \
      "${WORKLOADS:-randread-qd1 randread-qd32 randwrite-qd1 randwrite-qd32}"
 
@@ -62,12 +66,15 @@ for delay in ${delays//,/ }; do
   start_nbdkit c2 -t 64 --filter=delay file "$dir/c2.img" \
                delay-read="$delay" delay-write="$delay"
   c2=$last_pid
+  start_nbdkit c3 file "$dir/c3.img"
+  c3=$last_pid
   declare -A lat=()
   for f in "${fronts[@]}"; do
     case $f in
       all) front_args=(wait-for=all); start_front plugin c0 c1 c2 ;;
       threshold) front_args=(wait-for=threshold); start_front plugin c0 c1 c2 ;;
       without) front_args=(vote-threshold=2); start_front plugin c0 c1 ;;
+      fast3) front_args=(wait-for=all); start_front plugin c0 c1 c3 ;;
       qemu) front_args=(); start_front qemu c0 c1 c2 ;;
     esac
     for w in "${workloads[@]}"; do
@@ -87,5 +94,5 @@ for delay in ${delays//,/ }; do
              "$p50" "$p99" "$p999" "$iops" "$(ratio "$p99" "$wp99")"
     done
   done
-  stop_pid "$c0"; stop_pid "$c1"; stop_pid "$c2"
+  stop_pid "$c0"; stop_pid "$c1"; stop_pid "$c2"; stop_pid "$c3"
 done
