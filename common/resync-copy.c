@@ -126,6 +126,7 @@ struct resync_pipe {
   pthread_mutex_t lock;         /* the jobs' flags, quit, the hint */
   pthread_cond_t work;          /* a job has a run, or quit */
   pthread_cond_t idle;          /* a job finished */
+  pthread_cond_t answered;      /* block status came back */
   bool quit;
   struct resync_job jobs[RESYNC_DEPTH];
   /* The dispatcher's alone. */
@@ -136,6 +137,7 @@ struct resync_pipe {
    */
   uint64_t data_start, data_end;
   uint64_t ahead;
+  bool asking;                  /* a job asks block status */
 };
 
 /* What one run did: bytes written (copied, zeroed among them) and
@@ -219,7 +221,7 @@ resync_zeroes (struct resync_pipe *p, uint32_t mask, uint64_t offset,
   const struct quorum_extent_list *lists[VOTE_MAX_CHILDREN];
   struct quorum_extent_list merged = { 0 };
   const struct quorum_extent *last;
-  struct fanout *f;
+  struct fanout *f = NULL;
   uint64_t ask, data_start = 0, data_end = 0;
   size_t i, nr = 0;
   int err;
@@ -229,12 +231,16 @@ resync_zeroes (struct resync_pipe *p, uint32_t mask, uint64_t offset,
         child_meta_stale (&quorum_children[i]))
       return;
 
+  /* One question at a time: its answer may do for the next runs. */
   pthread_mutex_lock (&p->lock);
+  while (p->asking)
+    pthread_cond_wait (&p->answered, &p->lock);
   if (p->data_start <= offset && end <= p->data_end) {
     pthread_mutex_unlock (&p->lock);
     return;
   }
   ask = p->ahead;
+  p->asking = true;
   pthread_mutex_unlock (&p->lock);
   if (ask > quorum_export_size - offset)
     ask = quorum_export_size - offset;
@@ -246,7 +252,7 @@ resync_zeroes (struct resync_pipe *p, uint32_t mask, uint64_t offset,
   f = fanout_run (&resync_conn, OP_EXTENTS, mask, NULL, 0, NULL, ask,
                   offset, 0, &err);
   if (f == NULL)
-    return;
+    goto out;
   for (i = 0; i < quorum_nr_children; ++i) {
     const struct slot *s = &f->slots[i];
 
@@ -256,7 +262,12 @@ resync_zeroes (struct resync_pipe *p, uint32_t mask, uint64_t offset,
       goto out;
     lists[nr++] = &s->extents;
   }
-  if (nr == 0 || extmerge_lists (lists, nr, offset, ask, &merged) == -1)
+  /* As far as they all answered, which may be past the question (the
+   * file plugin answers to the next change).
+   */
+  if (nr == 0 ||
+      extmerge_lists (lists, nr, offset, quorum_export_size - offset,
+                      &merged) == -1)
     goto out;
 
   for (i = 0; i < merged.len; ++i) {
@@ -283,20 +294,24 @@ resync_zeroes (struct resync_pipe *p, uint32_t mask, uint64_t offset,
 
   /* Data to the end of the question: ask further next time. */
   last = merged.len ? &merged.ptr[merged.len - 1] : NULL;
-  pthread_mutex_lock (&p->lock);
   if (last && !(last->type & EXTMERGE_ZERO) &&
       last->offset + last->length >= offset + ask)
-    p->ahead = ask * 2 < RESYNC_AHEAD_MAX ? ask * 2 : RESYNC_AHEAD_MAX;
+    ask = ask * 2 < RESYNC_AHEAD_MAX ? ask * 2 : RESYNC_AHEAD_MAX;
   else
-    p->ahead = RESYNC_RUN;
+    ask = RESYNC_RUN;
+ out:
+  pthread_mutex_lock (&p->lock);
+  p->ahead = ask;
   if (data_end > p->data_end) {
     p->data_start = data_start;
     p->data_end = data_end;
   }
+  p->asking = false;
+  pthread_cond_broadcast (&p->answered);
   pthread_mutex_unlock (&p->lock);
- out:
   quorum_extent_list_free (&merged);
-  fanout_put (f);
+  if (f)
+    fanout_put (f);
 }
 
 /* Zero [offset, +count) of c, where all its sources hold zeroes: with
@@ -344,23 +359,23 @@ resync_zero (struct child *c, uint64_t offset, uint32_t count,
 
 /* Write to c the runs of blocks of [offset, +count) where
  * vote-threshold of bufs (the sources' replies, NULL where one failed)
- * agree.  A block without a winner stays stale (and so does its
- * granule).  -1 if a write to c failed.
+ * agree (agree: all of them do).  A block without a winner stays stale
+ * (and so does its granule).  -1 if a write to c failed.
  */
 static int
 resync_write_voted (struct child *c, const void *const *bufs,
-                    uint64_t offset, uint32_t count, struct resync_tally *t)
+                    uint64_t offset, uint32_t count, bool agree,
+                    struct resync_tally *t)
 {
   const uint64_t bs = quorum_vote_block, end = offset + count;
   struct vote_result v;
   uint64_t pos, next, span, nr_lost = 0;
-  size_t i, ok;
+  size_t i;
   char *out;
   int r = 0;
 
   /* Every source the same (the usual case): written from its reply. */
-  if (vote_agree (bufs, quorum_nr_children, 0, count, &ok) &&
-      ok >= quorum_threshold) {
+  if (agree) {
     for (i = 0; bufs[i] == NULL; ++i)
       ;
     return resync_write (c, bufs[i], offset, offset, end, t);
@@ -397,39 +412,94 @@ resync_write_voted (struct child *c, const void *const *bufs,
   return r;
 }
 
+/* The sources to read first: vote-threshold of mask, if that many
+ * agreeing are more than half of mask (then no other version can win
+ * the vote, and the others need not be read); else all of mask.  The
+ * filter's plugin first (no socket between), the others in turn from
+ * one run to the next.
+ */
+static uint32_t
+resync_first_sources (uint32_t mask, uint64_t offset)
+{
+  const size_t n = quorum_nr_children;
+  uint32_t pick = 0;
+  size_t i, k, got = 0;
+
+  if (2 * quorum_threshold <= resync_popcount (mask))
+    return mask;
+  for (i = 0; i < n; ++i)
+    if ((mask & (UINT32_C (1) << i)) && child_is_local (&quorum_children[i])) {
+      pick |= UINT32_C (1) << i;
+      got++;
+    }
+  for (k = 0; k < n && got < quorum_threshold; ++k) {
+    i = (offset / RESYNC_RUN + k) % n;
+    if ((mask & ~pick) & (UINT32_C (1) << i)) {
+      pick |= UINT32_C (1) << i;
+      got++;
+    }
+  }
+  return pick;
+}
+
+/* The replies of f in bufs (NULL where one failed): how many. */
+static size_t
+resync_replies (const struct fanout *f, const void **bufs)
+{
+  size_t i, ok = 0;
+
+  for (i = 0; i < quorum_nr_children; ++i) {
+    if (!f->slots[i].used)
+      continue;
+    bufs[i] = f->slots[i].err == 0 ? f->slots[i].buf : NULL;
+    if (bufs[i])
+      ok++;
+  }
+  return ok;
+}
+
 /* Read [offset, +count) from the sources in mask, and write to c where
- * vote-threshold of them agree.  Called holding the range.
+ * vote-threshold of them agree: from the first ones if they all agree
+ * (resync_first_sources), else from the vote of all.  Called holding
+ * the range.
  */
 static int
 resync_copy (struct child *c, uint32_t mask, uint64_t offset,
              uint32_t count, struct resync_tally *t)
 {
-  const void *bufs[VOTE_MAX_CHILDREN];
-  struct fanout *f;
-  size_t i, ok = 0;
+  const void *bufs[VOTE_MAX_CHILDREN] = { NULL };
+  const uint32_t first = resync_first_sources (mask, offset);
+  struct fanout *f, *g = NULL;
+  size_t ok, nr;
+  bool agree;
   int err, r;
 
-  f = fanout_run (&resync_conn, OP_READ, mask, NULL, SIZE_MAX, NULL,
+  f = fanout_run (&resync_conn, OP_READ, first, NULL, SIZE_MAX, NULL,
                   count, offset, 0, &err);
   if (f == NULL)
     return 0;                   /* left stale */
   t->read += count;
-  for (i = 0; i < quorum_nr_children; ++i) {
-    bufs[i] = f->slots[i].used && f->slots[i].err == 0 ?
-      f->slots[i].buf : NULL;
-    if (bufs[i])
-      ok++;
+  ok = resync_replies (f, bufs);
+  agree = ok >= quorum_threshold &&
+    vote_agree (bufs, quorum_nr_children, 0, count, &nr);
+  if (!agree && first != mask) {
+    g = fanout_run (&resync_conn, OP_READ, mask & ~first, NULL, SIZE_MAX,
+                    NULL, count, offset, 0, &err);
+    if (g)
+      ok += resync_replies (g, bufs);
   }
   if (ok < quorum_threshold) {
     nbdkit_debug ("quorum: child %zu: resync %" PRIu32 "@%" PRIu64 ": %zu "
                   "current children could be read, vote-threshold is %u: "
                   "left stale", c->index, count, offset, ok,
                   quorum_threshold);
-    fanout_put (f);
-    return 0;
+    r = 0;
   }
-  r = resync_write_voted (c, bufs, offset, count, t);
+  else
+    r = resync_write_voted (c, bufs, offset, count, agree, t);
   fanout_put (f);
+  if (g)
+    fanout_put (g);
   return r;
 }
 
@@ -542,6 +612,7 @@ resync_pipe_init (struct resync_pipe *p, struct child *c)
   pthread_mutex_init (&p->lock, NULL);
   pthread_cond_init (&p->work, NULL);
   pthread_cond_init (&p->idle, NULL);
+  pthread_cond_init (&p->answered, NULL);
   p->ahead = RESYNC_RUN;
   for (i = 0; i < RESYNC_DEPTH; ++i)
     p->jobs[i].p = p;
@@ -669,6 +740,7 @@ resync_pipe_end (struct resync_pipe *p)
       pthread_join (p->jobs[i].thread, NULL);
   pthread_cond_destroy (&p->work);
   pthread_cond_destroy (&p->idle);
+  pthread_cond_destroy (&p->answered);
   pthread_mutex_destroy (&p->lock);
   return read;
 }
