@@ -126,7 +126,8 @@ z = int(re.search('zeroed=0x([0-9a-f]+)', s).group(1), 16)
 c = int(re.search('copied=0x([0-9a-f]+)', s).group(1), 16)
 assert c == 64 * 1048576, c
 print('read and copied: %d bytes, zeroed: %d' % (c - z, z))
-assert c - z <= 10 * 1048576, (c, z)"
+# Only the data is read: its 640 KiB, not the 1 MiB runs around it.
+assert c - z <= 1048576, (c, z)"
   images_equal $tmpdir/c0.img $tmpdir/c1.img $tmpdir/c3.img
 }
 
