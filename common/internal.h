@@ -12,7 +12,8 @@
  *                           commands and status, reads all
  *   resync.c, identity.c,   supervisors, healer, settler, backoff;
  *   scrub.c, scrub-chunk.c  resync-copy.c, the copy of a child's stale
- *                           regions; a returning child's identity check;
+ *                           regions, several runs at once, each run by
+ *                           resync-run.c; a returning child's identity check;
  *                           scrub
  *   replace.c               replacing a child
  *   engine.c, extents.c,    the operations and their votes, block status,

@@ -11,7 +11,10 @@
 #ifndef QUORUM_RESYNC_INT_H
 #define QUORUM_RESYNC_INT_H
 
+#include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include "dirty.h"
 #include "quorum.h"
@@ -33,5 +36,70 @@ extern struct quorum_conn resync_conn;
  * left, -1 if c went down or is quitting.
  */
 extern int resync_child (struct child *c, bool rejoined);
+
+/* Runs in flight at once, at most (each holds its sources' replies). */
+#define RESYNC_DEPTH 8
+
+static inline size_t
+resync_popcount (uint32_t mask)
+{
+  return __builtin_popcount (mask);
+}
+
+/* One resync's runs in flight (see the top of the file).  The
+ * resyncing thread, the dispatcher, hands a run to an idle job and
+ * takes its results when it is finished; each job has a worker thread,
+ * started when first needed.
+ */
+struct resync_pipe;
+
+struct resync_job {
+  struct resync_pipe *p;
+  pthread_t thread;
+  bool running;                 /* its thread was started */
+  bool busy;                    /* it has a run, not finished */
+  bool finished;                /* its results are not taken yet */
+  uint64_t offset, count;       /* the run */
+  uint64_t copied, zeroed, read; /* its results */
+};
+
+struct resync_pipe {
+  struct child *c;
+  pthread_mutex_t lock;         /* the jobs' flags, quit, the hint */
+  pthread_cond_t work;          /* a job has a run, or quit */
+  pthread_cond_t idle;          /* a job finished */
+  pthread_cond_t answered;      /* block status came back */
+  bool quit;
+  struct resync_job jobs[RESYNC_DEPTH];
+  /* The dispatcher's alone. */
+  uint64_t copied, zeroed;
+  /* Block status seen ahead: [data_start, data_end) is data on some
+   * source (so it is read whatever it holds now: reading is never
+   * wrong), and the next question asks this far.
+   */
+  uint64_t data_start, data_end;
+  uint64_t ahead;
+  bool asking;                  /* a job asks block status */
+};
+
+/* What one run did: bytes written (copied, zeroed among them) and
+ * read, and the span just written whose staleness is not cleared yet:
+ * cleared once the span ends (at a block that stays stale, or at the
+ * end of the run), so that granules written in parts, a zero and a
+ * copy, are cleared too.  Its range is held meanwhile.
+ */
+struct resync_tally {
+  uint64_t copied, zeroed, read;
+  uint64_t start, end;
+};
+
+/* Copy [offset, +count) to child c where vote-threshold current
+ * children agree, block by block, and zero it where they all report
+ * zeroes (resync-run.c).  Holds the range.  -1 if writing to c failed;
+ * leftovers are not an error (they stay stale).
+ */
+extern int resync_range (struct resync_pipe *p, struct child *c,
+                         uint64_t offset, uint32_t count,
+                         struct resync_tally *t);
 
 #endif /* QUORUM_RESYNC_INT_H */

@@ -47,7 +47,8 @@ control ()
   for i in 1 2; do start_child $i file $tmpdir/c$i.img; done
   start_quorum -P $tmpdir/q.pid -U $tmpdir/q.sock "${quorum_head[@]}" \
       child="$(child_uri 1)" child="$(child_uri 2)" \
-      reconnect-delay=1 reconnect-max-delay=1 control=$tmpdir/ctl
+      reconnect-delay=1 reconnect-max-delay=1 control=$tmpdir/ctl \
+      resync-rate=1
 
   # A socket, mode 0600, owned by us.
   test -S $tmpdir/ctl
@@ -111,7 +112,8 @@ control ()
     { cat $tmpdir/status.txt; exit 1; }
 
   # Back, writing slowly (2 s a write): the 3 runs it is sent are
-  # seen being copied.  In the filter form a client is connected
+  # seen being copied (one at a time: at resync-rate=1 a resync has one
+  # run in flight, resync-copy.c).  In the filter form a client is connected
   # meanwhile: a copy needs vote-threshold current sources, and the
   # plugin is one only while a client lends it.
   if [ $form = filter ]; then
