@@ -275,7 +275,7 @@ engine_write_op_threshold (struct quorum_conn *conn, enum op_type type,
 
     fresh_write_end (offset, count, mask, 0, false, &ignored);
   }
-  if (f && f->late) {
+  if (f && (f->late || f->late_spare)) {
     fanout_detach (f, engine_write_finish, op);
     return r;
   }

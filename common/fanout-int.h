@@ -35,9 +35,16 @@ fanout_unpend (struct fanout *f)
   /* Sequentially consistent: slot_done reads detached after it, and
    * the late thread reads pending after setting detached.
    */
-  if (__atomic_sub_fetch (&f->pending, 1, __ATOMIC_SEQ_CST) == 0 &&
-      !f->early)
-    sem_post (&f->done);
+  if (__atomic_sub_fetch (&f->pending, 1, __ATOMIC_SEQ_CST) == 0) {
+    if (!f->early)
+      sem_post (&f->done);
+    /* Whoever ends the last command of a detached fan-out hands it to
+     * the late thread: a slot may end inside slot_send's own hold (a
+     * command refused at once), after the kick of slot_done.
+     */
+    else if (__atomic_load_n (&f->detached, __ATOMIC_SEQ_CST))
+      fanout_late_kick (f);
+  }
 }
 
 /* One reference and one pending count more on f, and back: for each

@@ -51,6 +51,7 @@
 #include <nbdkit-filter.h>
 
 #include "cleanup.h"
+#include "fanout-int.h"
 #include "fanout.h"
 #include "fresh.h"
 #include "internal.h"
@@ -370,7 +371,8 @@ late_timed_out (void)
   for (f = late_head; f; f = f->late_next) {
     if (!late_past (f, &now))
       continue;
-    for (i = 0; i < quorum_nr_children; ++i)
+    /* The spare's slot too: a spare that hangs must not hold the range. */
+    for (i = 0; i < quorum_nr_slots (); ++i)
       if (f->slots[i].used && !fanout_slot_ended (f, i) &&
           !f->slots[i].timed_out) {
         f->slots[i].timed_out = true;
@@ -426,6 +428,15 @@ late_pass (bool tick)
     late_ahead_step (i, __atomic_load_n (&late_slots[i],
                                          __ATOMIC_RELAXED) > 0);
   }
+
+  /* The spare (replace.c) past child-timeout: cut, as a child is; its
+   * supervisor reconnects it, and what it missed is stale for it
+   * (spare_done).
+   */
+  if (quorum_nr_slots () > quorum_nr_children &&
+      (timed_out & (UINT32_C (1) << quorum_nr_children)))
+    reactor_cut (&quorum_children[quorum_nr_children],
+                 "no reply within child-timeout");
 
   /* Flushes waiting for drained children look again. */
   SCOPED_LOCK (&late_lock);
@@ -566,8 +577,10 @@ fanout_detach (struct fanout *f, fanout_finish_fn *finish, void *arg)
   /* From now on every slot that ends kicks the thread, and pushes f if
    * it was the last; the kick here covers slots that ended before.
    */
+  fanout_get (f);               /* the late thread may free f once pushed */
   __atomic_store_n (&f->detached, true, __ATOMIC_SEQ_CST);
   fanout_late_kick (f);
+  fanout_put (f);
 }
 
 bool

@@ -368,6 +368,15 @@ fanout_run_until (struct quorum_conn *conn, enum op_type type, uint32_t mask,
     else if (f->slots[i].timed_out)
       f->slots[i].err = ETIMEDOUT;
   }
+  /* The spare still at it keeps the write's buffer and range too (the
+   * caller detaches f): else its write could land after the rebuild
+   * copied that region again.
+   */
+  if (quorum_nr_slots () > quorum_nr_children &&
+      f->slots[quorum_nr_children].used &&
+      __atomic_load_n (&f->slots[quorum_nr_children].pending,
+                       __ATOMIC_ACQUIRE))
+    f->late_spare = true;
   spare_done (f, type, offset, count);
   return f;
 }

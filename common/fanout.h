@@ -75,6 +75,8 @@ struct fanout {
   bool early;                   /* fanout_run_until, fanout_hedge_new */
   bool started;                 /* start is set */
   uint32_t late;                /* slots still in flight at the answer */
+  bool late_spare;              /* the spare's too (never in late: it
+                                   takes no part in the vote) */
   bool detached;                /* the late thread owns the request's ref */
   struct timespec start;        /* child-timeout counts from here */
   enum op_type type;
