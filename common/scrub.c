@@ -377,6 +377,15 @@ scrub_resume (void)
                 end - offset, pos);
 
   pthread_mutex_lock (&lock);
+  /* A "scrub start" on the control socket, which is up already, came
+   * first: that scrub stands (its checkpoints replace this one).
+   */
+  if (status.state == SCRUB_RUNNING) {
+    pthread_mutex_unlock (&lock);
+    nbdkit_debug ("quorum: a scrub was started before the checkpoint's "
+                  "could be resumed: not resumed");
+    return 0;
+  }
   status = (struct scrub_status) {
     .state = SCRUB_RUNNING, .repair = ck.repair || quorum_rewrite_corrupted,
     .offset = offset, .length = end - offset, .since = now_ns (),

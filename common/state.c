@@ -206,6 +206,10 @@ state_replaced (struct child *c)
 {
   SCOPED_LOCK (&c->life.lock);
   __atomic_store_n (&c->life.failed, false, __ATOMIC_RELEASE);
+  /* The new disk is current everywhere: not ahead (the swap holds the
+   * whole export, so no write in flight left it out).
+   */
+  __atomic_store_n (&c->life.ahead, AHEAD_NONE, __ATOMIC_RELEASE);
   if (!c->life.quit)
     state_set_locked (c, CHILD_RESYNC);
 }
