@@ -330,6 +330,11 @@ extern void report_resync_end (size_t child, uint64_t dirty,
                                uint64_t copied, uint64_t zeroed);
 extern void report_resync (const char *event, size_t child,
                            uint64_t dirty, uint64_t copied);
+/* A resync stopped before the end: reason down, write-failed or
+ * quitting.
+ */
+extern void report_resync_stopped (size_t child, uint64_t dirty,
+                                   uint64_t copied, const char *reason);
 /* A resync has copied another tenth of what was stale when it began. */
 extern void report_resync_progress (size_t child, unsigned percent,
                                     uint64_t dirty, uint64_t copied);

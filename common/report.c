@@ -307,6 +307,21 @@ report_scrub_end (uint64_t offset, uint64_t length, bool stopped,
   report_emit (priority, f, sizeof f / sizeof f[0]);
 }
 
+/* A resync that did not get to the end: its child went down, a write
+ * to it failed, or nbdkit is quitting.  What it copied stays copied.
+ */
+void
+report_resync_stopped (size_t child, uint64_t dirty, uint64_t copied,
+                       const char *reason)
+{
+  struct report_field f[] = {
+    STR ("event", "resync-stopped"), UINT ("child", child), NAME (child),
+    HEX ("dirty", dirty), HEX ("copied", copied), STR ("reason", reason),
+  };
+
+  report_emit (LOG_WARNING, f, sizeof f / sizeof f[0]);
+}
+
 void
 report_resync_progress (size_t child, unsigned percent, uint64_t dirty,
                         uint64_t copied)

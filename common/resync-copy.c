@@ -101,14 +101,16 @@ resync_worker (void *vp)
   pthread_mutex_lock (&p->lock);
   for (;;) {
     struct resync_tally t = { 0 };
+    bool failed;
 
     while (!j->busy && !p->quit)
       pthread_cond_wait (&p->work, &p->lock);
     if (!j->busy)
       break;
     pthread_mutex_unlock (&p->lock);
-    resync_range (p, p->c, j->offset, j->count, &t);
+    failed = resync_range (p, p->c, j->offset, j->count, &t) == -1;
     pthread_mutex_lock (&p->lock);
+    j->failed = failed;
     j->copied = t.copied;
     j->zeroed = t.zeroed;
     j->read = t.read;
@@ -170,6 +172,7 @@ resync_pipe_reap_locked (struct resync_pipe *p, unsigned max_busy)
         p->copied += j->copied;
         p->zeroed += j->zeroed;
         read += j->read;
+        p->write_failed |= j->failed;
         j->finished = false;
       }
       busy += j->busy;
@@ -239,7 +242,8 @@ resync_pipe_give (struct resync_pipe *p, uint64_t offset, uint64_t count)
     if (running == 0) {
       /* None at all: this thread copies. */
       pthread_mutex_unlock (&p->lock);
-      resync_range (p, p->c, offset, count, &t);
+      if (resync_range (p, p->c, offset, count, &t) == -1)
+        p->write_failed = true;
       p->copied += t.copied;
       p->zeroed += t.zeroed;
       return read + t.read;
@@ -395,13 +399,30 @@ resync_child (struct child *c, bool rejoined)
   /* The last runs: waited for even when stopping, to join the workers
    * (each ends soon: a child that went down fails at once).
    */
-  if (stopped) {
+  if (stopped)
     resync_pipe_end (&p);
+  else
+    resync_progress (&p, &bucket, resync_pipe_end (&p), total, &tenths);
+
+  /* A write to the child failed: the pass did not reach the end of
+   * what it could copy, and resync-end would say it had.  Often the
+   * connection died and the child is not down yet: it soon is, and its
+   * supervisor rejoins it; else the next try comes after a delay.
+   */
+  if (!stopped && p.write_failed) {
+    if (p.copied && !local && state_get (c) != CHILD_DOWN)
+      resync_flush (c);
+    report_resync_stopped (c->index, fresh_stale_bytes (c), p.copied,
+                           "write-failed");
+  }
+  else if (stopped)
+    report_resync_stopped (c->index, fresh_stale_bytes (c), p.copied,
+                           state_quitting (c) ? "quitting" : "down");
+  if (stopped || p.write_failed) {
     __atomic_store_n (&c->resync_done, p.copied, __ATOMIC_RELEASE);
     __atomic_store_n (&c->resync_since, 0, __ATOMIC_RELEASE);
-    return -1;
+    return stopped ? -1 : 1;
   }
-  resync_progress (&p, &bucket, resync_pipe_end (&p), total, &tenths);
 
   if (p.copied && !local)
     resync_flush (c);

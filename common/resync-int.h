@@ -33,7 +33,7 @@ extern struct quorum_conn resync_conn;
 
 /* Copy every stale region to c from the quorum.  rejoined: it was just
  * reconnected.  0 if nothing is stale any more, 1 if something is
- * left, -1 if c went down or is quitting.
+ * left or a write to c failed, -1 if c went down or is quitting.
  */
 extern int resync_child (struct child *c, bool rejoined);
 
@@ -59,6 +59,7 @@ struct resync_job {
   bool running;                 /* its thread was started */
   bool busy;                    /* it has a run, not finished */
   bool finished;                /* its results are not taken yet */
+  bool failed;                  /* a write to the child failed */
   uint64_t offset, count;       /* the run */
   uint64_t copied, zeroed, read; /* its results */
 };
@@ -73,6 +74,7 @@ struct resync_pipe {
   struct resync_job jobs[RESYNC_DEPTH];
   /* The dispatcher's alone. */
   uint64_t copied, zeroed;
+  bool write_failed;            /* a run's write to the child failed */
   /* Block status seen ahead: [data_start, data_end) is data on some
    * source (so it is read whatever it holds now: reading is never
    * wrong), and the next question asks this far.

@@ -11,7 +11,8 @@
 # - three children, vote-threshold=2: a write that fails on one child
 #   (which stays up, and fails the first copies too) is acknowledged;
 #   the child is stale there and copied to in the background, retried
-#   until it works: its image ends equal to the others;
+#   until it works (each failed copy reported as resync-stopped): its
+#   image ends equal to the others;
 # - a flush that fails on a child (which lost the writes it had not
 #   flushed: an eval child, as nbdkit 1.32's error filter cannot fail
 #   a flush) makes what was written to it since its last flush stale,
@@ -102,6 +103,12 @@ stays_up ()
   cat $tmpdir/syslog
   assert_grep "event=stale child=$f .* offset=0x2[0-9a-f]{4} length=0x[0-9a-f]+ reason=write-failed" $tmpdir/syslog
   assert_grep "event=(resync-end child=$f |settle )" $tmpdir/syslog
+  # The copies that failed were reported as stopped, not as ended: a
+  # resync-end says the pass got through.
+  assert_grep "event=resync-stopped child=$f .* copied=0x0 reason=write-failed$" \
+              $tmpdir/syslog
+  assert_no_grep "event=resync-end child=$f .* dirty=0x[1-9a-f][0-9a-f]* copied=0x0$" \
+                 $tmpdir/syslog
   nbdsh -u "$q" -c "assert h.pread(4096, $r + 4096) == b'C' * 4096"
   release_connection
   alive $(cat $tmpdir/q.pid)
