@@ -7,9 +7,11 @@
  * some children are still at it, and the thread that finishes them.
  *
  * The request's reference goes to the late list (fanout_detach).  The
- * late thread wakes when a slot of a detached fan-out ends
- * (fanout_late_kick, a sem_post, and a push on the ready stack by the
- * last: the only things the reactor does for it) and every 100 ms,
+ * late thread wakes when the last slot of a detached fan-out ends
+ * (fanout_late_kick: a push on the ready stack, and a sem_post if it
+ * was empty; the only things the reactor does for it), at each slot's
+ * end while a flush waits for children to drain, when a detach puts a
+ * child over max-lag, and every 100 ms,
  * when it cuts a child past child-timeout as fanout_wait would; once
  * every command of a fan-out is gone it runs its finish callback (the
  * late vote, the stale marks, the range released) and puts it.
@@ -115,10 +117,20 @@ late_ns (const struct timespec *from, const struct timespec *to)
     (to->tv_nsec - from->tv_nsec);
 }
 
+/* Flushes in fanout_drained (atomic): while there are, every slot's
+ * end wakes the late thread, whose pass wakes them.
+ */
+static unsigned late_drain_waiters;
+
+/* The thread is woken by who makes the ready stack non-empty (it takes
+ * the whole stack at once), not by every slot's end: one wake-up a
+ * finished fan-out, none for those still in flight.
+ */
 void
 fanout_late_kick (struct fanout *f)
 {
   struct fanout *old;
+  bool wake = false;
 
   /* Pushed once, by the first to see every command gone. */
   if (__atomic_load_n (&f->pending, __ATOMIC_SEQ_CST) == 0 &&
@@ -129,8 +141,17 @@ fanout_late_kick (struct fanout *f)
     while (!__atomic_compare_exchange_n (&late_ready, &old, f, true,
                                          __ATOMIC_RELEASE,
                                          __ATOMIC_RELAXED));
+    wake = old == NULL;
   }
-  sem_post (&late_sem);
+  if (!wake) {
+    /* Pairs with fanout_drained's: it counts itself, then looks at the
+     * slots; a slot ends, then looks at the count.
+     */
+    __atomic_thread_fence (__ATOMIC_SEQ_CST);
+    wake = __atomic_load_n (&late_drain_waiters, __ATOMIC_RELAXED) > 0;
+  }
+  if (wake)
+    sem_post (&late_sem);
 }
 
 /* What slot i of f owes while it is late. */
@@ -544,6 +565,7 @@ late_wait_here (struct fanout *f)
 void
 fanout_detach (struct fanout *f, fanout_finish_fn *finish, void *arg)
 {
+  bool over = false;
   size_t i;
 
   pthread_once (&late_once, late_start);
@@ -559,6 +581,7 @@ fanout_detach (struct fanout *f, fanout_finish_fn *finish, void *arg)
       __atomic_add_fetch (&late_slots[i], 1, __ATOMIC_RELAXED);
       if (f->type == OP_READ)
         __atomic_add_fetch (&late_reads[i], 1, __ATOMIC_RELAXED);
+      over |= late_over (i);
     }
   /* On the list first: only the ready stack makes the thread finish
    * (and free) f, and nothing pushes f there before detached is set.
@@ -580,6 +603,11 @@ fanout_detach (struct fanout *f, fanout_finish_fn *finish, void *arg)
   fanout_get (f);               /* the late thread may free f once pushed */
   __atomic_store_n (&f->detached, true, __ATOMIC_SEQ_CST);
   fanout_late_kick (f);
+  /* A child that now owes more than it may is put ahead (or cut) at
+   * once, not at the next tick.
+   */
+  if (over)
+    sem_post (&late_sem);
   fanout_put (f);
 }
 
@@ -595,11 +623,14 @@ fanout_drained (uint32_t mask, unsigned need)
 {
   SCOPED_LOCK (&late_lock);
   const uint64_t limit = late_seq;
+  uint32_t ready;
 
+  __atomic_add_fetch (&late_drain_waiters, 1, __ATOMIC_SEQ_CST);
   for (;;) {
-    uint32_t ready = mask;
     struct fanout *f;
     size_t i;
+
+    ready = mask;
 
     for (f = late_head; f && f->seq <= limit; f = f->late_next) {
       if (!late_changes (f))
@@ -609,9 +640,11 @@ fanout_drained (uint32_t mask, unsigned need)
           ready &= ~(UINT32_C (1) << i);
     }
     if (ready == mask || (unsigned) __builtin_popcount (ready) >= need)
-      return ready;
+      break;
     pthread_cond_wait (&late_cond, &late_lock);
   }
+  __atomic_sub_fetch (&late_drain_waiters, 1, __ATOMIC_SEQ_CST);
+  return ready;
 }
 
 void

@@ -131,7 +131,9 @@ slot_done (struct slot *s)
    */
   if (s->type == OP_READ && err == 0)
     fanout_latency_sample (s);
-  sem_post (&f->done);
+  if (__atomic_add_fetch (&f->ended, 1, __ATOMIC_SEQ_CST) >=
+      __atomic_load_n (&f->wake_from, __ATOMIC_SEQ_CST))
+    sem_post (&f->done);
   fanout_unpend (f);
   if (__atomic_load_n (&f->detached, __ATOMIC_SEQ_CST))
     fanout_late_kick (f);

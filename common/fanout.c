@@ -80,6 +80,13 @@ fanout_put (struct fanout *f)
 }
 
 
+/* early: the remote slots ended so far. */
+static unsigned
+fanout_ended (struct fanout *f)
+{
+  return __atomic_load_n (&f->ended, __ATOMIC_SEQ_CST);
+}
+
 /* Sleep until done is posted, or the deadline if there is one; false
  * if the deadline passed.
  */
@@ -328,7 +335,7 @@ fanout_run_until (struct quorum_conn *conn, enum op_type type, uint32_t mask,
 {
   struct fanout *f;
   struct timespec deadline;
-  unsigned issued;
+  unsigned issued, wake_from;
   size_t i;
 
   f = fanout_new (type == OP_READ ? count : 0);
@@ -338,26 +345,35 @@ fanout_run_until (struct quorum_conn *conn, enum op_type type, uint32_t mask,
     return NULL;
   }
   f->early = true;
+  /* enough needs vote-threshold successes, the local child's one of
+   * them at most: the remote slots that end before could not make it
+   * true, and do not wake this thread (a wake-up costs more than the
+   * check, and the first reply of three is seldom enough).
+   */
+  wake_from = quorum_threshold;
+  if (quorum_has_local && (mask & 1) && wake_from > 1)
+    wake_from--;
+  __atomic_store_n (&f->wake_from, wake_from, __ATOMIC_SEQ_CST);
   issued = fanout_start (f, conn, type, mask, rbuf, direct, wbuf, count,
                          offset, flags);
+  /* Fewer issued: the last of them must post. */
+  if (issued < wake_from)
+    __atomic_store_n (&f->wake_from, issued, __ATOMIC_SEQ_CST);
   deadline = f->start;
   deadline.tv_sec += quorum_child_timeout;
 
   /* Every command is issued: drop the issuing count (no post when
-   * early).  Each remote slot then posts done once, when it ends.
+   * early).  Each remote slot that ends from wake_from on posts done.
    */
   fanout_unpend (f);
-  while (issued > 0 && !enough (f, arg)) {
+  while (fanout_ended (f) < issued && !enough (f, arg)) {
     if (!fanout_sleep (f, quorum_child_timeout ? &deadline : NULL)) {
       /* As fanout_wait: who is late is cut, and waited for. */
       fanout_cut_late (f);
-      while (issued > 0) {
+      while (fanout_ended (f) < issued)
         fanout_sleep (f, NULL);
-        issued--;
-      }
       break;
     }
-    issued--;
   }
 
   for (i = 0; i < quorum_nr_children; ++i) {

@@ -58,12 +58,13 @@ struct slot {
  * mutex and condition variable here cost several futex calls per
  * request, each thread waking another only to find the lock taken.)
  */
-/* With wait-for=threshold (fanout_run_until) the request wakes at each
- * slot's end instead, to see whether it has enough; if it answers
- * before every slot ended, the fan-out is detached: its reference goes
- * to the late thread (fanout-late.c), which cuts children past
- * child-timeout or max-lag and, once the last command is gone, runs
- * finish on the slots that were late, and puts it.
+/* With wait-for=threshold (fanout_run_until) the request wakes at the
+ * slots' ends instead, to see whether it has enough (from the first
+ * end that could make it so: one wake-up, not one a child); if it
+ * answers before every slot ended, the fan-out is detached: its
+ * reference goes to the late thread (fanout-late.c), which cuts
+ * children past child-timeout or max-lag and, once the last command is
+ * gone, runs finish on the slots that were late, and puts it.
  */
 typedef void fanout_finish_fn (struct fanout *f, void *arg);
 struct fanout {
@@ -73,6 +74,10 @@ struct fanout {
   unsigned refs;                /* the request + remote commands */
   size_t buflen;
   bool early;                   /* fanout_run_until, fanout_hedge_new */
+  /* early: remote slots ended (atomic), and from how many on each end
+   * posts done (0: every one).  Before that no answer can be enough.
+   */
+  unsigned ended, wake_from;
   bool started;                 /* start is set */
   uint32_t late;                /* slots still in flight at the answer */
   bool late_spare;              /* the spare's too (never in late: it
@@ -136,11 +141,12 @@ extern struct fanout *fanout_run (struct quorum_conn *conn,
  */
 extern void fanout_set_spare (size_t index);
 /* wait-for=threshold: fanout_run, but the request returns as soon as
- * enough says so (called after the local child's part and after each
- * remote slot ends, with the slots ended so far: those with pending
- * false may be read) or when every slot ended.  f->late says which
- * slots were still in flight then: the caller must not read them, and
- * hands f to fanout_detach if there are any.
+ * enough says so (called after the local child's part and then as
+ * remote slots end, once vote-threshold children could have answered,
+ * with the slots ended so far: those with pending false may be read;
+ * enough must need vote-threshold successes) or when every slot ended.
+ * f->late says which slots were still in flight then: the caller must
+ * not read them, and hands f to fanout_detach if there are any.
  */
 typedef bool fanout_enough_fn (const struct fanout *f, void *arg);
 extern struct fanout *fanout_run_until (struct quorum_conn *conn,
