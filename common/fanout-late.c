@@ -334,6 +334,15 @@ late_ahead_step (size_t i, bool busy)
     /* Down (cut for child-timeout): its rejoin resyncs it anyway. */
     if (state_get (c) == CHILD_DOWN)
       state_set_ahead (c, AHEAD_NONE);
+    /* Another went down: without it fewer than vote-threshold would
+     * take requests (fanout_participants sends it them already).  It
+     * takes them again, and what it missed is copied to it meanwhile,
+     * as to a child that rejoined.
+     */
+    else if (!late_may_go_ahead (i)) {
+      state_set_ahead (c, AHEAD_NONE);
+      report_admin ("recalled", i);
+    }
     else if (state_ahead (c) == AHEAD_DRAINING) {
       if (late_ahead_quiet (i, busy))
         state_set_ahead (c, AHEAD_DRAINED);   /* its supervisor copies */

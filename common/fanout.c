@@ -400,7 +400,10 @@ fanout_run_until (struct quorum_conn *conn, enum op_type type, uint32_t mask,
 uint32_t
 fanout_participants (enum op_type type, uint64_t offset, uint64_t count)
 {
-  uint32_t mask = 0;
+  const bool reads = type == OP_READ || type == OP_EXTENTS ||
+    type == OP_CACHE;
+  uint32_t mask = 0, ahead = 0;
+  unsigned taking = 0;
   size_t i;
 
   for (i = 0; i < quorum_nr_children; ++i) {
@@ -410,15 +413,31 @@ fanout_participants (enum op_type type, uint64_t offset, uint64_t count)
       continue;
     /* Ahead (fanout-late.c): nothing until it caught up. */
     if (state_ahead (c) != AHEAD_NONE) {
-      if (type == OP_WRITE || type == OP_ZERO || type == OP_TRIM)
-        fanout_ahead_missed (i);
+      ahead |= UINT32_C (1) << i;
       continue;
     }
+    taking++;
     /* A stale child takes every change but has no say. */
-    if ((type == OP_READ || type == OP_EXTENTS || type == OP_CACHE) &&
-        fresh_stale (c, offset, count))
+    if (reads && fresh_stale (c, offset, count))
       continue;
     mask |= UINT32_C (1) << i;
+  }
+  if (ahead == 0)
+    return mask;
+  /* An ahead child is left out only while the others that take
+   * requests are vote-threshold: were one of them to go down, every
+   * write would fail.  It takes requests at once (the late thread then
+   * calls it back, late_ahead_step).
+   */
+  for (i = 0; i < quorum_nr_children; ++i) {
+    if (!(ahead & (UINT32_C (1) << i)))
+      continue;
+    if (taking >= quorum_threshold) {
+      if (!reads)
+        fanout_ahead_missed (i);
+    }
+    else if (!reads || !fresh_stale (&quorum_children[i], offset, count))
+      mask |= UINT32_C (1) << i;
   }
   return mask;
 }

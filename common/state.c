@@ -87,7 +87,8 @@ state_set_ahead (struct child *c, enum child_ahead ahead)
 {
   SCOPED_LOCK (&c->life.lock);
   __atomic_store_n (&c->life.ahead, ahead, __ATOMIC_RELEASE);
-  if (ahead == AHEAD_DRAINED) {
+  /* Drained, or back (recalled): its supervisor copies what is stale. */
+  if (ahead != AHEAD_DRAINING) {
     c->life.kicks++;
     pthread_cond_broadcast (&c->life.cond);
   }

@@ -7,7 +7,9 @@
 # of writes is put ahead: it is sent nothing more (later writes mark it
 # stale), it keeps its connection while it completes what it owes,
 # then it is resynchronised, caught up and identical to the others.
-# It is never cut.  In both forms.
+# It is never cut.  Were another child to go down while it is ahead,
+# it takes requests again at once (recalled): writes do not fail for
+# want of children, and all three end identical.  In both forms.
 
 source ./functions.sh
 set -e
@@ -64,4 +66,45 @@ h.flush()
   test "$(grep -c 'event=resync-start child=2' $tmpdir/syslog)" = "$resyncs"
 }
 
+# recalled: child 2 is ahead when child 1 is killed.
+recalled ()
+{
+  for i in 0 1 2; do truncate -s 0 $tmpdir/c$i.img; truncate -s 1M $tmpdir/c$i.img; done
+  child0 file $tmpdir/c0.img
+  start_child 1 file $tmpdir/c1.img
+  start_child 2 --filter=delay file $tmpdir/c2.img delay-write=2
+  start_quorum -P $tmpdir/q.pid -U $tmpdir/q.sock "${quorum_head[@]}" \
+               child="$(child_uri 1)" child="$(child_uri 2)" \
+               wait-for=threshold max-lag=64K reconnect-delay=1
+  hold_connection "$q"
+  # Flushed: what child 2 misses is on child 1's disk when it dies (what
+  # a child had not flushed is stale for it then, and one copy is not
+  # enough to copy from).
+  nbdsh -u "$q" -c '
+for i in range(32):
+    h.pwrite(bytes([0x60 + i]) * 4096, i * 16384)
+h.flush()
+'
+  wait_for "event=ahead" 30 grep -q 'event=ahead child=2' $tmpdir/syslog
+  kill -9 $(cat $tmpdir/c1.pid)
+  wait_for "event=down" 30 grep -q 'event=down child=1' $tmpdir/syslog
+  # Children 0 and 2 take these (child 2 at 2 s a write).
+  nbdsh -u "$q" -c '
+h.pwrite(b"\x51" * 4096, 4096)
+h.pwrite(b"\x52" * 4096, 65536 + 4096)
+h.flush()
+assert h.pread(4096, 4096) == b"\x51" * 4096
+'
+  assert_grep 'event=recalled child=2' $tmpdir/syslog
+  assert_no_grep 'event=failure' $tmpdir/syslog
+  # Child 1 back: copied to, as is what child 2 missed while ahead.
+  rm -f $tmpdir/c1.sock
+  start_child 1 file $tmpdir/c1.img
+  wait_for "child 1 identical" 60 cmp $tmpdir/c0.img $tmpdir/c1.img
+  wait_for "child 2 identical" 60 cmp $tmpdir/c0.img $tmpdir/c2.img
+  release_connection
+  nbdsh -u "$q" -c 'assert h.pread(4096, 65536 + 4096) == b"\x52" * 4096'
+}
+
 for_each_form lagging
+for_each_form recalled
