@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# nbdkit-quorum
+# Copyright (C) 2026 the nbdkit-quorum authors.
+# SPDX-License-Identifier: BSD-3-Clause
+
+# wait-for=threshold with state=: the writes a child misses while it is
+# ahead, and those it has not completed, are in the state file when
+# the quorum dies (kill -9) with the child still ahead.  Restarted, the
+# quorum copies them to the child and the three images end identical;
+# every write acknowledged before the kill reads back.  In both forms.
+
+source ./functions.sh
+set -e
+set -x
+requires nbdsh --version
+
+q="nbd+unix:///?socket=$tmpdir/q.sock"
+st=$tmpdir/state
+
+qstart ()
+{
+  start_quorum -P $tmpdir/q.pid -U $tmpdir/q.sock "${quorum_head[@]}" \
+               child="$(child_uri 1)" child="$(child_uri 2)" \
+               wait-for=threshold max-lag=64K reconnect-delay=1 \
+               reconnect-max-delay=1 state=$st
+}
+
+ahead_killed ()
+{
+  rm -f $st
+  for i in 0 1 2; do truncate -s 0 $tmpdir/c$i.img; truncate -s 1M $tmpdir/c$i.img; done
+  child0 file $tmpdir/c0.img
+  start_child 1 file $tmpdir/c1.img
+  start_child 2 --filter=delay file $tmpdir/c2.img delay-write=2
+  qstart
+
+  # 32 writes, 128 KiB owed by child 2: ahead.  Then 8 more it is not
+  # sent, all flushed on children 0 and 1.
+  nbdsh -u "$q" -c '
+for i in range(32):
+    h.pwrite(bytes([0x60 + i]) * 4096, i * 16384)
+h.flush()
+'
+  wait_for "event=ahead" 30 grep -q 'event=ahead child=2' $tmpdir/syslog
+  nbdsh -u "$q" -c '
+for i in range(8):
+    h.pwrite(bytes([0x40 + i]) * 4096, 524288 + i * 16384)
+h.flush()
+'
+  # Still ahead, still owing the first writes: the quorum dies.
+  assert_no_grep 'event=caught-up' $tmpdir/syslog
+  kill -9 $(cat $tmpdir/q.pid)
+  wait_for "the quorum gone" 10 refute alive $(cat $tmpdir/q.pid)
+  rm -f $tmpdir/q.pid $tmpdir/q.sock
+  # Child 2 loses what it had in flight; it comes back without delay.
+  kill -9 $(cat $tmpdir/c2.pid)
+  rm -f $tmpdir/c2.pid $tmpdir/c2.sock
+  start_child 2 file $tmpdir/c2.img
+
+  rm -f $tmpdir/syslog
+  qstart
+  hold_connection "$q"
+  wait_for "child 2 identical" 60 \
+      images_equal $tmpdir/c0.img $tmpdir/c1.img $tmpdir/c2.img
+  release_connection
+  cat $tmpdir/syslog
+  assert_grep 'event=resync-end child=2 .* dirty=0x0 copied=0x[1-9a-f]' \
+              $tmpdir/syslog
+  nbdsh -u "$q" -c '
+for i in range(32):
+    assert h.pread(4096, i * 16384) == bytes([0x60 + i]) * 4096, i
+for i in range(8):
+    assert h.pread(4096, 524288 + i * 16384) == bytes([0x40 + i]) * 4096, i
+'
+}
+
+for_each_form ahead_killed
