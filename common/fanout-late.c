@@ -205,13 +205,18 @@ late_cut_lagging (size_t i)
         if (late_changes (f))
           nr++;
       }
-    /* Without memory for the list, the cut alone: the failed writes
-     * then mark the same regions stale as they end.
-     */
-    if (nr)
-      regions = calloc (nr, sizeof *regions);
-    for (f = late_head; f && regions && j < nr; f = f->late_next)
-      if (f->slots[i].lagged && late_changes (f))
+  }
+  /* Not under late_lock, a leaf.  Without memory for the list, the cut
+   * alone: the failed writes then mark the same regions stale as they
+   * end.  Those that ended meanwhile need no mark: the child has them.
+   */
+  if (nr)
+    regions = calloc (nr, sizeof *regions);
+  if (regions) {
+    SCOPED_LOCK (&late_lock);
+    for (f = late_head; f && j < nr; f = f->late_next)
+      if (f->slots[i].lagged && late_changes (f) &&
+          !fanout_slot_ended (f, i))
         regions[j++] = (struct late_region) { f->offset, f->count };
   }
   nr = j;
