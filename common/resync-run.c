@@ -66,27 +66,38 @@ resync_took (struct child *c, struct resync_tally *t, uint64_t s,
   t->end = s + len;
 }
 
+/* One command to c alone: 0, or its errno. */
+static int
+resync_command (struct child *c, enum op_type type, const void *buf,
+                uint32_t count, uint64_t offset, uint32_t flags)
+{
+  struct fanout *w;
+  int err = 0;
+
+  w = fanout_run (&resync_conn, type, UINT32_C (1) << c->index,
+                  NULL, 0, buf, count, offset, flags, &err);
+  if (w == NULL)
+    return err ? err : EIO;
+  err = w->slots[c->index].err;
+  fanout_put (w);
+  return err;
+}
+
 /* Write what out holds at [s, e) (out holds [offset, ...)) to c. */
 static int
 resync_write (struct child *c, const char *out, uint64_t offset,
               uint64_t s, uint64_t e, struct resync_tally *t)
 {
-  struct fanout *w;
-  int err = 0, r = -1;
+  int err;
 
-  w = fanout_run (&resync_conn, OP_WRITE, UINT32_C (1) << c->index,
-                  NULL, 0, out + (s - offset), e - s, s, 0, &err);
-  if (w) {
-    err = w->slots[c->index].err;
-    fanout_put (w);
-  }
-  if (w && err == 0) {
+  err = resync_command (c, OP_WRITE, out + (s - offset), e - s, s, 0);
+  if (err == 0) {
     resync_took (c, t, s, e - s);
-    r = 0;
+    return 0;
   }
-  else if (err != ENOTCONN || !child_is_local (c))
-    report_bad (OP_WRITE, c->index, s, e - s, err ? err : EIO);
-  return r;
+  if (err != ENOTCONN || !child_is_local (c))
+    report_bad (OP_WRITE, c->index, s, e - s, err);
+  return -1;
 }
 
 /* The parts of [offset, +count) that every child in mask reports as
@@ -210,40 +221,43 @@ resync_zeroes (struct resync_pipe *p, uint32_t mask, uint64_t offset,
 
 /* Zero [offset, +count) of c, where all its sources hold zeroes: with
  * the zero command where c offers it (holes allowed), else by writing
- * zeroes.
+ * zeroes, and by writing them too if its zero command fails while it
+ * is connected (a thin child without room for the hole's metadata, a
+ * server whose zero is broken): else the copy would fail on every try.
  */
 static int
 resync_zero (struct child *c, uint64_t offset, uint32_t count,
              struct resync_tally *t)
 {
-  struct fanout *w;
-  char *buf = NULL;
+  bool write = true;
+  char *buf;
   int err = 0;
 
   /* Only this child's supervisor changes c->caps (resync_rejoin), and
    * not while it copies.
    */
-  if (!child_is_local (c) && c->caps.can_zero)
-    w = fanout_run (&resync_conn, OP_ZERO, UINT32_C (1) << c->index,
-                    NULL, 0, NULL, count, offset, NBDKIT_FLAG_MAY_TRIM,
-                    &err);
-  else {
+  if (!child_is_local (c) && c->caps.can_zero) {
+    err = resync_command (c, OP_ZERO, NULL, count, offset,
+                          NBDKIT_FLAG_MAY_TRIM);
+    write = err != 0 && err != ENOTCONN && err != ESHUTDOWN;
+    if (write) {
+      report_bad (OP_ZERO, c->index, offset, count, err);
+      nbdkit_debug ("quorum: child %zu: resync: zero %" PRIu32 "@%" PRIu64
+                    " failed: writing zeroes instead", c->index, count,
+                    offset);
+    }
+  }
+  if (write) {
     buf = bufpool_get (count);
     if (buf == NULL)
       return -1;
     memset (buf, 0, count);
-    w = fanout_run (&resync_conn, OP_WRITE, UINT32_C (1) << c->index,
-                    NULL, 0, buf, count, offset, 0, &err);
-  }
-  if (w) {
-    err = w->slots[c->index].err;
-    fanout_put (w);
-  }
-  if (buf)
+    err = resync_command (c, OP_WRITE, buf, count, offset, 0);
     bufpool_put (buf, count);
-  if (w == NULL || err) {
+  }
+  if (err) {
     if (err != ENOTCONN || !child_is_local (c))
-      report_bad (OP_ZERO, c->index, offset, count, err ? err : EIO);
+      report_bad (write ? OP_WRITE : OP_ZERO, c->index, offset, count, err);
     return -1;
   }
   resync_took (c, t, offset, count);
