@@ -24,6 +24,7 @@
 #include "fanout.h"
 #include "fresh.h"
 #include "internal.h"
+#include "rangelock.h"
 #include "settle.h"
 
 /* The second step of a hedged read: replies that lost are not
@@ -161,9 +162,21 @@ engine_pread_fifo (struct quorum_conn *conn, void *buf, uint32_t count,
   if (fresh_unsettled (offset, count) &&
       settle_range (conn, offset, count, err) == -1)
     return -1;
+  if (quorum_wait_threshold) {
+    struct range_lock rl;
+    int r;
+
+    /* A write answered early holds its range until its late children
+     * wrote it too: asked first, one of them would return what was
+     * there before the write.  The lock waits for them.
+     */
+    range_lock (&rl, offset, count, false);
+    mask = fanout_participants (OP_READ, offset, count);
+    r = engine_pread_fifo_hedged (conn, buf, count, offset, mask, err);
+    range_unlock (&rl);
+    return r;
+  }
   mask = fanout_participants (OP_READ, offset, count);
-  if (quorum_wait_threshold)
-    return engine_pread_fifo_hedged (conn, buf, count, offset, mask, err);
 
   for (i = 0; i < quorum_nr_children; ++i) {
     struct fanout *f;
