@@ -488,13 +488,22 @@ late_main (void *arg)
     struct timespec deadline, now;
     bool tick;
 
+    /* A step of the wall clock must not stall the ticks. */
+#ifdef HAVE_SEM_CLOCKWAIT
+    clock_gettime (CLOCK_MONOTONIC, &deadline);
+#else
     clock_gettime (CLOCK_REALTIME, &deadline);
+#endif
     deadline.tv_nsec += 100000000;
     if (deadline.tv_nsec >= 1000000000) {
       deadline.tv_sec++;
       deadline.tv_nsec -= 1000000000;
     }
+#ifdef HAVE_SEM_CLOCKWAIT
+    if (sem_clockwait (&late_sem, CLOCK_MONOTONIC, &deadline) == 0)
+#else
     if (sem_timedwait (&late_sem, &deadline) == 0)
+#endif
       while (sem_trywait (&late_sem) == 0)
         ;                       /* one pass sees them all */
     /* The scan for timeouts walks everything in flight: every 100 ms,
@@ -611,8 +620,8 @@ fanout_detach (struct fanout *f, fanout_finish_fn *finish, void *arg)
       late_head = f;
     late_last = f;
   }
-  /* From now on every slot that ends kicks the thread, and pushes f if
-   * it was the last; the kick here covers slots that ended before.
+  /* From now on the slot that ends last pushes f and wakes the thread
+   * (fanout_late_kick); the kick here covers slots that ended before.
    */
   fanout_get (f);               /* the late thread may free f once pushed */
   __atomic_store_n (&f->detached, true, __ATOMIC_SEQ_CST);
@@ -640,6 +649,8 @@ fanout_drained (uint32_t mask, unsigned need)
   uint32_t ready;
 
   __atomic_add_fetch (&late_drain_waiters, 1, __ATOMIC_SEQ_CST);
+  /* Pairs with fanout_late_kick's: the slots are read after. */
+  __atomic_thread_fence (__ATOMIC_SEQ_CST);
   for (;;) {
     struct fanout *f;
     size_t i;

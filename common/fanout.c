@@ -424,11 +424,16 @@ fanout_participants (enum op_type type, uint64_t offset, uint64_t count)
   }
   if (ahead == 0)
     return mask;
-  /* An ahead child is left out only while the others that take
-   * requests are vote-threshold: were one of them to go down, every
-   * write would fail.  It takes requests at once (the late thread then
-   * calls it back, late_ahead_step).
+  /* An ahead child is left out only while the others are enough: were
+   * one of them to go down, every write would fail; were they stale
+   * here, the read would.  It takes the request (and once the others
+   * that take requests are too few, the late thread calls it back,
+   * late_ahead_step).  Where it is not stale it is current: every
+   * write that left it out made it stale before its answer, and those
+   * it owes hold their range until it completed them (a read waits).
    */
+  if (reads)
+    taking = __builtin_popcount (mask);
   for (i = 0; i < quorum_nr_children; ++i) {
     if (!(ahead & (UINT32_C (1) << i)))
       continue;
@@ -454,6 +459,7 @@ fanout_hedge_new (uint32_t count, uint64_t offset, int *err)
     return NULL;
   }
   f->early = true;
+  f->wake_from = 0;             /* fanout_wait_one: every end posts */
   f->type = OP_READ;
   f->count = count;
   f->offset = offset;
