@@ -5,8 +5,9 @@
 # wait-for=all and wait-for=threshold, the same quorum without the slow
 # child (two children, vote-threshold=2 as with three), the same
 # quorum over three children none of them slow (fast3: what a third
-# child costs on this machine whatever its speed), and QEMU's quorum
-# driver over the same three children.
+# child costs on this machine whatever its speed; fast3t the same with
+# wait-for=threshold: what answering early costs when no child is
+# slow), and QEMU's quorum driver over the same three children.
 # Copyright (C) 2026 the nbdkit-quorum authors.
 # SPDX-License-Identifier: BSD-3-Clause
 #
@@ -54,7 +55,7 @@ print('%.0f %.0f %.0f %.0f' % (p['50.000000'] / 1e3, p['99.000000'] / 1e3,
     { cat "$dir/fio.err" >&2; return 1; }
 }
 
-read -r -a fronts <<< "${FRONTS:-all threshold without fast3 qemu}"
+read -r -a fronts <<< "${FRONTS:-all threshold without fast3 fast3t qemu}"
 read -r -a workloads <<< \
      "${WORKLOADS:-randread-qd1 randread-qd32 randwrite-qd1 randwrite-qd32}"
 
@@ -75,6 +76,7 @@ for delay in ${delays//,/ }; do
       threshold) front_args=(wait-for=threshold); start_front plugin c0 c1 c2 ;;
       without) front_args=(vote-threshold=2); start_front plugin c0 c1 ;;
       fast3) front_args=(wait-for=all); start_front plugin c0 c1 c3 ;;
+      fast3t) front_args=(wait-for=threshold); start_front plugin c0 c1 c3 ;;
       qemu) front_args=(); start_front qemu c0 c1 c2 ;;
     esac
     for w in "${workloads[@]}"; do
