@@ -10,7 +10,10 @@
 #   --root     the same on Debian 13's stack, in the root that
 #              scripts/in-debian13 keeps in DIR
 #   REQUESTS   requests per workload (default 4000)
-#   FRONTS     comma-separated: plugin,filter (default both)
+#   FRONTS     comma-separated: plugin, filter, threshold (the plugin
+#              with wait-for=threshold over children 0, 1 and a slow
+#              one, 2 ms a request), threshold-fast (the same over
+#              three fast children) (default plugin,filter,threshold)
 #   WORKLOADS  comma-separated, of randread-qd1, randread-qd32,
 #              randwrite-qd1, randwrite-qd32 (default all four)
 #
@@ -28,6 +31,8 @@
 #            a semaphore or a condition variable)
 #   futex-k  futex wakes (FUTEX_WAKE*: one thread woke another)
 #   recv, send, poll, read, write   the socket and pipe calls
+#   ctx/plugin  ctxsw divided by the plugin front's (wait-for=all over
+#            three fast children), in the same run
 # Each count is divided by REQUESTS.  The front's own threads only: the
 # children's and the client's calls are not counted.
 
@@ -41,7 +46,7 @@ esac
 source "$(dirname "$0")/bench-lib.sh"
 
 nreq=${1:-4000}
-fronts=${2:-plugin,filter}
+fronts=${2:-plugin,filter,threshold}
 workloads=${3:-randread-qd1,randread-qd32,randwrite-qd1,randwrite-qd32}
 size=64M
 bench_requires nbdkit strace python3
@@ -50,6 +55,11 @@ make_full "$dir/c0.img" "$size"
 cp "$dir/c0.img" "$dir/c1.img"
 cp "$dir/c0.img" "$dir/c2.img"
 start_children 3 "$dir/c" --filter=noextents
+# The slow child of the threshold front (64 threads: slow per request,
+# not short of threads).
+cp "$dir/c0.img" "$dir/cs.img"
+start_nbdkit cs -t 64 --filter=noextents --filter=delay file "$dir/cs.img" \
+             delay-read=2ms delay-write=2ms
 
 # The client: connect, say "ready", wait for a line on stdin, run the
 # requests, say "done", wait for another line, then close.
@@ -134,19 +144,29 @@ printf 'nbdkit-quorum system calls per request: %s requests, %s, nbdkit %s, libn
        "$(nbdkit --version | awk '{print $2}')" \
        "$(python3 -c 'import nbd; print(nbd.NBD().get_version())')" \
        "$(. /etc/os-release; echo "$PRETTY_NAME")"
-printf '%-15s %-7s %7s %9s %8s %8s %6s %6s %6s %6s %6s\n' \
-       workload front ctxsw syscalls futex-w futex-k recv send poll read write
+printf '%-15s %-14s %7s %9s %8s %8s %6s %6s %6s %6s %6s %8s\n' \
+       workload front ctxsw syscalls futex-w futex-k recv send poll read write \
+       ctx/plugin
 for w in ${workloads//,/ }; do
   rw=${w%-qd*}; depth=${w#*-qd}
+  base=-
   for f in ${fronts//,/ }; do
-    start_front "$f" c0 c1 c2
+    front_args=()
+    case $f in
+      threshold) front_args=(wait-for=threshold); start_front plugin c0 c1 cs ;;
+      threshold-fast) front_args=(wait-for=threshold); start_front plugin c0 c1 c2 ;;
+      *) start_front "$f" c0 c1 c2 ;;
+    esac
     cs=$(run_client "$rw" "$depth" ctxsw)
+    [ "$f" = plugin ] && base=$cs
     run_client "$rw" "$depth" strace
     stop_front
     [ -n "${KEEP_TRACE:-}" ] && cp "$dir/trace" "$KEEP_TRACE.$w.$f"
-    python3 - "$dir/trace" "$nreq" "$w" "$f" "$cs" <<'PY'
+    python3 - "$dir/trace" "$nreq" "$w" "$f" "$cs" "$base" <<'PY'
 import re, sys
 path, n, w, f, cs = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+base = sys.argv[6]
+ratio = "%.2f" % (cs / int(base)) if base.isdigit() and int(base) else "-"
 calls = {}
 fw = fk = 0
 pat = re.compile(r'^\d+\s+(?:<\.\.\. )?([a-z_0-9]+)')
@@ -166,15 +186,15 @@ for line in open(path, errors="replace"):
 total = sum(calls.values())
 def g(*names):
     return sum(calls.get(x, 0) for x in names) / n
-print("%-15s %-7s %7.2f %9.2f %8.2f %8.2f %6.2f %6.2f %6.2f %6.2f %6.2f" %
+print("%-15s %-14s %7.2f %9.2f %8.2f %8.2f %6.2f %6.2f %6.2f %6.2f %6.2f %8s" %
       (w, f, cs / n, total / n, fw / n, fk / n,
        g("recvfrom", "recvmsg", "recv"), g("sendto", "sendmsg", "send"),
-       g("poll", "ppoll"), g("read"), g("write")))
+       g("poll", "ppoll"), g("read"), g("write"), ratio))
 shown = {"futex", "recvfrom", "recvmsg", "recv", "sendto", "sendmsg", "send",
          "poll", "ppoll", "read", "write"}
 rest = sorted((c, x) for x, c in calls.items() if x not in shown and c / n >= 0.05)
 if rest:
-    print("%-15s %-7s   others: %s" % ("", "", " ".join(
+    print("%-15s %-14s   others: %s" % ("", "", " ".join(
         "%s=%.2f" % (x, c / n) for c, x in reversed(rest))))
 PY
   done
