@@ -3,8 +3,9 @@
  * SPDX-License-Identifier: BSD-3-Clause
  */
 
-/* Inside the fan-out only (fanout.c, fanout-slot.c): the reference and
- * pending counts of a fan-out, and the queueing of one slot's command.
+/* Inside the fan-out only (fanout*.c): the reference and pending
+ * counts of a fan-out, the queueing of one slot's command, and ahead
+ * mode's steps.
  */
 
 #ifndef QUORUM_FANOUT_INT_H
@@ -73,5 +74,17 @@ fanout_release (struct fanout *f)
  */
 extern void slot_issue (struct slot *s, enum op_type type, const void *wbuf,
                         uint32_t count, uint64_t offset, uint32_t flags);
+
+/* fanout-ahead.c, for the late thread (fanout-late.c).  Whether child
+ * i may be put ahead: the others that take requests (up, not ahead)
+ * are at least vote-threshold.
+ */
+extern bool fanout_ahead_may (size_t i);
+/* Child i, owing bytes in slots late requests, is put ahead. */
+extern void fanout_ahead_begin (size_t i, uint64_t bytes, unsigned slots);
+/* Each pass, for every child: the next step of an ahead one (busy: it
+ * still owes a reply), drained, caught up or recalled.
+ */
+extern void fanout_ahead_step (size_t i, bool busy);
 
 #endif /* QUORUM_FANOUT_INT_H */

@@ -222,7 +222,7 @@ extern bool fanout_lagging (size_t i);
  * just the child.
  */
 #define FANOUT_AHEAD_SLOTS 256
-/* fanout.c, for fanout-late.c: a write left out ahead child i. */
+/* fanout.c, for fanout-ahead.c: a write left out ahead child i. */
 extern void fanout_ahead_missed (size_t i);
 /* fanout-slot.c, for fanout-late.c: a slot of detached fan-out f
  * ended (f is finished on the late thread once its last did).

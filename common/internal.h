@@ -22,7 +22,8 @@
  *                           reads) share engine.h with engine.c
  *   fanout.c                references, deadlines, participants;
  *                           fanout-late.c, what wait-for=threshold
- *                           finishes after the answer
+ *                           finishes after the answer; fanout-ahead.c,
+ *                           its ahead mode
  *   fanout-slot.c           a remote slot: its parts, libnbd's callbacks
  *   caps.c                  the promise, a connection's capabilities
  *   connect.c, reactor.c    opening handles; the poll thread, hand-over, cut

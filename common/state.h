@@ -27,7 +27,7 @@
 enum child_state { CHILD_UP, CHILD_DOWN, CHILD_RESYNC };
 
 /* wait-for=threshold: a child owing more than max-lag= bytes is ahead
- * (fanout-late.c decides): it is sent no request, so every write makes
+ * (fanout-ahead.c decides): it is sent no request, so every write makes
  * it stale there, until it caught up.  While it still completes what
  * it was sent, or the writes it misses come too fast for it, it is
  * draining, and its supervisor does not resync it (the copies would
@@ -75,7 +75,7 @@ extern void state_resync_done (struct child *c);
 extern bool state_heal_begin (struct child *c);
 /* Whether c is ahead (see enum child_ahead).  Lock-free. */
 extern enum child_ahead state_ahead (struct child *c);
-/* fanout-late.c's: c is ahead now, or not; drained kicks its
+/* fanout-ahead.c's: c is ahead now, or not; drained or back kicks its
  * supervisor.
  */
 extern void state_set_ahead (struct child *c, enum child_ahead ahead);
