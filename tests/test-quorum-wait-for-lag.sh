@@ -20,22 +20,8 @@ q="nbd+unix:///?socket=$tmpdir/q.sock"
 
 lagging ()
 {
-  for i in 0 1 2; do truncate -s 0 $tmpdir/c$i.img; truncate -s 1M $tmpdir/c$i.img; done
-  child0 file $tmpdir/c0.img
-  start_child 1 file $tmpdir/c1.img
-  start_child 2 --filter=delay file $tmpdir/c2.img delay-write=2
-  start_quorum -P $tmpdir/q.pid -U $tmpdir/q.sock "${quorum_head[@]}" \
-               child="$(child_uri 1)" child="$(child_uri 2)" \
-               wait-for=threshold max-lag=64K reconnect-delay=1
-
-  # 32 writes of 4 KiB, answered at once: 128 KiB owed by child 2, which
-  # is ahead after 64 KiB.
-  nbdsh -u "$q" -c '
-for i in range(32):
-    h.pwrite(bytes([0x60 + i]) * 4096, i * 16384)
-h.flush()
-'
-  wait_for "event=ahead" 30 grep -q 'event=ahead child=2' $tmpdir/syslog
+  ahead_quorum reconnect-delay=1
+  push_ahead "$q"
   # The late thread puts it ahead when it next runs: on a loaded
   # machine all 32 writes may have been sent to child 2 by then, and
   # then it missed nothing.  These come after, while it still owes the
@@ -69,23 +55,12 @@ h.flush()
 # recalled: child 2 is ahead when child 1 is killed.
 recalled ()
 {
-  for i in 0 1 2; do truncate -s 0 $tmpdir/c$i.img; truncate -s 1M $tmpdir/c$i.img; done
-  child0 file $tmpdir/c0.img
-  start_child 1 file $tmpdir/c1.img
-  start_child 2 --filter=delay file $tmpdir/c2.img delay-write=2
-  start_quorum -P $tmpdir/q.pid -U $tmpdir/q.sock "${quorum_head[@]}" \
-               child="$(child_uri 1)" child="$(child_uri 2)" \
-               wait-for=threshold max-lag=64K reconnect-delay=1
+  ahead_quorum reconnect-delay=1
   hold_connection "$q"
-  # Flushed: what child 2 misses is on child 1's disk when it dies (what
-  # a child had not flushed is stale for it then, and one copy is not
-  # enough to copy from).
-  nbdsh -u "$q" -c '
-for i in range(32):
-    h.pwrite(bytes([0x60 + i]) * 4096, i * 16384)
-h.flush()
-'
-  wait_for "event=ahead" 30 grep -q 'event=ahead child=2' $tmpdir/syslog
+  # Flushed (push_ahead): what child 2 misses is on child 1's disk when
+  # it dies (what a child had not flushed is stale for it then, and one
+  # copy is not enough to copy from).
+  push_ahead "$q"
   kill -9 $(cat $tmpdir/c1.pid)
   wait_for "event=down" 30 grep -q 'event=down child=1' $tmpdir/syslog
   # Children 0 and 2 take these (child 2 at 2 s a write).

@@ -17,31 +17,16 @@ requires nbdsh --version
 q="nbd+unix:///?socket=$tmpdir/q.sock"
 st=$tmpdir/state
 
-qstart ()
-{
-  start_quorum -P $tmpdir/q.pid -U $tmpdir/q.sock "${quorum_head[@]}" \
-               child="$(child_uri 1)" child="$(child_uri 2)" \
-               wait-for=threshold max-lag=64K reconnect-delay=1 \
-               reconnect-max-delay=1 state=$st
-}
+qargs=(reconnect-delay=1 reconnect-max-delay=1 state=$st)
 
 ahead_killed ()
 {
   rm -f $st
-  for i in 0 1 2; do truncate -s 0 $tmpdir/c$i.img; truncate -s 1M $tmpdir/c$i.img; done
-  child0 file $tmpdir/c0.img
-  start_child 1 file $tmpdir/c1.img
-  start_child 2 --filter=delay file $tmpdir/c2.img delay-write=2
-  qstart
+  ahead_quorum "${qargs[@]}"
 
-  # 32 writes, 128 KiB owed by child 2: ahead.  Then 8 more it is not
-  # sent, all flushed on children 0 and 1.
-  nbdsh -u "$q" -c '
-for i in range(32):
-    h.pwrite(bytes([0x60 + i]) * 4096, i * 16384)
-h.flush()
-'
-  wait_for "event=ahead" 30 grep -q 'event=ahead child=2' $tmpdir/syslog
+  # Ahead (push_ahead), then 8 more writes it is not sent, all flushed
+  # on children 0 and 1.
+  push_ahead "$q"
   nbdsh -u "$q" -c '
 for i in range(8):
     h.pwrite(bytes([0x40 + i]) * 4096, 524288 + i * 16384)
@@ -58,7 +43,9 @@ h.flush()
   start_child 2 file $tmpdir/c2.img
 
   rm -f $tmpdir/syslog
-  qstart
+  start_quorum -P $tmpdir/q.pid -U $tmpdir/q.sock "${quorum_head[@]}" \
+               child="$(child_uri 1)" child="$(child_uri 2)" \
+               wait-for=threshold max-lag=64K "${qargs[@]}"
   hold_connection "$q"
   wait_for "child 2 identical" 60 \
       images_equal $tmpdir/c0.img $tmpdir/c1.img $tmpdir/c2.img
