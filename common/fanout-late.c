@@ -11,10 +11,10 @@
  * (fanout_late_kick: a push on the ready stack, and a sem_post if it
  * was empty; the only things the reactor does for it), at each slot's
  * end while a flush waits for children to drain, when a detach puts a
- * child over max-lag, and every 100 ms,
- * when it cuts a child past child-timeout as fanout_wait would; once
- * every command of a fan-out is gone it runs its finish callback (the
- * late vote, the stale marks, the range released) and puts it.
+ * child over max-lag, and every 100 ms, when it cuts a child past
+ * child-timeout as fanout_wait would.  Once every command of a fan-out
+ * is gone it runs its finish callback (the late vote, the stale marks,
+ * the range released) and puts it.
  * Flushes ask fanout_drained which children completed the writes
  * detached before them: a flush must not overtake them on a child.
  *

@@ -411,7 +411,7 @@ fanout_participants (enum op_type type, uint64_t offset, uint64_t count)
 
     if (!child_is_local (c) && state_get (c) == CHILD_DOWN)
       continue;
-    /* Ahead (fanout-late.c): nothing until it caught up. */
+    /* Ahead (fanout-ahead.c): nothing until it caught up. */
     if (state_ahead (c) != AHEAD_NONE) {
       ahead |= UINT32_C (1) << i;
       continue;
@@ -428,7 +428,7 @@ fanout_participants (enum op_type type, uint64_t offset, uint64_t count)
    * one of them to go down, every write would fail; were they stale
    * here, the read would.  It takes the request (and once the others
    * that take requests are too few, the late thread calls it back,
-   * late_ahead_step).  Where it is not stale it is current: every
+   * fanout_ahead_step).  Where it is not stale it is current: every
    * write that left it out made it stale before its answer, and those
    * it owes hold their range until it completed them (a read waits).
    */
@@ -438,7 +438,7 @@ fanout_participants (enum op_type type, uint64_t offset, uint64_t count)
     if (!(ahead & (UINT32_C (1) << i)))
       continue;
     if (taking >= quorum_threshold) {
-      if (!reads)
+      if (type == OP_WRITE || type == OP_ZERO || type == OP_TRIM)
         fanout_ahead_missed (i);
     }
     else if (!reads || !fresh_stale (&quorum_children[i], offset, count))
