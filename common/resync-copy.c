@@ -404,21 +404,22 @@ resync_child (struct child *c, bool rejoined)
   else
     resync_progress (&p, &bucket, resync_pipe_end (&p), total, &tenths);
 
-  /* A write to the child failed: the pass did not reach the end of
-   * what it could copy, and resync-end would say it had.  Often the
-   * connection died and the child is not down yet: it soon is, and its
-   * supervisor rejoins it; else the next try comes after a delay.
+  /* Stopped, or a write to the child failed: the pass did not reach
+   * the end of what it could copy, and resync-end would say it had.
+   * Often the connection died and the child is not down yet: it soon
+   * is, and its supervisor rejoins it; else the next try comes after a
+   * delay.
    */
-  if (!stopped && p.write_failed) {
-    if (p.copied && !local && state_get (c) != CHILD_DOWN)
-      resync_flush (c);
-    report_resync_stopped (c->index, fresh_stale_bytes (c), p.copied,
-                           "write-failed");
-  }
-  else if (stopped)
-    report_resync_stopped (c->index, fresh_stale_bytes (c), p.copied,
-                           state_quitting (c) ? "quitting" : "down");
   if (stopped || p.write_failed) {
+    const char *reason = state_quitting (c) ? "quitting" : "down";
+
+    if (!stopped) {
+      if (p.copied && !local && state_get (c) != CHILD_DOWN)
+        resync_flush (c);
+      reason = "write-failed";
+    }
+    report_resync_stopped (c->index, fresh_stale_bytes (c), p.copied,
+                           reason);
     __atomic_store_n (&c->resync_done, p.copied, __ATOMIC_RELEASE);
     __atomic_store_n (&c->resync_since, 0, __ATOMIC_RELEASE);
     return stopped ? -1 : 1;
