@@ -216,6 +216,25 @@ engine_write_finish (struct fanout *f, void *arg)
   engine_late_op_free (op);
 }
 
+/* engine_write_finish's common case, where the last child ended
+ * (fanout_quick_fn): every late child took it, and none owes a flush
+ * for FUA.
+ */
+static bool
+engine_write_quick (struct fanout *f, void *arg)
+{
+  size_t i;
+
+  for (i = 0; i < quorum_nr_children; ++i)
+    if ((f->late & (UINT32_C (1) << i)) && f->slots[i].flush_after)
+      return false;
+  if (quorum_debug_votes)
+    nbdkit_debug ("quorum: %s %" PRIu32 "@%" PRIu64 ": late children done",
+                  report_op_name (f->type), f->count, f->offset);
+  engine_late_op_free (arg);
+  return true;
+}
+
 /* wait-for=threshold for write-type operations: the answer once
  * vote-threshold children gave it; the range stays held, in the
  * fan-out's second step, until the others ended too, so that an
@@ -276,7 +295,7 @@ engine_write_op_threshold (struct quorum_conn *conn, enum op_type type,
     fresh_write_end (offset, count, mask, 0, false, &ignored);
   }
   if (f && (f->late || f->late_spare)) {
-    fanout_detach (f, engine_write_finish, op);
+    fanout_detach (f, engine_write_finish, engine_write_quick, op);
     return r;
   }
   if (f)

@@ -27,7 +27,8 @@ extern int engine_below_threshold (enum op_type type, const int *errs,
                                    size_t ok, const char *what, int *err);
 
 /* wait-for=threshold: what a request answered early leaves to its
- * fan-out's second step (fanout_detach), on the late thread.
+ * fan-out's second step (fanout_detach): on the late thread, or, where
+ * it is nothing but freeing this, where the last child ended.
  */
 struct engine_late_op {
   struct range_lock rl;         /* held until the last child ended */

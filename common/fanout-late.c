@@ -6,15 +6,19 @@
 /* wait-for=threshold: the fan-outs whose request has its answer while
  * some children are still at it, and the thread that finishes them.
  *
- * The request's reference goes to the late list (fanout_detach).  The
- * late thread wakes when the last slot of a detached fan-out ends
- * (fanout_late_kick: a push on the ready stack, and a sem_post if it
- * was empty; the only things the reactor does for it), at each slot's
- * end while a flush waits for children to drain, when a detach puts a
- * child over max-lag, and every 100 ms, when it cuts a child past
- * child-timeout as fanout_wait would.  Once every command of a fan-out
- * is gone it runs its finish callback (the late vote, the stale marks,
- * the range released) and puts it.
+ * The request's reference goes to the late list (fanout_detach).  When
+ * the last slot of a detached fan-out ends, whoever ended it (the
+ * reactor, mostly) finishes it there if every late child answered in
+ * time and without error and the caller's quick callback finds nothing
+ * to do (late_quick: a read's late replies equal to the answer, a
+ * write taken everywhere), the common case.  Else the late thread
+ * wakes for it (fanout_late_kick: a push on the ready stack, and a
+ * sem_post if it was empty), runs its finish callback (the late vote,
+ * the reports, the stale marks, the range released) and puts it.  The
+ * late thread also wakes at each slot's end while a flush waits for
+ * children to drain, when a detach puts a child over max-lag, and
+ * every 100 ms, when it cuts a child past child-timeout as fanout_wait
+ * would.
  * Flushes ask fanout_drained which children completed the writes
  * detached before them: a flush must not overtake them on a child.
  *
@@ -27,8 +31,9 @@
  * late thread at once).  Lock: late_lock guards the list, seq and the
  * callbacks' fields of the fan-outs on it (and late_cond, broadcast
  * after each pass, for flushes waiting on drained children).  It is a
- * leaf: nothing is called under it but atomics; finish,
- * fresh_stale_mark and reactor_cut run after it is released.
+ * leaf: nothing is called under it but atomics and state_ahead;
+ * finish, quick, fresh_stale_mark and reactor_cut run after it is
+ * released.
  */
 
 #include <config.h>
@@ -87,9 +92,65 @@ static unsigned late_slots[VOTE_MAX_CHILDREN];
  */
 static unsigned late_drain_waiters;
 
+static uint64_t late_bytes (const struct fanout *f);
+
+/* f's last command is gone: finished here, by whoever saw that, if
+ * every late slot succeeded in time, none of their children is ahead
+ * (whose steps are the late thread's) and f->quick says there is
+ * nothing else to do; then the late thread is not woken for it.
+ */
+static bool
+late_quick (struct fanout *f)
+{
+  const size_t n = quorum_nr_slots ();
+  size_t i;
+
+  if (f->quick == NULL)
+    return false;
+  {
+    SCOPED_LOCK (&late_lock);
+    for (i = 0; i < n; ++i) {
+      const struct slot *s = &f->slots[i];
+
+      if (i < quorum_nr_children ? !(f->late & (UINT32_C (1) << i))
+          : !f->late_spare || !s->used)
+        continue;
+      if (s->err || s->timed_out || s->lagged ||
+          (i < quorum_nr_children &&
+           state_ahead (&quorum_children[i]) != AHEAD_NONE))
+        return false;
+    }
+  }
+  if (!f->quick (f, f->arg))
+    return false;
+  {
+    SCOPED_LOCK (&late_lock);
+    if (f->late_prev)
+      f->late_prev->late_next = f->late_next;
+    else
+      late_head = f->late_next;
+    if (f->late_next)
+      f->late_next->late_prev = f->late_prev;
+    else
+      late_last = f->late_prev;
+    /* Flushes waiting for drained children, and fanout_late_stop. */
+    pthread_cond_broadcast (&late_cond);
+  }
+  for (i = 0; i < quorum_nr_children; ++i)
+    if (f->late & (UINT32_C (1) << i)) {
+      __atomic_sub_fetch (&owed[i], late_bytes (f), __ATOMIC_RELAXED);
+      __atomic_sub_fetch (&late_slots[i], 1, __ATOMIC_RELAXED);
+      if (f->type == OP_READ)
+        __atomic_sub_fetch (&late_reads[i], 1, __ATOMIC_RELAXED);
+    }
+  fanout_put (f);               /* the late list's reference */
+  return true;
+}
+
 /* The thread is woken by who makes the ready stack non-empty (it takes
  * the whole stack at once), not by every slot's end: one wake-up a
- * finished fan-out, none for those still in flight.
+ * finished fan-out, none for those still in flight or finished at
+ * once (late_quick).
  */
 void
 fanout_late_kick (struct fanout *f)
@@ -99,7 +160,8 @@ fanout_late_kick (struct fanout *f)
 
   /* Pushed once, by the first to see every command gone. */
   if (__atomic_load_n (&f->pending, __ATOMIC_SEQ_CST) == 0 &&
-      !__atomic_exchange_n (&f->late_queued, true, __ATOMIC_ACQ_REL)) {
+      !__atomic_exchange_n (&f->late_queued, true, __ATOMIC_ACQ_REL) &&
+      !late_quick (f)) {
     old = __atomic_load_n (&late_ready, __ATOMIC_RELAXED);
     do
       f->ready_next = old;
@@ -439,13 +501,15 @@ late_wait_here (struct fanout *f)
 }
 
 void
-fanout_detach (struct fanout *f, fanout_finish_fn *finish, void *arg)
+fanout_detach (struct fanout *f, fanout_finish_fn *finish,
+               fanout_quick_fn *quick, void *arg)
 {
   bool over = false;
   size_t i;
 
   pthread_once (&late_once, late_start);
   f->finish = finish;
+  f->quick = quick;
   f->arg = arg;
   if (!__atomic_load_n (&late_running, __ATOMIC_ACQUIRE)) {
     late_wait_here (f);

@@ -67,6 +67,13 @@ struct slot {
  * gone, runs finish on the slots that were late, and puts it.
  */
 typedef void fanout_finish_fn (struct fanout *f, void *arg);
+/* The common case of a finish, cheap enough for whichever thread ended
+ * the last command (the reactor's, inside libnbd's callback): true if
+ * it finished f's second step itself, with nothing to report, repair,
+ * flush or record; false, having changed nothing, leaves it to finish
+ * on the late thread.  It must not block or call libnbd.
+ */
+typedef bool fanout_quick_fn (struct fanout *f, void *arg);
 struct fanout {
   sem_t done;                   /* posted when pending reaches 0, or
                                    early: at each remote slot's end */
@@ -89,6 +96,7 @@ struct fanout {
   uint64_t offset;
   /* The late thread's, under late_lock (fanout-late.c). */
   fanout_finish_fn *finish;
+  fanout_quick_fn *quick;       /* may be NULL */
   void *arg;
   uint64_t seq;                 /* order of detaching, for flushes */
   struct fanout *late_next, *late_prev;
@@ -193,10 +201,13 @@ fanout_slot_ended (const struct fanout *f, size_t i)
  * has not answered within child-timeout, and once every command of f
  * is gone calls finish (f, arg) on its thread (late slots timed out
  * have err ETIMEDOUT), then puts f.  finish may run fan-outs of its own
- * (a repair) but must not wait for a range lock.
+ * (a repair) but must not wait for a range lock.  Before that, the
+ * thread that ended the last command tries quick (if not NULL), where
+ * no late slot failed, timed out or lagged and no late child is ahead:
+ * the late thread is then not woken at all.
  */
 extern void fanout_detach (struct fanout *f, fanout_finish_fn *finish,
-                           void *arg);
+                           fanout_quick_fn *quick, void *arg);
 /* For a flush: the children of mask that have completed every write
  * detached before this call, waiting until at least need of them have
  * (or every one of mask).  Returns them.
