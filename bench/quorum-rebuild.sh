@@ -24,7 +24,11 @@
 #    replace-end (the engine's clock, milliseconds; the report file is
 #    polled every 50 ms), so it holds the rebuild and the swap.  The
 #    bound: `nbdcopy c0 NEW` onto another such server (one copy, read
-#    once, as fast as nbdcopy's requests in flight go), same children.
+#    once, as fast as nbdcopy's requests in flight go), same children;
+#    and the bound of a rebuild that reads two sources, as this one
+#    must (a copy made from one source would be that source's vote
+#    twice): `nbdcopy c0 NEW` while `nbdcopy c1 null:` reads the
+#    second, timed until both are done (q/2src).
 #    Rows:
 #      full, noextents  children (and the new server) under
 #                       --filter=noextents: data paths only, as
@@ -298,11 +302,25 @@ seconds () {
   python3 -c 'import sys; print("%.3f" % (float(sys.argv[2]) - float(sys.argv[1])))' "$t0" "$t1"
 }
 
+# two_sources SRC0 SRC1 DST: the copying bound of a rebuild that must
+# read vote-threshold (2) sources: nbdcopy SRC0 to DST and, at the same
+# time, nbdcopy SRC1 to null: (read, not compared).
+two_sources () {
+  local a r=0
+  nbdcopy "$1" "$3" &
+  a=$!
+  pids+=("$a")
+  nbdcopy "$2" null: || r=$?
+  wait "$a" || r=$?
+  forget "$a"
+  return "$r"
+}
+
 IFS=, read -ra forms <<< "$fronts"
 # The rebuild rows: layout (full/sparse), children's filter.
 rrows=(full.noextents full.extents sparse.extents)
 for k in "${rrows[@]}"; do
-  for f in "${forms[@]}" nbdcopy; do : > "$dir/r.$k.$f"; : > "$dir/r.$k.$f.aux"; done
+  for f in "${forms[@]}" nbdcopy nbdcopy2; do : > "$dir/r.$k.$f"; : > "$dir/r.$k.$f.aux"; done
 done
 modes=(none default unlimited)
 for f in "${forms[@]}"; do
@@ -333,6 +351,10 @@ for rep in $(seq "$reps"); do
     done
     new_server n "${filt[@]}"
     seconds nbdcopy "$(uri "${p}0")" "$(uri n)" >> "$dir/r.$k.nbdcopy"
+    drop_server n
+    new_server n "${filt[@]}"
+    seconds two_sources "$(uri "${p}0")" "$(uri "${p}1")" "$(uri n)" \
+            >> "$dir/r.$k.nbdcopy2"
     drop_server n
     stop_children
   done
@@ -397,26 +419,33 @@ except ValueError:
 medcol () { awk -v c="$2" '{print $c}' "$1" | median; }
 
 printf '\n1. rebuild of child 2 onto an empty server, no client load, resync-rate=0 (seconds, medians)\n'
-printf '%-7s %-10s %-8s %8s %8s %8s %8s %9s %8s %7s %11s\n' \
-       layout children front seconds MiB/s read-MiB nbdcopy-s nbdcopy q/nbdcp target sparse/full
+printf '%-7s %-10s %-8s %8s %8s %8s %8s %8s %7s %12s %8s %12s %11s\n' \
+       layout children front seconds MiB/s read-MiB nbdcopy-s q/nbdcp target \
+       2-sources-s q/2src target sparse/full
 for k in "${rrows[@]}"; do
   tn=$(median < "$dir/r.$k.nbdcopy")
+  t2=$(median < "$dir/r.$k.nbdcopy2")
   for f in "${forms[@]}"; do
     t=$(median < "$dir/r.$k.$f")
     q=$(ratio "$tn" "$t")
-    if [ "${k%.*}" = full ]; then tgt=$(mark "$q" 0.80 ge); sf=; else
-      tgt=
+    q2=$(ratio "$t2" "$t")
+    if [ "${k%.*}" = full ]; then
+      tgt=$(mark "$q" 0.80 ge) tgt2=$(mark "$q2" 0.80 ge) sf=
+    else
+      tgt= tgt2=
       sf=$(ratio "$t" "$(median < "$dir/r.full.extents.$f")")
       sf="$sf $(mark "$sf" 0.10 le)"
     fi
-    printf '%-7s %-10s %-8s %8s %8s %8s %8s %9s %8s %7s %11s\n' \
+    printf '%-7s %-10s %-8s %8s %8s %8s %8s %8s %7s %12s %8s %12s %11s\n' \
            "${k%.*}" "${k#*.}" "$f" "$t" "$(mib_per_s "$img_bytes" 0 "$t")" \
-           "$(median < "$dir/r.$k.$f.aux")" "$tn" \
-           "$(mib_per_s "$img_bytes" 0 "$tn")" "$q" "$tgt" "$sf"
+           "$(median < "$dir/r.$k.$f.aux")" "$tn" "$q" "$tgt" \
+           "$t2" "$q2" "$tgt2" "$sf"
   done
 done
 echo "(MiB/s: the image's size over the time; read-MiB: what the rebuild read and wrote, the rest zeroed;"
-echo " q/nbdcp: nbdcopy's time over the rebuild's, nbdcopy c0 -> an empty server, same children)"
+echo " q/nbdcp: nbdcopy's time over the rebuild's, nbdcopy c0 -> an empty server, same children;"
+echo " q/2src: the same with two sources, nbdcopy c0 -> an empty server while nbdcopy c1 -> null:,"
+echo " the least a rebuild that reads vote-threshold=2 copies (the first rule) must read)"
 
 printf '\n2. fio 4 KiB random reads, QD32, %s s, noextents children (IOPS, medians)\n' "$secs"
 printf '%-8s %-10s %9s %7s %6s %14s %9s\n' front rebuild IOPS /none busy rebuild-MiB/s rebuilds

@@ -24,6 +24,14 @@
 # the quorum without the slow child (the issue's goal: threshold within
 # 1.25x).  Where threshold is near fast3 but above 1.25x without, the
 # rest is the cost of a third child, not of its slowness.
+#
+# CPU columns (microseconds of CPU a request, user + system, from
+# /proc and the shell's times): front-cpu is the front's alone;
+# all-cpu adds the child servers (all four, the idle ones cost
+# nothing) and the client (fio).  Everything runs on this machine's
+# cores, so at QD32, where they are busy, a row's IOPS is about
+# cores / all-cpu and its latency follows: all/without is then the
+# least p99/without can be, whatever the front does with its own share.
 
 source "$(dirname "$0")/bench-lib.sh"
 
@@ -55,6 +63,8 @@ print('%.0f %.0f %.0f %.0f' % (p['50.000000'] / 1e3, p['99.000000'] / 1e3,
     { cat "$dir/fio.err" >&2; return 1; }
 }
 
+hz=$(getconf CLK_TCK)
+
 read -r -a fronts <<< "${FRONTS:-all threshold without fast3 fast3t qemu}"
 read -r -a workloads <<< \
      "${WORKLOADS:-randread-qd1 randread-qd32 randwrite-qd1 randwrite-qd32}"
@@ -69,7 +79,8 @@ for delay in ${delays//,/ }; do
   c2=$last_pid
   start_nbdkit c3 file "$dir/c3.img"
   c3=$last_pid
-  declare -A lat=()
+  child_pids=("$c0" "$c1" "$c2" "$c3")
+  declare -A lat=() cpu=()
   for f in "${fronts[@]}"; do
     case $f in
       all) front_args=(wait-for=all); start_front plugin c0 c1 c2 ;;
@@ -80,20 +91,33 @@ for delay in ${delays//,/ }; do
       qemu) front_args=(); start_front qemu c0 c1 c2 ;;
     esac
     for w in "${workloads[@]}"; do
+      q0=$(cpu_ticks "$front_pid"); k0=$(children_ticks); client_seconds u0
       lat[$f.$w]=$(fio_lat "$front_uri" "${w%-qd*}" "${w#*-qd}")
+      q1=$(cpu_ticks "$front_pid"); k1=$(children_ticks); client_seconds u1
+      read -r _ _ _ iops <<< "${lat[$f.$w]}"
+      cpu[$f.$w]=$(python3 -c "
+import sys
+hz, secs, iops = $hz, $secs, max(float('${iops:-0}'), 1)
+q, k, u = $q1 - $q0, $k1 - $k0, $u1 - $u0
+n = iops * secs
+print('%.1f %.1f' % (q / hz * 1e6 / n, ((q + k) / hz + u) * 1e6 / n))")
     done
     stop_front
   done
   echo
   echo "slow child: $delay a request; $size, $secs s a job"
-  printf '%-15s %-10s %9s %9s %9s %9s %9s\n' \
-         workload front p50/us p99/us p99.9/us iops p99/without
+  printf '%-15s %-10s %9s %9s %9s %9s %11s %9s %9s %11s\n' \
+         workload front p50/us p99/us p99.9/us iops p99/without \
+         front-cpu all-cpu all/without
   for w in "${workloads[@]}"; do
     read -r _ wp99 _ _ <<< "${lat[without.$w]:--}"
+    read -r _ wall <<< "${cpu[without.$w]:--}"
     for f in "${fronts[@]}"; do
       read -r p50 p99 p999 iops <<< "${lat[$f.$w]}"
-      printf '%-15s %-10s %9s %9s %9s %9s %9s\n' "$w" "$f" \
-             "$p50" "$p99" "$p999" "$iops" "$(ratio "$p99" "$wp99")"
+      read -r fcpu acpu <<< "${cpu[$f.$w]}"
+      printf '%-15s %-10s %9s %9s %9s %9s %11s %9s %9s %11s\n' "$w" "$f" \
+             "$p50" "$p99" "$p999" "$iops" "$(ratio "$p99" "$wp99")" \
+             "$fcpu" "$acpu" "$(ratio "$acpu" "$wall")"
     done
   done
   stop_pid "$c0"; stop_pid "$c1"; stop_pid "$c2"; stop_pid "$c3"

@@ -18,7 +18,9 @@
  * late thread also wakes at each slot's end while a flush waits for
  * children to drain, when a detach puts a child over max-lag, and
  * every 100 ms, when it cuts a child past child-timeout as fanout_wait
- * would.
+ * would.  A fan-out finished at once makes no pass: what passes sample
+ * for children not ahead (a lag_cut reset, a caught-up ahead child's
+ * step) may wait for the next tick.
  * Flushes ask fanout_drained which children completed the writes
  * detached before them: a flush must not overtake them on a child.
  *
