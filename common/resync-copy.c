@@ -13,8 +13,9 @@
  * read.  The bytes read are paced by resync-rate=, and what was copied
  * is flushed a tenth at a time.
  *
- * The copy goes one run at a time (RESYNC_RUN, under its range lock),
- * several runs at once: the resyncing thread hands them to workers of
+ * The copy goes one run at a time (RESYNC_RUN, under its range lock;
+ * up to RESYNC_ZERO_RUN where the last block status said zeroes), several
+ * runs at once: the resyncing thread hands them to workers of
  * its own, up to RESYNC_DEPTH in flight, so that the sources read the
  * next runs while the child writes the last.  Fewer at a low
  * resync-rate=, which would otherwise see a burst of runs at the start.
@@ -151,6 +152,25 @@ resync_pipe_init (struct resync_pipe *p, struct child *c)
   p->ahead = RESYNC_RUN;
   for (i = 0; i < RESYNC_DEPTH; ++i)
     p->jobs[i].p = p;
+}
+
+/* How long the next run from pos may be: RESYNC_RUN, or up to
+ * RESYNC_ZERO_RUN inside what the last block status said every source
+ * holds as zeroes (asked again under the run's range).
+ */
+static uint64_t
+resync_run_max (struct resync_pipe *p, uint64_t pos)
+{
+  uint64_t max = RESYNC_RUN;
+
+  pthread_mutex_lock (&p->lock);
+  if (p->zero_start <= pos && pos + RESYNC_RUN < p->zero_end) {
+    max = (p->zero_end - pos) / RESYNC_RUN * RESYNC_RUN;
+    if (max > RESYNC_ZERO_RUN)
+      max = RESYNC_ZERO_RUN;
+  }
+  pthread_mutex_unlock (&p->lock);
+  return max;
 }
 
 /* Under p->lock: wait until at most max_busy jobs are busy, take the
@@ -385,7 +405,8 @@ resync_child (struct child *c, bool rejoined)
       stopped = true;
       break;
     }
-    if (!fresh_next_stale (c, &pos, RESYNC_RUN, &offset, &count))
+    if (!fresh_next_stale (c, &pos, resync_run_max (&p, pos), &offset,
+                           &count))
       break;
     for (; count > 0; offset += len, count -= len) {
       len = settle_uniform (offset, count);

@@ -26,6 +26,13 @@ struct child;
  */
 #define RESYNC_RUN (16 * DIRTY_GRANULE)
 
+/* A run inside what the last block status said every source holds as
+ * zeroes may be up to this long: one zero command for a long hole, not
+ * one a RESYNC_RUN.  Its block status is asked again under its range;
+ * what turns out to be data is read RESYNC_RUN at a time.
+ */
+#define RESYNC_ZERO_RUN (64 * RESYNC_RUN)
+
 /* The connection recovery reads and writes through, outside any
  * client's (resync_set_source sets its local part).
  */
@@ -80,6 +87,10 @@ struct resync_pipe {
    * wrong), and the next question asks this far.
    */
   uint64_t data_start, data_end;
+  /* [zero_start, zero_end): zeroes on every source when last asked,
+   * for the length of the next runs only (never trusted for a copy).
+   */
+  uint64_t zero_start, zero_end;
   uint64_t ahead;
   bool asking;                  /* a job asks block status */
 };

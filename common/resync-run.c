@@ -112,8 +112,10 @@ resync_write (struct child *c, const char *out, uint64_t offset,
  * twice as far each time it still does, up to RESYNC_AHEAD_MAX: some
  * plugins (file, on tmpfs) take as long to answer for a run as for the
  * whole disk.  What it said is data is then read without asking again;
- * what it said is zeroes ahead is never trusted (it may change before
- * that run's range is taken).
+ * what it said is zeroes ahead is never trusted for a copy (it may
+ * change before that run's range is taken), only for the length of the
+ * next runs (p->zero_start, p->zero_end; RESYNC_ZERO_RUN), each of which
+ * asks again under its range.
  */
 /* Over 80 lines: the question, its merge and the hint it leaves for
  * the next runs are one step under p->asking.
@@ -127,7 +129,7 @@ resync_zeroes (struct resync_pipe *p, uint32_t mask, uint64_t offset,
   struct quorum_extent_list merged = { 0 };
   const struct quorum_extent *last;
   struct fanout *f = NULL;
-  uint64_t ask, data_start = 0, data_end = 0;
+  uint64_t ask, data_start = 0, data_end = 0, zero_start = 0, zero_end = 0;
   size_t i, nr = 0;
   int err;
 
@@ -189,6 +191,10 @@ resync_zeroes (struct resync_pipe *p, uint32_t mask, uint64_t offset,
       uint64_t zs = s <= offset ? offset : (s + bs - 1) & ~(bs - 1);
       uint64_t ze = t >= end ? end : t & ~(bs - 1);
 
+      if (t > end && zero_end == 0) {
+        zero_start = s;
+        zero_end = t;
+      }
       if (zs < ze &&
           extmerge_add (zeroes, zs, ze - zs, EXTMERGE_ZERO) == -1) {
         zeroes->len = 0;        /* read it all */
@@ -197,10 +203,13 @@ resync_zeroes (struct resync_pipe *p, uint32_t mask, uint64_t offset,
     }
   }
 
-  /* Data to the end of the question: ask further next time. */
+  /* Answered to the end of the question: ask further next time.  For
+   * data, so as not to ask again; for zeroes, so that the next runs
+   * know how long they may be (some plugins, file among them, report a
+   * hole only as far as they were asked when no data follows).
+   */
   last = merged.len ? &merged.ptr[merged.len - 1] : NULL;
-  if (last && !(last->type & EXTMERGE_ZERO) &&
-      last->offset + last->length >= offset + ask)
+  if (last && last->offset + last->length >= offset + ask)
     ask = ask * 2 < RESYNC_AHEAD_MAX ? ask * 2 : RESYNC_AHEAD_MAX;
   else
     ask = RESYNC_RUN;
@@ -210,6 +219,10 @@ resync_zeroes (struct resync_pipe *p, uint32_t mask, uint64_t offset,
   if (data_end > p->data_end) {
     p->data_start = data_start;
     p->data_end = data_end;
+  }
+  if (zero_end > p->zero_end) {
+    p->zero_start = zero_start;
+    p->zero_end = zero_end;
   }
   p->asking = false;
   pthread_cond_broadcast (&p->answered);
@@ -229,7 +242,10 @@ static int
 resync_zero (struct child *c, uint64_t offset, uint32_t count,
              struct resync_tally *t)
 {
+  const uint32_t chunk = count < RESYNC_RUN ? count : RESYNC_RUN;
   bool write = true;
+  uint32_t len;
+  uint64_t pos;
   char *buf;
   int err = 0;
 
@@ -247,13 +263,18 @@ resync_zero (struct child *c, uint64_t offset, uint32_t count,
                     offset);
     }
   }
+  /* A long run (RESYNC_ZERO_RUN) is written a RESYNC_RUN at a time. */
   if (write) {
-    buf = bufpool_get (count);
+    buf = bufpool_get (chunk);
     if (buf == NULL)
       return -1;
-    memset (buf, 0, count);
-    err = resync_command (c, OP_WRITE, buf, count, offset, 0);
-    bufpool_put (buf, count);
+    memset (buf, 0, chunk);
+    err = 0;                    /* the zero's, reported */
+    for (pos = offset; err == 0 && pos < offset + count; pos += len) {
+      len = offset + count - pos < chunk ? offset + count - pos : chunk;
+      err = resync_command (c, OP_WRITE, buf, len, pos, 0);
+    }
+    bufpool_put (buf, chunk);
   }
   if (err) {
     if (err != ENOTCONN || !child_is_local (c))
@@ -423,7 +444,7 @@ resync_range (struct resync_pipe *p, struct child *c, uint64_t offset,
 {
   struct quorum_extent_list zeroes = { 0 };
   struct range_lock rl;
-  uint64_t pos = offset;
+  uint64_t pos = offset, len;
   uint32_t mask;
   size_t i;
   int err, r = 0;
@@ -452,8 +473,11 @@ resync_range (struct resync_pipe *p, struct child *c, uint64_t offset,
     const uint64_t zs = i < zeroes.len ? zeroes.ptr[i].offset
       : offset + count;
 
-    if (zs > pos)
-      r = resync_copy (c, mask, pos, zs - pos, t);
+    /* Data in a long run (RESYNC_ZERO_RUN): a RESYNC_RUN at a time. */
+    for (; r == 0 && zs > pos; pos += len) {
+      len = zs - pos < RESYNC_RUN ? zs - pos : RESYNC_RUN;
+      r = resync_copy (c, mask, pos, len, t);
+    }
     if (r == 0 && i < zeroes.len) {
       r = resync_zero (c, zs, zeroes.ptr[i].length, t);
       pos = zs + zeroes.ptr[i].length;
