@@ -203,13 +203,16 @@ resync_zeroes (struct resync_pipe *p, uint32_t mask, uint64_t offset,
     }
   }
 
-  /* Answered to the end of the question: ask further next time.  For
-   * data, so as not to ask again; for zeroes, so that the next runs
-   * know how long they may be (some plugins, file among them, report a
-   * hole only as far as they were asked when no data follows).
+  /* Data to the end of the question: ask further next time, so as not
+   * to ask again.  A hole that ends just there too, so that the next
+   * runs know how long they may be: some plugins (file) report a hole
+   * only as far as they were asked when no data follows, and a hole
+   * followed by data past the question as far as that data.
    */
   last = merged.len ? &merged.ptr[merged.len - 1] : NULL;
-  if (last && last->offset + last->length >= offset + ask)
+  if (last && (last->type & EXTMERGE_ZERO
+               ? last->offset + last->length == offset + ask
+               : last->offset + last->length >= offset + ask))
     ask = ask * 2 < RESYNC_AHEAD_MAX ? ask * 2 : RESYNC_AHEAD_MAX;
   else
     ask = RESYNC_RUN;
