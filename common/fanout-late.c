@@ -96,6 +96,35 @@ static unsigned late_drain_waiters;
 
 static uint64_t late_bytes (const struct fanout *f);
 
+/* Under late_lock: f off the list. */
+static void
+late_unlink (struct fanout *f)
+{
+  if (f->late_prev)
+    f->late_prev->late_next = f->late_next;
+  else
+    late_head = f->late_next;
+  if (f->late_next)
+    f->late_next->late_prev = f->late_prev;
+  else
+    late_last = f->late_prev;
+}
+
+/* f's late slots are finished: no longer owed by their children. */
+static void
+late_uncount (const struct fanout *f)
+{
+  size_t i;
+
+  for (i = 0; i < quorum_nr_children; ++i)
+    if (f->late & (UINT32_C (1) << i)) {
+      __atomic_sub_fetch (&owed[i], late_bytes (f), __ATOMIC_RELAXED);
+      __atomic_sub_fetch (&late_slots[i], 1, __ATOMIC_RELAXED);
+      if (f->type == OP_READ)
+        __atomic_sub_fetch (&late_reads[i], 1, __ATOMIC_RELAXED);
+    }
+}
+
 /* f's last command is gone: finished here, by whoever saw that, if
  * every late slot succeeded in time, none of their children is ahead
  * (whose steps are the late thread's) and f->quick says there is
@@ -127,24 +156,11 @@ late_quick (struct fanout *f)
     return false;
   {
     SCOPED_LOCK (&late_lock);
-    if (f->late_prev)
-      f->late_prev->late_next = f->late_next;
-    else
-      late_head = f->late_next;
-    if (f->late_next)
-      f->late_next->late_prev = f->late_prev;
-    else
-      late_last = f->late_prev;
+    late_unlink (f);
     /* Flushes waiting for drained children, and fanout_late_stop. */
     pthread_cond_broadcast (&late_cond);
   }
-  for (i = 0; i < quorum_nr_children; ++i)
-    if (f->late & (UINT32_C (1) << i)) {
-      __atomic_sub_fetch (&owed[i], late_bytes (f), __ATOMIC_RELAXED);
-      __atomic_sub_fetch (&late_slots[i], 1, __ATOMIC_RELAXED);
-      if (f->type == OP_READ)
-        __atomic_sub_fetch (&late_reads[i], 1, __ATOMIC_RELAXED);
-    }
+  late_uncount (f);
   fanout_put (f);               /* the late list's reference */
   return true;
 }
@@ -293,14 +309,7 @@ late_take_ready (void)
   SCOPED_LOCK (&late_lock);
   for (; f; f = next) {
     next = f->ready_next;
-    if (f->late_prev)
-      f->late_prev->late_next = f->late_next;
-    else
-      late_head = f->late_next;
-    if (f->late_next)
-      f->late_next->late_prev = f->late_prev;
-    else
-      late_last = f->late_prev;
+    late_unlink (f);
     f->late_next = done;        /* reversed: the stack is newest first */
     done = f;
   }
@@ -346,16 +355,10 @@ late_pass (bool tick)
 
   while ((f = done) != NULL) {
     done = f->late_next;
-    for (i = 0; i < quorum_nr_children; ++i) {
-      if (!(f->late & (UINT32_C (1) << i)))
-        continue;
-      if (f->slots[i].timed_out)
+    for (i = 0; i < quorum_nr_children; ++i)
+      if ((f->late & (UINT32_C (1) << i)) && f->slots[i].timed_out)
         f->slots[i].err = ETIMEDOUT;
-      __atomic_sub_fetch (&owed[i], late_bytes (f), __ATOMIC_RELAXED);
-      __atomic_sub_fetch (&late_slots[i], 1, __ATOMIC_RELAXED);
-      if (f->type == OP_READ)
-        __atomic_sub_fetch (&late_reads[i], 1, __ATOMIC_RELAXED);
-    }
+    late_uncount (f);
     f->finish (f, f->arg);
     fanout_put (f);
   }
