@@ -156,18 +156,21 @@ resync_pipe_init (struct resync_pipe *p, struct child *c)
 
 /* How long the next run from pos may be: RESYNC_RUN, or up to
  * RESYNC_ZERO_RUN inside what the last block status said every source
- * holds as zeroes (asked again under the run's range).
+ * holds as zeroes (asked again under the run's range), and no more than
+ * a tenth of the copy's total, so that no progress report is skipped.
  */
 static uint64_t
-resync_run_max (struct resync_pipe *p, uint64_t pos)
+resync_run_max (struct resync_pipe *p, uint64_t pos, uint64_t total)
 {
-  uint64_t max = RESYNC_RUN;
+  uint64_t max = RESYNC_RUN, tenth = total / 10 / RESYNC_RUN * RESYNC_RUN;
 
   pthread_mutex_lock (&p->lock);
   if (p->zero_start <= pos && pos + RESYNC_RUN < p->zero_end) {
     max = (p->zero_end - pos) / RESYNC_RUN * RESYNC_RUN;
     if (max > RESYNC_ZERO_RUN)
       max = RESYNC_ZERO_RUN;
+    if (max > tenth)
+      max = tenth > RESYNC_RUN ? tenth : RESYNC_RUN;
   }
   pthread_mutex_unlock (&p->lock);
   return max;
@@ -351,20 +354,25 @@ resync_progress_begin (struct child *c, uint64_t total)
 
 /* After runs finished: the rate limit charged with what they read,
  * the progress published, and each tenth of what was stale when it
- * began reported (if it is not done: resync-end says that) and flushed.
+ * began reported, up to 90% (resync-end says 100%), and flushed.
  */
 static void
 resync_progress (struct resync_pipe *p, struct ratelimit_bucket *bucket,
                  uint64_t read, uint64_t total, unsigned *tenths)
 {
   struct child *c = p->c;
+  unsigned now;
 
   ratelimit_pace (&resync_limit, bucket, read, resync_cancelled, c);
   __atomic_store_n (&c->resync_done, p->copied, __ATOMIC_RELEASE);
-  if (p->copied < total && p->copied * 10 / total > *tenths) {
-    *tenths = p->copied * 10 / total;
-    report_resync_progress (c->index, *tenths * 10, fresh_stale_bytes (c),
-                            p->copied);
+  now = total == 0 ? 0 : p->copied >= total ? 9 : p->copied * 10 / total;
+  if (now > *tenths) {
+    /* Every tenth crossed up to 90% is reported (resync-end says
+     * 100%), several at once if several runs in flight ended together.
+     */
+    while (*tenths < now)
+      report_resync_progress (c->index, ++*tenths * 10,
+                              fresh_stale_bytes (c), p->copied);
     /* What it copied so far survives its going down (a rebuild
      * continues from here): a flush a tenth.
      */
@@ -405,8 +413,8 @@ resync_child (struct child *c, bool rejoined)
       stopped = true;
       break;
     }
-    if (!fresh_next_stale (c, &pos, resync_run_max (&p, pos), &offset,
-                           &count))
+    if (!fresh_next_stale (c, &pos, resync_run_max (&p, pos, total),
+                           &offset, &count))
       break;
     for (; count > 0; offset += len, count -= len) {
       len = settle_uniform (offset, count);

@@ -55,6 +55,10 @@ assert h.pread(4096, 90 << 20) == bytes(4096)
   zeros=$(grep -c " Zero " $tmpdir/c3.log || :)
   echo "zero commands to the new server: $zeros"
   [ "$zeros" -ge 1 ] && [ "$zeros" -lt 48 ]
+  # Long runs, yet a progress report at every tenth.
+  for i in 10 20 30 40 50 60 70 80 90; do
+    assert_grep "event=resync-progress child=3 .*percent=$i " $tmpdir/syslog
+  done
   # What was read and written is the data, not the holes.
   assert_grep 'event=resync-end child=3 .* zeroed=0x[0-9a-f]* dirty=0x0' $tmpdir/syslog
   python3 -c "
