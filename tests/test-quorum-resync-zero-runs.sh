@@ -6,10 +6,12 @@
 # A rebuild zeroes a long hole with a few long zero commands, not one
 # a 1 MiB run: a 128 MiB sparse export (64 KiB of data at 0, 40 MiB
 # and 100 MiB) replaced onto an empty server takes fewer than 48 zero
-# commands (it took 125; about 20 now: the runs handed out before a
-# block status answer says how long the hole is are still 1 MiB),
-# reads only the data, and ends identical to the others.  Data written into the hole while the rebuild runs is
-# copied too.  In both forms.
+# commands (it took 128; about 30 now: the runs handed out before a
+# block status answer says how long the hole is are still 1 MiB, and
+# a run is at most a tenth of the copy), reads only the data, reports
+# every tenth of its progress, and ends identical to the others.  Data
+# written into the hole while the rebuild runs is copied too.  In both
+# forms.
 
 source ./functions.sh
 set -e
