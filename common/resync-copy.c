@@ -365,7 +365,12 @@ resync_progress (struct resync_pipe *p, struct ratelimit_bucket *bucket,
 
   ratelimit_pace (&resync_limit, bucket, read, resync_cancelled, c);
   __atomic_store_n (&c->resync_done, p->copied, __ATOMIC_RELEASE);
-  now = total == 0 ? 0 : p->copied >= total ? 9 : p->copied * 10 / total;
+  /* At the end only the tenths a started series skipped: a copy done
+   * in one go (a few granules) reports its end alone, as before.
+   */
+  now = total == 0 ? 0
+    : p->copied >= total ? (*tenths > 0 ? 9 : 0)
+    : p->copied * 10 / total;
   if (now > *tenths) {
     /* Every tenth crossed up to 90% is reported (resync-end says
      * 100%), several at once if several runs in flight ended together.
