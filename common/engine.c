@@ -179,12 +179,10 @@ engine_write_enough (const struct fanout *f, void *arg)
  * late child lacking FUA flushes now; one that failed is stale where
  * the write went (it counted as having taken it), then the range goes.
  */
-static void
-engine_write_finish (struct fanout *f, void *arg)
+/* The late children that took f but lack FUA: they owe a flush. */
+static uint32_t
+engine_late_fua_owed (const struct fanout *f)
 {
-  struct engine_late_op *op = arg;
-  bool changes = f->type == OP_WRITE || f->type == OP_ZERO ||
-    f->type == OP_TRIM;
   uint32_t mask = 0;
   size_t i;
 
@@ -192,7 +190,27 @@ engine_write_finish (struct fanout *f, void *arg)
     if ((f->late & (UINT32_C (1) << i)) && f->slots[i].err == 0 &&
         f->slots[i].flush_after)
       mask |= UINT32_C (1) << i;
-  if (mask)
+  return mask;
+}
+
+/* The end of a write's second step, by either way. */
+static void
+engine_write_late_done (const struct fanout *f, struct engine_late_op *op)
+{
+  if (quorum_debug_votes)
+    nbdkit_debug ("quorum: %s %" PRIu32 "@%" PRIu64 ": late children done",
+                  report_op_name (f->type), f->count, f->offset);
+  engine_late_op_free (op);
+}
+
+static void
+engine_write_finish (struct fanout *f, void *arg)
+{
+  bool changes = f->type == OP_WRITE || f->type == OP_ZERO ||
+    f->type == OP_TRIM;
+  size_t i;
+
+  if (engine_late_fua_owed (f))
     engine_fua_flush (&fanout_no_conn, f, ~f->late);
 
   for (i = 0; i < quorum_nr_children; ++i) {
@@ -210,28 +228,19 @@ engine_write_finish (struct fanout *f, void *arg)
                     "recorded as stale: %m", i, quorum_children[i].name,
                     report_op_name (f->type), f->count, f->offset);
   }
-  if (quorum_debug_votes)
-    nbdkit_debug ("quorum: %s %" PRIu32 "@%" PRIu64 ": late children done",
-                  report_op_name (f->type), f->count, f->offset);
-  engine_late_op_free (op);
+  engine_write_late_done (f, arg);
 }
 
 /* engine_write_finish's common case, where the last child ended
- * (fanout_quick_fn): every late child took it, and none owes a flush
- * for FUA.
+ * (fanout_quick_fn): every late child took it (late_quick saw to
+ * that), and none owes a flush for FUA.
  */
 static bool
 engine_write_quick (struct fanout *f, void *arg)
 {
-  size_t i;
-
-  for (i = 0; i < quorum_nr_children; ++i)
-    if ((f->late & (UINT32_C (1) << i)) && f->slots[i].flush_after)
-      return false;
-  if (quorum_debug_votes)
-    nbdkit_debug ("quorum: %s %" PRIu32 "@%" PRIu64 ": late children done",
-                  report_op_name (f->type), f->count, f->offset);
-  engine_late_op_free (arg);
+  if (engine_late_fua_owed (f))
+    return false;
+  engine_write_late_done (f, arg);
   return true;
 }
 

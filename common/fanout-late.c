@@ -110,19 +110,29 @@ late_unlink (struct fanout *f)
     late_last = f->late_prev;
 }
 
-/* f's late slots are finished: no longer owed by their children. */
-static void
-late_uncount (const struct fanout *f)
+static bool late_over (size_t i);
+
+/* What f's late slots owe, counted for their children (add: f is
+ * detached) or no longer (f is finished).  Whether one of them now
+ * owes more than it may (late_over).
+ */
+static bool
+late_account (const struct fanout *f, bool add)
 {
+  const uint64_t bytes = add ? late_bytes (f) : -late_bytes (f);
+  const unsigned one = add ? 1 : -1U;
+  bool over = false;
   size_t i;
 
   for (i = 0; i < quorum_nr_children; ++i)
     if (f->late & (UINT32_C (1) << i)) {
-      __atomic_sub_fetch (&owed[i], late_bytes (f), __ATOMIC_RELAXED);
-      __atomic_sub_fetch (&late_slots[i], 1, __ATOMIC_RELAXED);
+      __atomic_add_fetch (&owed[i], bytes, __ATOMIC_RELAXED);
+      __atomic_add_fetch (&late_slots[i], one, __ATOMIC_RELAXED);
       if (f->type == OP_READ)
-        __atomic_sub_fetch (&late_reads[i], 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch (&late_reads[i], one, __ATOMIC_RELAXED);
+      over |= late_over (i);
     }
+  return over;
 }
 
 /* f's last command is gone: finished here, by whoever saw that, if
@@ -160,7 +170,7 @@ late_quick (struct fanout *f)
     /* Flushes waiting for drained children, and fanout_late_stop. */
     pthread_cond_broadcast (&late_cond);
   }
-  late_uncount (f);
+  late_account (f, false);
   fanout_put (f);               /* the late list's reference */
   return true;
 }
@@ -358,7 +368,7 @@ late_pass (bool tick)
     for (i = 0; i < quorum_nr_children; ++i)
       if ((f->late & (UINT32_C (1) << i)) && f->slots[i].timed_out)
         f->slots[i].err = ETIMEDOUT;
-    late_uncount (f);
+    late_account (f, false);
     f->finish (f, f->arg);
     fanout_put (f);
   }
@@ -509,8 +519,7 @@ void
 fanout_detach (struct fanout *f, fanout_finish_fn *finish,
                fanout_quick_fn *quick, void *arg)
 {
-  bool over = false;
-  size_t i;
+  bool over;
 
   pthread_once (&late_once, late_start);
   f->finish = finish;
@@ -520,14 +529,7 @@ fanout_detach (struct fanout *f, fanout_finish_fn *finish,
     late_wait_here (f);
     return;
   }
-  for (i = 0; i < quorum_nr_children; ++i)
-    if (f->late & (UINT32_C (1) << i)) {
-      __atomic_add_fetch (&owed[i], late_bytes (f), __ATOMIC_RELAXED);
-      __atomic_add_fetch (&late_slots[i], 1, __ATOMIC_RELAXED);
-      if (f->type == OP_READ)
-        __atomic_add_fetch (&late_reads[i], 1, __ATOMIC_RELAXED);
-      over |= late_over (i);
-    }
+  over = late_account (f, true);
   /* On the list first: only the ready stack makes the thread finish
    * (and free) f, and nothing pushes f there before detached is set.
    */
