@@ -37,8 +37,14 @@ fanout_unpend (struct fanout *f)
    * the late thread reads pending after setting detached.
    */
   if (__atomic_sub_fetch (&f->pending, 1, __ATOMIC_SEQ_CST) == 0) {
-    if (!f->early)
+    if (!f->early) {
       sem_post (&f->done);
+      /* Its request polls the sockets itself (fanout.c): tell it, if
+       * this is not its thread.
+       */
+      if (__atomic_load_n (&f->own, __ATOMIC_SEQ_CST))
+        reactor_own_poke ();
+    }
     /* Whoever ends the last command of a detached fan-out hands it to
      * the late thread: a slot may end inside slot_send's own hold (a
      * command refused at once), after the kick of slot_done.

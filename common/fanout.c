@@ -19,6 +19,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <limits.h>
 #include <semaphore.h>
 #include <stddef.h>
 #include <inttypes.h>
@@ -38,6 +39,13 @@
 #include "reactor.h"
 #include "state.h"
 
+/* Fan-outs allocated and not yet freed (atomic): a request whose
+ * fan-out is the only one reads its replies itself (fanout_own_wait).
+ * Counted before any command is issued, and freed after the last is
+ * gone, so a count of 1 means no other command is in flight.
+ */
+static unsigned fanout_active;
+
 static struct fanout *
 fanout_new (size_t buflen)
 {
@@ -47,6 +55,12 @@ fanout_new (size_t buflen)
   f = calloc (1, sizeof *f + quorum_nr_slots () * sizeof f->slots[0]);
   if (f == NULL)
     return NULL;
+  /* Sequentially consistent, as in reactor_own_begin: either it sees
+   * this count, or we see that it owns, and ask for the sockets back.
+   */
+  if (__atomic_add_fetch (&fanout_active, 1, __ATOMIC_SEQ_CST) > 1 &&
+      reactor_owned ())
+    reactor_own_poke ();
   sem_init (&f->done, 0, 0);
   f->pending = 1;               /* until every command is issued */
   f->refs = 1;
@@ -70,6 +84,7 @@ fanout_free (struct fanout *f)
   }
   sem_destroy (&f->done);
   free (f);
+  __atomic_sub_fetch (&fanout_active, 1, __ATOMIC_SEQ_CST);
 }
 
 void
@@ -155,6 +170,75 @@ fanout_cut_late (struct fanout *f)
   }
 }
 
+/* Milliseconds from now to *deadline, rounded up; 0 once it passed. */
+static int
+fanout_ms_until (const struct timespec *deadline)
+{
+  struct timespec now;
+  int64_t ns;
+
+  clock_gettime (CLOCK_MONOTONIC, &now);
+  ns = (deadline->tv_sec - now.tv_sec) * INT64_C (1000000000) +
+    (deadline->tv_nsec - now.tv_nsec);
+  if (ns <= 0)
+    return 0;
+  ns = (ns + 999999) / 1000000;
+  return ns > INT_MAX ? INT_MAX : (int) ns;
+}
+
+/* Low queue depth: while f is the only fan-out, its request reads the
+ * replies itself (reactor_own_*): the reactor does not wake, and
+ * neither does this thread twice, once for the reactor's post.  (At
+ * higher depths the reactor is awake anyway, and one pass of it takes
+ * the replies of several requests.)  Returns true once every command
+ * of f is gone; false if it could not own the sockets, or gave them
+ * back because another fan-out started (*cut: it already cut the
+ * children past the deadline), for the caller to sleep as usual.
+ */
+static bool
+fanout_own_wait (struct fanout *f, const struct timespec *deadline,
+                 bool *cut)
+{
+  uint32_t mask = 0;
+  size_t i;
+
+  /* Block status may go to another handle (slot_send). */
+  if (f->type == OP_EXTENTS)
+    return false;
+  for (i = 0; i < quorum_nr_slots (); ++i)
+    if (__atomic_load_n (&f->slots[i].pending, __ATOMIC_ACQUIRE))
+      mask |= UINT32_C (1) << i;
+  if (mask == 0 || !reactor_own_begin (mask, &fanout_active))
+    return false;
+  /* From here a command of f that another thread ends pokes us (a
+   * race with the reactor's last pass, or a command refused where it
+   * was handed over): fanout_unpend.
+   */
+  __atomic_store_n (&f->own, true, __ATOMIC_SEQ_CST);
+  for (;;) {
+    int ms = -1;
+
+    if (__atomic_load_n (&f->pending, __ATOMIC_SEQ_CST) == 0)
+      break;
+    if (deadline && !*cut) {
+      ms = fanout_ms_until (deadline);
+      if (ms == 0) {
+        fanout_cut_late (f);    /* their sockets report the cut */
+        *cut = true;
+        continue;
+      }
+    }
+    if (reactor_own_poll (mask, ms) == REACTOR_OWN_POKED &&
+        __atomic_load_n (&fanout_active, __ATOMIC_SEQ_CST) > 1) {
+      reactor_own_end (mask);
+      return false;
+    }
+  }
+  reactor_own_end (mask);
+  fanout_sleep (f, NULL);       /* the post of the last: taken at once */
+  return true;
+}
+
 /* Wait for every remote command of f.  A child that has not answered
  * by the deadline (child-timeout after start) loses its vote: its
  * connection is cut, which makes libnbd retire its commands at once,
@@ -165,15 +249,20 @@ static void
 fanout_wait (struct fanout *f, const struct timespec *start)
 {
   struct timespec deadline = *start;
+  bool cut = false;
   size_t i;
 
   deadline.tv_sec += quorum_child_timeout;
 
   /* Every command is issued: drop the issuing count. */
   fanout_unpend (f);
-  if (!fanout_sleep (f, quorum_child_timeout ? &deadline : NULL)) {
-    fanout_cut_late (f);
-    fanout_sleep (f, NULL);
+  if (!fanout_own_wait (f, quorum_child_timeout ? &deadline : NULL, &cut)) {
+    if (cut)
+      fanout_sleep (f, NULL);
+    else if (!fanout_sleep (f, quorum_child_timeout ? &deadline : NULL)) {
+      fanout_cut_late (f);
+      fanout_sleep (f, NULL);
+    }
   }
 
   for (i = 0; i < quorum_nr_slots (); ++i)

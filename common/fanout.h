@@ -81,6 +81,7 @@ struct fanout {
   unsigned refs;                /* the request + remote commands */
   size_t buflen;
   bool early;                   /* fanout_run_until, fanout_hedge_new */
+  bool own;                     /* its request reads its replies (atomic) */
   /* early: remote slots ended (atomic), and from how many on each end
    * posts done (0: every one).  Before that no answer can be enough.
    */

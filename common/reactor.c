@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 
 #include <libnbd.h>
@@ -34,6 +36,13 @@
  * for all children, not one each: the replies to one request arrive
  * together, and a single wake-up takes them all.
  *
+ * The sockets are in an epoll set (level-triggered), which a request
+ * thread can take one out of without waking the reactor: at low queue
+ * depth the request reads its own replies (reactor_own_begin), and the
+ * reactor sleeps through them.  Each pass makes the set agree with
+ * what libnbd wants of each handle (nbd_aio_get_direction), as poll(2)
+ * once did by being given the set afresh.
+ *
  * A child's handle is served from reactor_serve until the reactor
  * sees it die, or until reactor_release asks and libnbd has retired every
  * command on it; only then may the supervisor close or replace it.
@@ -45,6 +54,17 @@ static pthread_cond_t reactor_cond = PTHREAD_COND_INITIALIZER;
 static pthread_t reactor;
 static bool reactor_running, reactor_quit;
 static int reactor_wake[2] = { -1, -1 };
+static int reactor_ep = -1;             /* the epoll set */
+/* The thread owning sockets (reactor_own_*): whether there is one
+ * (atomic), and its wake-up.
+ */
+static bool own_taken;
+static int own_efd = -1;
+static __thread bool own_thread;
+
+/* epoll data: a socket's child and handle, or the wake-up pipe. */
+#define REACTOR_EV_WAKE UINT64_MAX
+#define REACTOR_EV(i, meta) ((uint64_t) (i) << 1 | (meta))
 
 void
 reactor_kick (void)
@@ -73,11 +93,18 @@ reactor_cut_locked (struct child *c)
  * may still queue a command on it, and must see it fail at once rather
  * than wait for a reply nobody reads.
  */
+static void reactor_register_locked (struct child *c, bool meta, bool want);
+
 static void
 reactor_stop_serving_locked (struct child *c)
 {
   if (!state_quitting (c))
     reactor_cut_locked (c);
+  /* Our descriptor's file is libnbd's too: closing ours alone would
+   * leave it in the set.
+   */
+  reactor_register_locked (c, false, false);
+  reactor_register_locked (c, true, false);
   c->link.serving = false;
   if (c->link.io_fd >= 0)
     close (c->link.io_fd);
@@ -172,45 +199,72 @@ reactor_lost_why (struct child *c)
   }
 }
 
-/* One socket to poll: a child's data handle, or its block status one. */
-struct reactor_watch {
-  struct child *c;
-  struct nbd_handle *nbd;
-  bool data;
-};
-
-static size_t
-reactor_watch_add (struct pollfd *fds, struct reactor_watch *w, size_t n,
-                   struct child *c, struct nbd_handle *nbd, int fd,
-                   bool data)
+/* What to wait for on nbd's socket, as poll(2) events: input always,
+ * output while libnbd has a command it could not send in full.
+ * libnbd's direction is read without its lock: while another thread
+ * sends, it may say "write" or nothing, for a moment.  A registration
+ * made then, which nothing made the reactor look at again, would leave
+ * the replies unread; input is always safe to ask for: a reply or an
+ * end of file is read once the sender let go.
+ */
+static unsigned
+reactor_events (struct nbd_handle *nbd)
 {
-  unsigned dir;
+  unsigned dir = nbd_aio_get_direction (nbd);
 
-  if (reactor_handle_gone (nbd))
-    return n;
-  dir = nbd_aio_get_direction (nbd);
-  fds[n].fd = fd;
-  fds[n].events = ((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0) |
-    ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0);
-  fds[n].revents = 0;
-  w[n] = (struct reactor_watch) { .c = c, .nbd = nbd, .data = data };
-  return n + 1;
+  return POLLIN | ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0);
 }
 
-/* Under reactor_lock: the sockets to poll into fds and w (returns how
- * many), and the children whose handle died into lost (*nr_lost).
- * A child that needs no more serving is let go here.
+/* Called with reactor_lock held: make c's data (or block status)
+ * socket's place in the epoll set agree with want (it should be
+ * polled: served, alive, not owned) and with what libnbd waits for.
+ * POLLIN and POLLOUT are EPOLLIN and EPOLLOUT; an entry asking for no
+ * event still reports a hang-up or an error, as poll(2) did.
  */
-static size_t
-reactor_collect_locked (struct pollfd *fds, struct reactor_watch *w,
-                        struct child **lost, size_t *nr_lost)
+static void
+reactor_register_locked (struct child *c, bool meta, bool want)
 {
-  size_t i, n = 0;
+  struct reactor_reg *reg = meta ? &c->link.meta_reg : &c->link.io_reg;
+  struct nbd_handle *nbd = meta ? c->meta : c->nbd;
+  int fd = meta ? c->link.meta_fd : c->link.io_fd;
+  struct epoll_event ev = { .data.u64 = REACTOR_EV (c->index, meta) };
+
+  if (want && (fd < 0 || nbd == NULL || reactor_handle_gone (nbd)))
+    want = false;
+  if (!want) {
+    if (reg->on && epoll_ctl (reactor_ep, EPOLL_CTL_DEL, fd, NULL) == -1)
+      nbdkit_debug ("quorum: reactor: epoll_ctl: %m");
+    reg->on = false;
+    return;
+  }
+  ev.events = reactor_events (nbd);
+  if (reg->on && reg->events == ev.events)
+    return;
+  if (epoll_ctl (reactor_ep, reg->on ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd,
+                 &ev) == -1) {
+    /* Only ENOMEM or ENOSPC: the next pass tries again. */
+    nbdkit_error ("quorum: child %zu: epoll_ctl: %m", c->index);
+    return;
+  }
+  reg->on = true;
+  reg->events = ev.events;
+}
+
+/* Under reactor_lock: bring the epoll set up to date, and put the
+ * children whose handle died into lost (*nr_lost).  A child that needs
+ * no more serving is let go here.  One whose data socket a request
+ * thread owns is left as it is: that thread kicks us when it gives it
+ * back.
+ */
+static void
+reactor_collect_locked (struct child **lost, size_t *nr_lost)
+{
+  size_t i;
 
   for (i = 0; i < quorum_nr_slots (); ++i) {
     struct child *c = &quorum_children[i];
 
-    if (!c->link.serving)
+    if (!c->link.serving || c->link.owned)
       continue;
     /* A handle died: a reply said so, or a request thread found its
      * socket broken.
@@ -223,94 +277,267 @@ reactor_collect_locked (struct pollfd *fds, struct reactor_watch *w,
       reactor_stop_serving_locked (c);
       continue;
     }
-    n = reactor_watch_add (fds, w, n, c, c->nbd, c->link.io_fd, true);
-    if (c->meta)
-      n = reactor_watch_add (fds, w, n, c, c->meta, c->link.meta_fd, false);
+    reactor_register_locked (c, false, true);
+    reactor_register_locked (c, true, c->meta != NULL);
+    c->link.seen = __atomic_load_n (&c->link.epoch, __ATOMIC_ACQUIRE);
   }
-  return n;
 }
 
-/* Feed libnbd what poll found on one socket.  Whatever this does to a
- * handle, even kill it, the next pass sees: the handles stay open until
- * we stop serving the child.
+/* Feed libnbd what poll found on one of c's sockets (the data one, or
+ * block status).  Whatever this does to a handle, even kill it, the
+ * next pass sees: the handles stay open until we stop serving the
+ * child.  by_reactor: called by the reactor, which drops an event of the
+ * data socket from before a thread took it (see child_link.epoch); a
+ * thread owning it is its only reader.
  */
 static void
-reactor_dispatch (const struct pollfd *fd, const struct reactor_watch *w)
+reactor_dispatch (struct child *c, bool data, unsigned revents,
+                  bool by_reactor)
 {
-  struct child *c = w->c;
+  struct nbd_handle *nbd = data ? c->nbd : c->meta;
+  bool owner = false;
 
+  if (!(revents & (POLLIN | POLLOUT | POLLHUP | POLLERR | POLLNVAL)))
+    return;
+  /* Take the data handle, unless a request thread is sending on it:
+   * then libnbd's lock makes us wait a moment, and that thread queues
+   * what others hand it.  Block status is rare, and never owned: its
+   * handle needs no such care.
+   */
+  if (data) {
+    pthread_mutex_lock (&c->link.submit_lock);
+    if (by_reactor && c->link.seen != c->link.epoch) {
+      pthread_mutex_unlock (&c->link.submit_lock);
+      return;                   /* the next pass looks again */
+    }
+    owner = !c->link.busy;
+    c->link.busy = true;
+    c->link.reading = by_reactor;
+    pthread_mutex_unlock (&c->link.submit_lock);
+  }
   /* POLLNVAL too: a request thread whose command failed on a broken
    * socket may have made libnbd close it.
    */
-  if (fd->revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) {
-    bool owner = false;
-
-    /* Take the data handle, unless a request thread is sending on it:
-     * then libnbd's lock makes us wait a moment, and that thread queues
-     * what others hand it.  Block status is rare: its handle needs no
-     * such care.
-     */
-    if (w->data) {
-      pthread_mutex_lock (&c->link.submit_lock);
-      owner = !c->link.busy;
-      c->link.busy = true;
-      pthread_mutex_unlock (&c->link.submit_lock);
-    }
-    if (nbd_aio_notify_read (w->nbd) == -1)
-      reactor_lost_why (c);
-    /* Even on a handle that just died: libnbd then fails them. */
-    if (owner)
-      reactor_drain (c);
-  }
-  else if (fd->revents & POLLOUT) {
-    if (nbd_aio_notify_write (w->nbd) == -1)
+  if (revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) {
+    if (nbd_aio_notify_read (nbd) == -1)
       reactor_lost_why (c);
   }
+  else if (nbd_aio_notify_write (nbd) == -1)
+    reactor_lost_why (c);
+  if (data && by_reactor) {
+    pthread_mutex_lock (&c->link.submit_lock);
+    c->link.reading = false;
+    pthread_mutex_unlock (&c->link.submit_lock);
+  }
+  /* Even on a handle that just died: libnbd then fails them. */
+  if (owner)
+    reactor_drain (c);
 }
+
+#define REACTOR_EVENTS (2 * VOTE_MAX_CHILDREN + 1)
 
 static void *
 reactor_thread (void *vp)
 {
-  struct pollfd fds[2 * VOTE_MAX_CHILDREN + 1];
-  struct reactor_watch w[2 * VOTE_MAX_CHILDREN];
+  struct epoll_event ev[REACTOR_EVENTS];
   struct child *lost[VOTE_MAX_CHILDREN];
 
   for (;;) {
-    size_t i, n, nr_lost = 0;
+    size_t i, nr_lost = 0;
+    int n;
 
     pthread_mutex_lock (&reactor_lock);
     if (reactor_quit) {
       pthread_mutex_unlock (&reactor_lock);
       break;
     }
-    n = reactor_collect_locked (fds, w, lost, &nr_lost);
+    reactor_collect_locked (lost, &nr_lost);
     pthread_mutex_unlock (&reactor_lock);
     for (i = 0; i < nr_lost; ++i)
       reactor_lost (lost[i], lost[i]->link.why[0] ? lost[i]->link.why :
                     "a request found the socket broken");
 
-    fds[n].fd = reactor_wake[0];
-    fds[n].events = POLLIN;
-    fds[n].revents = 0;
-    if (poll (fds, n + 1, -1) == -1) {
+    n = epoll_wait (reactor_ep, ev, REACTOR_EVENTS, -1);
+    if (n == -1) {
       if (errno == EINTR)
         continue;
-      /* Only ENOMEM is possible here: try again. */
-      nbdkit_error ("quorum: reactor: poll: %m");
+      nbdkit_error ("quorum: reactor: epoll_wait: %m");
       usleep (10000);
       continue;
     }
 
-    if (fds[n].revents & POLLIN) {
-      char buf[64];
-      ssize_t r = read (reactor_wake[0], buf, sizeof buf);
-      (void) r;
-    }
+    /* Each event is of a socket in the set when the wait began: its
+     * child is served (only this thread stops that, above), though a
+     * request thread may have taken it since, and libnbd's lock makes
+     * our read of it harmless.
+     */
+    for (i = 0; i < (size_t) n; ++i) {
+      uint64_t u = ev[i].data.u64;
 
-    for (i = 0; i < n; ++i)
-      reactor_dispatch (&fds[i], &w[i]);
+      if (u == REACTOR_EV_WAKE) {
+        char buf[64];
+        ssize_t r = read (reactor_wake[0], buf, sizeof buf);
+        (void) r;
+        continue;
+      }
+      reactor_dispatch (&quorum_children[u >> 1], !(u & 1),
+                        ev[i].events & (POLLIN | POLLOUT | POLLHUP |
+                                        POLLERR), true);
+    }
   }
   return NULL;
+}
+
+bool
+reactor_owned (void)
+{
+  return __atomic_load_n (&own_taken, __ATOMIC_SEQ_CST);
+}
+
+void
+reactor_own_poke (void)
+{
+  uint64_t one = 1;
+  ssize_t r;
+
+  if (own_thread)
+    return;
+  r = write (own_efd, &one, sizeof one);
+  (void) r;           /* a full counter already wakes the owner */
+}
+
+/* Under reactor_lock: whether c's data socket may be owned. */
+static bool
+reactor_own_may_locked (struct child *c)
+{
+  return c->link.serving && !c->link.stop && !c->link.lost &&
+    !c->link.owned && c->link.io_fd >= 0 && !reactor_handle_gone (c->nbd);
+}
+
+bool
+reactor_own_begin (uint32_t mask, const unsigned *active)
+{
+  bool expected = false;
+  size_t i;
+
+  if (!reactor_running || mask == 0)
+    return false;
+  if (!__atomic_compare_exchange_n (&own_taken, &expected, true, false,
+                                    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+    return false;
+  /* After taking own_taken: a fan-out counted from now on sees it and
+   * pokes us; one counted before is seen here.
+   */
+  if (__atomic_load_n (active, __ATOMIC_SEQ_CST) != 1)
+    goto refused;
+  pthread_mutex_lock (&reactor_lock);
+  for (i = 0; i < quorum_nr_slots (); ++i)
+    if ((mask & (UINT32_C (1) << i)) &&
+        !reactor_own_may_locked (&quorum_children[i])) {
+      pthread_mutex_unlock (&reactor_lock);
+      goto refused;
+    }
+  /* From here the reactor reads none of them, unless it is reading one
+   * now: then give up (a new epoch only costs it a pass).
+   */
+  for (i = 0; i < quorum_nr_slots (); ++i) {
+    struct child *c = &quorum_children[i];
+    bool reading;
+
+    if (!(mask & (UINT32_C (1) << i)))
+      continue;
+    pthread_mutex_lock (&c->link.submit_lock);
+    reading = c->link.reading;
+    if (!reading)
+      __atomic_add_fetch (&c->link.epoch, 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock (&c->link.submit_lock);
+    if (reading) {
+      pthread_mutex_unlock (&reactor_lock);
+      goto refused;
+    }
+  }
+  for (i = 0; i < quorum_nr_slots (); ++i) {
+    if (mask & (UINT32_C (1) << i)) {
+      reactor_register_locked (&quorum_children[i], false, false);
+      quorum_children[i].link.owned = true;
+    }
+  }
+  pthread_mutex_unlock (&reactor_lock);
+  own_thread = true;
+  return true;
+
+ refused:
+  __atomic_store_n (&own_taken, false, __ATOMIC_SEQ_CST);
+  return false;
+}
+
+enum reactor_own_result
+reactor_own_poll (uint32_t mask, int ms)
+{
+  struct pollfd fds[VOTE_MAX_CHILDREN + 1];
+  struct child *cs[VOTE_MAX_CHILDREN];
+  enum reactor_own_result ret = REACTOR_OWN_EVENTS;
+  size_t i, n = 0;
+  int r;
+
+  /* While we own them the reactor leaves them served, as they are. */
+  for (i = 0; i < quorum_nr_slots (); ++i) {
+    struct child *c = &quorum_children[i];
+
+    if (!(mask & (UINT32_C (1) << i)))
+      continue;
+    /* A dead handle's commands are failed already; its shut socket
+     * would say so again at every poll.
+     */
+    fds[n].fd = reactor_handle_gone (c->nbd) ? -1 : c->link.io_fd;
+    fds[n].events = fds[n].fd >= 0 ? reactor_events (c->nbd) : 0;
+    fds[n].revents = 0;
+    cs[n++] = c;
+  }
+  fds[n].fd = own_efd;
+  fds[n].events = POLLIN;
+  fds[n].revents = 0;
+  r = poll (fds, n + 1, ms);
+  if (r == -1)
+    return REACTOR_OWN_EVENTS;  /* EINTR or ENOMEM: the caller comes back */
+  if (r == 0)
+    return REACTOR_OWN_TIMEOUT;
+  if (fds[n].revents & POLLIN) {
+    uint64_t v;
+    ssize_t rr = read (own_efd, &v, sizeof v);
+    (void) rr;
+    ret = REACTOR_OWN_POKED;
+  }
+  for (i = 0; i < n; ++i)
+    if (fds[i].revents)
+      reactor_dispatch (cs[i], true, fds[i].revents, false);
+  return ret;
+}
+
+void
+reactor_own_end (uint32_t mask)
+{
+  bool kick = false;
+  size_t i;
+
+  own_thread = false;
+  pthread_mutex_lock (&reactor_lock);
+  for (i = 0; i < quorum_nr_slots (); ++i) {
+    struct child *c = &quorum_children[i];
+
+    if (!(mask & (UINT32_C (1) << i)))
+      continue;
+    c->link.owned = false;
+    /* What the reactor would have acted on meanwhile: it looks now. */
+    if (reactor_handle_gone (c->nbd) || c->link.stop)
+      kick = true;
+    else
+      reactor_register_locked (c, false, true);
+  }
+  pthread_mutex_unlock (&reactor_lock);
+  __atomic_store_n (&own_taken, false, __ATOMIC_SEQ_CST);
+  if (kick)
+    reactor_kick ();
 }
 
 void
@@ -433,6 +660,26 @@ reactor_start (void)
     nbdkit_error ("fcntl: %m");
     return -1;
   }
+  own_efd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (own_efd == -1) {
+    nbdkit_error ("eventfd: %m");
+    return -1;
+  }
+  reactor_ep = epoll_create1 (EPOLL_CLOEXEC);
+  if (reactor_ep == -1) {
+    nbdkit_error ("epoll_create1: %m");
+    return -1;
+  }
+  {
+    struct epoll_event ev = {
+      .events = EPOLLIN, .data.u64 = REACTOR_EV_WAKE,
+    };
+
+    if (epoll_ctl (reactor_ep, EPOLL_CTL_ADD, reactor_wake[0], &ev) == -1) {
+      nbdkit_error ("epoll_ctl: %m");
+      return -1;
+    }
+  }
   err = pthread_create (&reactor, NULL, reactor_thread, NULL);
   if (err) {
     errno = err;
@@ -459,4 +706,9 @@ reactor_stop (void)
   if (reactor_wake[1] >= 0)
     close (reactor_wake[1]);
   reactor_wake[0] = reactor_wake[1] = -1;
+  if (reactor_ep >= 0)
+    close (reactor_ep);
+  if (own_efd >= 0)
+    close (own_efd);
+  reactor_ep = own_efd = -1;
 }

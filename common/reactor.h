@@ -15,6 +15,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <libnbd.h>
 
@@ -26,9 +27,18 @@ struct reactor_cmd {
   void (*issue) (struct reactor_cmd *cmd);
 };
 
+/* A socket's place in the reactor's epoll set: whether it is in, and
+ * for which events.
+ */
+struct reactor_reg {
+  bool on;
+  unsigned events;
+};
+
 /* A child's link, written by this module only.  reactor_lock (in
- * reactor.c) protects serving, stop, lost and why, and the sockets
- * while serving; submit_lock protects busy and the handed list.
+ * reactor.c) protects serving, stop, lost, why, the registrations and
+ * owned, and the sockets while serving; submit_lock protects busy and
+ * the handed list.
  */
 struct child_link {
   int io_fd, meta_fd;           /* dups of the handles' sockets */
@@ -36,7 +46,23 @@ struct child_link {
   bool stop;                    /* asks it to stop when they are idle */
   bool lost;                    /* the reactor saw one die */
   char why[160];                /* libnbd's reason, if it saw it */
-  pthread_mutex_t submit_lock;  /* busy, handed */
+  struct reactor_reg io_reg, meta_reg;
+  /* A request thread polls the data socket itself (reactor_own_begin):
+   * out of the epoll set, and served on until it gives it back.
+   */
+  bool owned;
+  /* libnbd reads a reply only when told the socket has one: told so
+   * when the reply was read already, it waits in REPLY.START for the
+   * next, and queues every new command until then.  So the data socket
+   * has one reader at a time, who has just seen it readable.  epoch
+   * counts the times a thread took it (atomic, changed under
+   * submit_lock): the reactor drops an event seen before (seen: epoch
+   * then, the reactor's own), and a thread does not take it while the
+   * reactor is reading.
+   */
+  unsigned epoch, seen;
+  bool reading;                 /* the reactor is in notify_read */
+  pthread_mutex_t submit_lock;  /* busy, handed, reading, epoch */
   bool busy;                    /* a thread is queueing on or reading nbd */
   struct reactor_cmd *handed, **handed_tail;  /* for it to queue */
 };
@@ -73,6 +99,31 @@ extern void reactor_release (struct child *c);
  * never blocks: nobody waits for another request's reply.
  */
 extern void reactor_submit (struct child *c, struct reactor_cmd *cmd);
+/* Low queue depth: a request thread alone in flight reads its own
+ * replies instead of sleeping until the reactor has read them and
+ * wakes it (a hand-over costing a wake-up of each thread, on the
+ * request's path).  One thread at a time owns: reactor_own_begin takes
+ * the data sockets of the children of mask out of the reactor's set,
+ * if the caller's count of fan-outs in flight (*active, counted before
+ * a fan-out's first command: see fanout.c) is 1 and every one of those
+ * children is served; otherwise it returns false, changing nothing.
+ * reactor_own_poll waits up to ms (-1: no limit) for one of them and
+ * feeds libnbd what came, as the reactor does: completion callbacks
+ * run on this thread.  It returns REACTOR_OWN_POKED once
+ * reactor_own_poke was called (another fan-out started, or another
+ * thread ended a command of ours: the caller looks again), and
+ * REACTOR_OWN_TIMEOUT when ms passed.  reactor_own_end gives the
+ * sockets back.
+ */
+enum reactor_own_result {
+  REACTOR_OWN_EVENTS, REACTOR_OWN_TIMEOUT, REACTOR_OWN_POKED,
+};
+extern bool reactor_own_begin (uint32_t mask, const unsigned *active);
+extern enum reactor_own_result reactor_own_poll (uint32_t mask, int ms);
+extern void reactor_own_end (uint32_t mask);
+/* Whether a thread owns sockets; wake it (a no-op on that thread). */
+extern bool reactor_owned (void);
+extern void reactor_own_poke (void);
 /* Wake the reactor to look at every child again: a command failed
  * because its connection is dead.
  */
