@@ -190,31 +190,21 @@ fanout_ms_until (const struct timespec *deadline)
  * replies itself (reactor_own_*): the reactor does not wake, and
  * neither does this thread twice, once for the reactor's post.  (At
  * higher depths the reactor is awake anyway, and one pass of it takes
- * the replies of several requests.)  Returns true once every command
- * of f is gone; false if it could not own the sockets, or gave them
- * back because another fan-out started (*cut: it already cut the
- * children past the deadline), for the caller to sleep as usual.
+ * the replies of several requests.)  fanout_start takes the sockets
+ * before it sends a command, so that the reactor never sees a reply
+ * (f->own_mask).  Returns true once every command of f is gone; false
+ * if it did not own them, or gave them back because another fan-out
+ * started (*cut: it already cut the children past the deadline), for
+ * the caller to sleep as usual.
  */
 static bool
 fanout_own_wait (struct fanout *f, const struct timespec *deadline,
                  bool *cut)
 {
-  uint32_t mask = 0;
-  size_t i;
+  const uint32_t mask = f->own_mask;
 
-  /* Block status may go to another handle (slot_send). */
-  if (f->type == OP_EXTENTS)
+  if (mask == 0)
     return false;
-  for (i = 0; i < quorum_nr_slots (); ++i)
-    if (__atomic_load_n (&f->slots[i].pending, __ATOMIC_ACQUIRE))
-      mask |= UINT32_C (1) << i;
-  if (mask == 0 || !reactor_own_begin (mask, &fanout_active))
-    return false;
-  /* From here a command of f that another thread ends pokes us (a
-   * race with the reactor's last pass, or a command refused where it
-   * was handed over): fanout_unpend.
-   */
-  __atomic_store_n (&f->own, true, __ATOMIC_SEQ_CST);
   for (;;) {
     int ms = -1;
 
@@ -237,6 +227,31 @@ fanout_own_wait (struct fanout *f, const struct timespec *deadline,
   reactor_own_end (mask);
   fanout_sleep (f, NULL);       /* the post of the last: taken at once */
   return true;
+}
+
+/* Before fanout_run's commands: take the sockets of the remote
+ * children of mask, if f is alone.
+ */
+static void
+fanout_own_begin (struct fanout *f, enum op_type type, uint32_t mask)
+{
+  uint32_t remote = 0;
+  size_t i;
+
+  /* Block status may go to another handle (slot_send). */
+  if (type == OP_EXTENTS)
+    return;
+  for (i = 0; i < quorum_nr_slots (); ++i)
+    if ((mask & (UINT32_C (1) << i)) &&
+        !child_is_local (&quorum_children[i]))
+      remote |= UINT32_C (1) << i;
+  if (remote == 0 || !reactor_own_begin (remote, &fanout_active))
+    return;
+  f->own_mask = remote;
+  /* A command of f that another thread ends pokes us (one refused
+   * where it was handed over): fanout_unpend.
+   */
+  __atomic_store_n (&f->own, true, __ATOMIC_SEQ_CST);
 }
 
 /* Wait for every remote command of f.  A child that has not answered
@@ -341,7 +356,7 @@ spare_done (struct fanout *f, enum op_type type, uint64_t offset,
 static unsigned
 fanout_start (struct fanout *f, struct quorum_conn *conn, enum op_type type,
               uint32_t mask, void *rbuf, size_t direct, const void *wbuf,
-              uint32_t count, uint64_t offset, uint32_t flags)
+              uint32_t count, uint64_t offset, uint32_t flags, bool own)
 {
   struct slot *local = NULL;
   unsigned issued = 0;
@@ -356,6 +371,8 @@ fanout_start (struct fanout *f, struct quorum_conn *conn, enum op_type type,
   f->offset = offset;
 
   mask = spare_mask (type, mask, offset, count);
+  if (own)
+    fanout_own_begin (f, type, mask);
   for (i = 0; i < quorum_nr_slots (); ++i) {
     struct slot *s = &f->slots[i];
 
@@ -410,7 +427,7 @@ fanout_run (struct quorum_conn *conn, enum op_type type, uint32_t mask,
     return NULL;
   }
   fanout_start (f, conn, type, mask, rbuf, direct, wbuf, count, offset,
-                flags);
+                flags, true);
   fanout_wait (f, &f->start);
   spare_done (f, type, offset, count);
   return f;
@@ -444,7 +461,7 @@ fanout_run_until (struct quorum_conn *conn, enum op_type type, uint32_t mask,
     wake_from--;
   __atomic_store_n (&f->wake_from, wake_from, __ATOMIC_SEQ_CST);
   issued = fanout_start (f, conn, type, mask, rbuf, direct, wbuf, count,
-                         offset, flags);
+                         offset, flags, false);
   /* Fewer issued: the last of them must post. */
   if (issued < wake_from)
     __atomic_store_n (&f->wake_from, issued, __ATOMIC_SEQ_CST);
@@ -565,7 +582,7 @@ fanout_ask (struct fanout *f, struct quorum_conn *conn, uint32_t mask,
    */
   fanout_pend (f);
   fanout_start (f, conn, OP_READ, mask, rbuf, direct, NULL, f->count,
-                f->offset, 0);
+                f->offset, 0, false);
   fanout_unpend (f);
 }
 

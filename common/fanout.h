@@ -82,6 +82,7 @@ struct fanout {
   size_t buflen;
   bool early;                   /* fanout_run_until, fanout_hedge_new */
   bool own;                     /* its request reads its replies (atomic) */
+  uint32_t own_mask;            /* the children whose sockets it took */
   /* early: remote slots ended (atomic), and from how many on each end
    * posts done (0: every one).  Before that no answer can be enough.
    */
