@@ -53,7 +53,9 @@
  *   reactor_lock (reactor.c)   every child's link: serving, stop, lost
  *   life.lock (state.c)        a child's state and quit (taken inside
  *                              reactor_lock by reactor_cut)
- *   submit_lock (child_link)   busy and the handed list; nothing nests in it
+ *   submit_lock (child_link)   busy, the handed list, reading and epoch
+ *                              (taken inside reactor_lock by
+ *                              reactor_own_begin); nothing nests in it
  *   flush_lock (fresh.c)       serialises flushes (held across the flush's
  *                              fan-out, as the range lock is)
  *   stale_lock (fresh.c)       a stale map in memory and in the file
@@ -81,7 +83,9 @@
  *   meta                       written under nbd_lock (write) with a
  *                              release store, read atomically by
  *                              child_meta_stale
- *   link.busy                  under submit_lock only (no atomics)
+ *   link.busy, link.reading    under submit_lock only (no atomics)
+ *   link.epoch                 written under submit_lock, read atomically
+ *                              by the reactor's pass
  *   dirty (struct dirty_map)   atomics; marks and clears under stale_lock
  *                              (fresh.c), tests lock-free
  *   stats, writes_done, writes_flushed   atomics only, no lock
