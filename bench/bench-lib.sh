@@ -120,11 +120,16 @@ stop_children () {
 #                is the image itself, not a server: no hop)
 #   passthrough  nbdkit nbd socket=c0 (one forwarding hop, first child)
 #   qemu         qemu-nbd --image-opts driver=quorum,children.N...
-# Extra quorum parameters may be given in $front_args (an array).  The
+#   qemu-file    the same, but child 0 is a file node on c0.img (QEMU's
+#                shape of filter-file: no hop for child 0)
+# Extra quorum parameters may be given in $front_args (an array); filters
+# between the quorum filter and child 0 of filter-file (e.g.
+# --filter=noextents) in $front_file_filters (an array).  The
 # nbdkit fronts run under the command in $front_wrap (an array, e.g.
 # env LD_PRELOAD=...) if it is set: it is started in the background and
 # stopped with the front.
 front_args=()
+front_file_filters=()
 front_wrap=()
 front_wrap_pid=
 front_exec () {
@@ -152,12 +157,27 @@ start_front () {
     filter-file)
       for c in "${@:2}"; do args+=("child=$(uri "$c")"); done
       front_exec nbdkit -P "$dir/front.pid" -U "$sock" --filter="$filter" \
-             file "$dir/$1.img" syslog=false \
+             "${front_file_filters[@]}" file "$dir/$1.img" syslog=false \
              "${args[@]}" "${front_args[@]}" ;;
     passthrough)
       nbdkit -P "$dir/front.pid" -U "$sock" nbd socket="$dir/$1.sock" ;;
-    qemu)
+    qemu|qemu-file)
       o=driver=quorum,vote-threshold=$(( $# / 2 + 1 ))
+      if [ "$kind" = qemu-file ]; then
+        # Cache and aio as for the qemu front: qemu-nbd's options below,
+        # so child 0 is opened O_DIRECT, which tmpfs (Linux 6.6 and
+        # later) takes as cached I/O.  Older kernels refuse O_DIRECT on
+        # tmpfs: there the same I/O without it.
+        o+=",children.0.driver=file,children.0.filename=$dir/$1.img"
+        if [ -z "${tmpfs_direct:-}" ]; then
+          tmpfs_direct=yes
+          dd if=/dev/zero of="$dir/direct.probe" bs=4096 count=1 \
+             oflag=direct 2>/dev/null || tmpfs_direct=no
+          rm -f "$dir/direct.probe"
+        fi
+        [ "$tmpfs_direct" = yes ] || o+=",children.0.cache.direct=off"
+        i=1; shift
+      fi
       for c in "$@"; do
         o+=",children.$i.driver=nbd,children.$i.server.type=unix"
         o+=",children.$i.server.path=$dir/$c.sock"

@@ -20,6 +20,28 @@
 #   plugin       nbdkit quorum child=c0 child=c1 child=c2
 #   passthrough  nbdkit nbd socket=c0 (what one forwarding hop costs)
 #   limit        the three children driven at once with no front
+#   qemu-file    qemu-nbd --image-opts driver=quorum,children.0.driver=file,
+#                children.0.filename=c0.img,children.1/2 as in qemu
+#   filter-file  nbdkit --filter=quorum [--filter=noextents] file c0.img
+#                child=c1 child=c2
+# The last two are the filter form as users run it: its plugin, child
+# 0, local and in-process (here it reads c0's image itself; the c0
+# server stays up but idle), against QEMU's quorum of the same shape,
+# one local file child and two NBD children, with the qemu row's cache
+# and aio options (so child 0 is opened O_DIRECT, which tmpfs takes as
+# cached I/O; see bench-lib.sh for kernels that refuse it).  The filter
+# row keeps nbdkit-nbd-plugin as its child 0, as in older tables: it
+# measures that plugin's hop (a reader thread, a pipe, structured
+# replies) as much as the quorum filter.  In the noextents pass,
+# filter-file has --filter=noextents between the quorum and file, like
+# the other children; QEMU has no such filter, but its file node keeps
+# what it learned of the block status (tens of lseek calls a run on a
+# fully allocated image, QEMU 6.2 and later), so its reads do not pay
+# for asking.  Ratios ffile/qfile and ffile/plug compare filter-file
+# with those two.  The two rows make a run about 2/5 longer than with
+# the five before them: each costs what every other row does, REPS x
+# (4 fio jobs of SECONDS + 3 copies of SIZE + start-up) a pass (at
+# 1G 3 8, some 4 minutes a pass more).
 # Passes: "noextents" runs the children under --filter=noextents, so
 # only data paths are compared (QEMU's NBD client asks for block status
 # before reads, and the file plugin answers it slowly on tmpfs);
@@ -89,7 +111,7 @@ run_limit () {
 }
 
 workloads=(seqread seqread-1conn randread-qd1 randread-qd32 seqwrite randwrite-qd1 randwrite-qd32)
-fronts=(qemu filter plugin passthrough limit)
+fronts=(qemu filter plugin passthrough limit qemu-file filter-file)
 declare -A val cpu cpusys rss cpuch cpucl
 hz=$(getconf CLK_TCK)
 
@@ -99,8 +121,10 @@ run_pass () {
   local pass=$1 w f c0 c1 h
   if [ "$pass" = noextents ]; then
     start_children 3 "$dir/c" --filter=noextents
+    front_file_filters=(--filter=noextents)
   else
     start_children 3 "$dir/c"
+    front_file_filters=()
   fi
   for w in "${workloads[@]}"; do
     for f in "${fronts[@]}"; do
@@ -141,27 +165,29 @@ run_pass () {
 }
 
 print_pass () {
-  local pass=$1 w f unit
+  local pass=$1 w f unit b
   case $pass in
     noextents) echo; echo "children under --filter=noextents (data paths only; baseline qemu)" ;;
     extents) echo; echo "children without noextents (block status answered by the file plugin; baseline qemu)" ;;
   esac
   printf '%-15s %-6s' workload unit
   for f in "${fronts[@]}"; do printf ' %11s' "$f"; done
-  printf ' %9s %9s %9s\n' filt/qemu plug/qemu plug/lim
+  printf ' %9s %9s %9s %11s %11s\n' filt/qemu plug/qemu plug/lim ffile/qfile ffile/plug
   for w in "${workloads[@]}"; do
     case $w in seq*) unit=MiB/s ;; *) unit=IOPS ;; esac
     printf '%-15s %-6s' "$w" "$unit"
     for f in "${fronts[@]}"; do printf ' %11s' "${val[$pass.$w.$f]}"; done
-    printf ' %9s %9s %9s\n' \
+    printf ' %9s %9s %9s %11s %11s\n' \
            "$(ratio "${val[$pass.$w.filter]}" "${val[$pass.$w.qemu]}")" \
            "$(ratio "${val[$pass.$w.plugin]}" "${val[$pass.$w.qemu]}")" \
-           "$(ratio "${val[$pass.$w.plugin]}" "${val[$pass.$w.limit]}")"
+           "$(ratio "${val[$pass.$w.plugin]}" "${val[$pass.$w.limit]}")" \
+           "$(ratio "${val[$pass.$w.filter-file]}" "${val[$pass.$w.qemu-file]}")" \
+           "$(ratio "${val[$pass.$w.filter-file]}" "${val[$pass.$w.plugin]}")"
   done
   printf '\nfront CPU seconds per run (median; sequential rows move the whole image)\n'
   for w in "${workloads[@]}"; do
     printf '%-15s' "$w"
-    for f in qemu filter plugin passthrough; do
+    for f in qemu filter plugin passthrough qemu-file filter-file; do
       printf ' %s=%.2f' "$f" "$(echo "${cpu[$pass.$w.$f]} / $hz" | bc -l)"
     done
     echo
@@ -186,15 +212,20 @@ print_pass () {
   #           this front's way of moving the data allows;
   #   /qemu   each divided by QEMU's rate: the best plugin/qemu ratio
   #           that bound allows.
+  # The qemu-file and filter-file rows divide by qemu-file's rate (the
+  # best ffile/qfile ratio); their children are c1 and c2 only (c0 is
+  # idle), as child 0's file I/O is the front's own work (in front and
+  # sys), so only their boundK is a bound of the same kind as the others'.
   # Meaningful where the cores are busy (QD32, sequential rows); at QD1
   # latency bounds the rate, and fio spins while it waits.
   printf '\nCPU per unit (random rows: us per request; sequential rows: s per GiB), median runs\n'
-  printf '%-15s %-7s %8s %8s %9s %8s %9s %6s %9s %6s %9s %6s\n' \
+  printf '%-15s %-11s %8s %8s %9s %8s %9s %6s %9s %6s %9s %6s\n' \
          workload front front sys children client bound0 /qemu bound1 /qemu boundK /qemu
   for w in "${workloads[@]}"; do
-    for f in qemu plugin; do
+    for f in qemu plugin qemu-file filter-file; do
+      b=qemu; [[ $f == *-file ]] && b=qemu-file
       python3 - "$w" "$f" "$hz" "$img_bytes" "$secs" "$(nproc)" \
-                "${val[$pass.$w.qemu]}" \
+                "${val[$pass.$w.$b]}" \
                 "${val[$pass.$w.$f]}" "${cpu[$pass.$w.$f]}" \
                 "${cpusys[$pass.$w.$f]}" \
                 "${cpuch[$pass.$w.$f]}" "${cpucl[$pass.$w.$f]}" \
@@ -212,21 +243,21 @@ try:
     ch, cl = float(ch) / hz / u, float(cl) / u
     hop = float(pfr) / hz / units(prate)
 except (ValueError, ZeroDivisionError):
-    print("%-15s %-7s %8s" % (w, f, "-")); sys.exit(0)
+    print("%-15s %-11s %8s" % (w, f, "-")); sys.exit(0)
 scale = 1.0 if seq else 1e6
 per_s = 1024.0 if seq else 1.0          # MiB/s or IOPS
 b0 = cores / (ch + cl) * per_s
 b1 = cores / (ch + cl + hop) * per_s
 bk = cores / (ch + cl + fs) * per_s
 fmt = "%8.2f %8.2f %9.2f %8.2f" if seq else "%8.1f %8.1f %9.1f %8.1f"
-print(("%-15s %-7s " + fmt + " %9.0f %6.2f %9.0f %6.2f %9.0f %6.2f") %
+print(("%-15s %-11s " + fmt + " %9.0f %6.2f %9.0f %6.2f %9.0f %6.2f") %
       (w, f, fr * scale, fs * scale, ch * scale, cl * scale,
        b0, b0 / qemu, b1, b1 / qemu, bk, bk / qemu))
 PY
     done
   done
   printf 'peak RSS (MiB):'
-  for f in qemu filter plugin passthrough; do
+  for f in qemu filter plugin passthrough qemu-file filter-file; do
     printf ' %s=%.1f' "$f" "$(echo "${rss[$pass.$f]:-0} / 1024" | bc -l)"
   done
   echo
