@@ -192,7 +192,10 @@ fanout_ms_until (const struct timespec *deadline)
  * higher depths the reactor is awake anyway, and one pass of it takes
  * the replies of several requests.)  fanout_start takes the sockets
  * before it sends a command, so that the reactor never sees a reply
- * (f->own_mask).  Returns true once every command of f is gone; false
+ * (f->own_mask).  In the filter form they stay taken while the local
+ * child runs on this thread: a fan-out starting then pokes us, and
+ * finds its replies on those sockets read once that call returned.
+ * Returns true once every command of f is gone; false
  * if it did not own them, or gave them back because another fan-out
  * started (*cut: it already cut the children past the deadline), for
  * the caller to sleep as usual.

@@ -5,7 +5,8 @@
 
 /* The reactor: one thread serves the sockets of every remote child's
  * libnbd handles, feeds libnbd what arrives, and libnbd runs the
- * completion callbacks there.  Request threads hand their commands
+ * completion callbacks there; but a request alone in flight reads its
+ * own replies (reactor_own_*).  Request threads hand their commands
  * over with reactor_submit.  Nothing here knows about requests, votes
  * or recovery: the layers above call down into this one.
  */
