@@ -192,10 +192,10 @@ fanout_ms_until (const struct timespec *deadline)
  * higher depths the reactor is awake anyway, and one pass of it takes
  * the replies of several requests.)  fanout_start takes the sockets
  * before it sends a command, so that the reactor never sees a reply
- * (f->own_mask).  In the filter form they stay taken while the local
- * child runs on this thread: a fan-out starting then pokes us, and
- * finds its replies on those sockets read once that call returned.
- * Returns true once every command of f is gone; false
+ * (f->own_mask).  Not when the local child (the filter's plugin) is
+ * to run on this thread: nobody would read the sockets meanwhile, and
+ * a local call taking long would hold up the replies of every other
+ * request on them.  Returns true once every command of f is gone; false
  * if it did not own them, or gave them back because another fan-out
  * started (*cut: it already cut the children past the deadline), for
  * the caller to sleep as usual.
@@ -215,11 +215,14 @@ fanout_own_wait (struct fanout *f, const struct timespec *deadline,
       break;
     if (deadline && !*cut) {
       ms = fanout_ms_until (deadline);
-      if (ms == 0) {
+      /* Past it: read what came meanwhile, then cut who is late. */
+      if (ms == 0 && reactor_own_poll (mask, 0) == REACTOR_OWN_TIMEOUT) {
         fanout_cut_late (f);    /* their sockets report the cut */
         *cut = true;
         continue;
       }
+      if (ms == 0)
+        continue;
     }
     if (reactor_own_poll (mask, ms) == REACTOR_OWN_POKED &&
         __atomic_load_n (&fanout_active, __ATOMIC_SEQ_CST) > 1) {
@@ -236,7 +239,8 @@ fanout_own_wait (struct fanout *f, const struct timespec *deadline,
  * children of mask, if f is alone.
  */
 static void
-fanout_own_begin (struct fanout *f, enum op_type type, uint32_t mask)
+fanout_own_begin (struct fanout *f, struct quorum_conn *conn,
+                  enum op_type type, uint32_t mask)
 {
   uint32_t remote = 0;
   size_t i;
@@ -244,10 +248,14 @@ fanout_own_begin (struct fanout *f, enum op_type type, uint32_t mask)
   /* Block status may go to another handle (slot_send). */
   if (type == OP_EXTENTS)
     return;
-  for (i = 0; i < quorum_nr_slots (); ++i)
-    if ((mask & (UINT32_C (1) << i)) &&
-        !child_is_local (&quorum_children[i]))
+  for (i = 0; i < quorum_nr_slots (); ++i) {
+    if (!(mask & (UINT32_C (1) << i)))
+      continue;
+    if (!child_is_local (&quorum_children[i]))
       remote |= UINT32_C (1) << i;
+    else if (conn->local)
+      return;                   /* it runs here: see fanout_own_wait */
+  }
   if (remote == 0 || !reactor_own_begin (remote, &fanout_active))
     return;
   f->own_mask = remote;
@@ -375,7 +383,7 @@ fanout_start (struct fanout *f, struct quorum_conn *conn, enum op_type type,
 
   mask = spare_mask (type, mask, offset, count);
   if (own)
-    fanout_own_begin (f, type, mask);
+    fanout_own_begin (f, conn, type, mask);
   for (i = 0; i < quorum_nr_slots (); ++i) {
     struct slot *s = &f->slots[i];
 

@@ -71,9 +71,11 @@
  *                              (fresh-persist.c, the sweeper's wake-up):
  *                              leaves, each taken alone for a few
  *                              instructions
- * None but the range lock is held across a libnbd completion callback,
- * syslog(3) or a wait for a child: state_set_down reports after its
- * caller let go (reactor_cut, reactor_lost).  With wait-for=threshold
+ * None but the range lock (and flush_lock, both the request's own) is
+ * held across a libnbd completion callback, syslog(3) or a wait for a
+ * child: state_set_down reports after its caller let go (reactor_cut,
+ * reactor_lost).  (Callbacks run on the reactor, or on a request's
+ * thread reading its own replies, fanout.c: they take leaf locks only.)  With wait-for=threshold
  * a write's range lock outlives its request: the late thread releases
  * it once every child ended the write (fanout-late.c).
  *

@@ -193,10 +193,14 @@ reactor_lost_why (struct child *c)
 {
   CLEANUP_FREE char *msg = NULL;
 
-  if (c->link.why[0] == '\0') {
-    msg = child_redact (c, nbd_get_error () ?: "I/O error");
+  /* Under reactor_lock: a thread owning the data socket and the
+   * reactor, reading the block status one, may both get here.
+   */
+  msg = child_redact (c, nbd_get_error () ?: "I/O error");
+  pthread_mutex_lock (&reactor_lock);
+  if (c->link.why[0] == '\0')
     snprintf (c->link.why, sizeof c->link.why, "%s", msg ? msg : "I/O error");
-  }
+  pthread_mutex_unlock (&reactor_lock);
 }
 
 /* What to wait for on nbd's socket, as poll(2) events: input always,
@@ -253,7 +257,7 @@ reactor_register_locked (struct child *c, bool meta, bool want)
 /* Under reactor_lock: bring the epoll set up to date, and put the
  * children whose handle died into lost (*nr_lost).  A child that needs
  * no more serving is let go here.  One whose data socket a request
- * thread owns is left as it is: that thread kicks us when it gives it
+ * thread owns is left served: that thread kicks us when it gives it
  * back.
  */
 static void
@@ -264,8 +268,15 @@ reactor_collect_locked (struct child **lost, size_t *nr_lost)
   for (i = 0; i < quorum_nr_slots (); ++i) {
     struct child *c = &quorum_children[i];
 
-    if (!c->link.serving || c->link.owned)
+    if (!c->link.serving)
       continue;
+    if (c->link.owned) {
+      /* Its block status socket is still ours: a dead handle's shut
+       * socket would report a hang-up at every pass.
+       */
+      reactor_register_locked (c, true, c->meta != NULL);
+      continue;
+    }
     /* A handle died: a reply said so, or a request thread found its
      * socket broken.
      */
@@ -341,6 +352,7 @@ reactor_thread (void *vp)
 {
   struct epoll_event ev[REACTOR_EVENTS];
   struct child *lost[VOTE_MAX_CHILDREN];
+  char why[VOTE_MAX_CHILDREN][sizeof lost[0]->link.why];
 
   for (;;) {
     size_t i, nr_lost = 0;
@@ -352,10 +364,12 @@ reactor_thread (void *vp)
       break;
     }
     reactor_collect_locked (lost, &nr_lost);
+    for (i = 0; i < nr_lost; ++i)
+      snprintf (why[i], sizeof why[i], "%s", lost[i]->link.why[0] ?
+                lost[i]->link.why : "a request found the socket broken");
     pthread_mutex_unlock (&reactor_lock);
     for (i = 0; i < nr_lost; ++i)
-      reactor_lost (lost[i], lost[i]->link.why[0] ? lost[i]->link.why :
-                    "a request found the socket broken");
+      reactor_lost (lost[i], why[i]);
 
     n = epoll_wait (reactor_ep, ev, REACTOR_EVENTS, -1);
     if (n == -1) {
@@ -438,7 +452,10 @@ reactor_own_begin (uint32_t mask, const unsigned *active)
       goto refused;
     }
   /* From here the reactor reads none of them, unless it is reading one
-   * now: then give up (a new epoch only costs it a pass).
+   * now, or someone holds the handle (the reactor draining what was
+   * handed to it: a command it then sends only in part would want
+   * output that our poll would not ask for): then give up (a new epoch
+   * only costs the reactor a pass).
    */
   for (i = 0; i < quorum_nr_slots (); ++i) {
     struct child *c = &quorum_children[i];
@@ -447,7 +464,7 @@ reactor_own_begin (uint32_t mask, const unsigned *active)
     if (!(mask & (UINT32_C (1) << i)))
       continue;
     pthread_mutex_lock (&c->link.submit_lock);
-    reading = c->link.reading;
+    reading = c->link.reading || c->link.busy;
     if (!reading)
       __atomic_add_fetch (&c->link.epoch, 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock (&c->link.submit_lock);

@@ -107,7 +107,8 @@ extern void reactor_submit (struct child *c, struct reactor_cmd *cmd);
  * the data sockets of the children of mask out of the reactor's set,
  * if the caller's count of fan-outs in flight (*active, counted before
  * a fan-out's first command: see fanout.c) is 1 and every one of those
- * children is served; otherwise it returns false, changing nothing.
+ * children is served and idle; otherwise it returns false (having
+ * cost the reactor a pass at most).
  * reactor_own_poll waits up to ms (-1: no limit) for one of them and
  * feeds libnbd what came, as the reactor does: completion callbacks
  * run on this thread.  It returns REACTOR_OWN_POKED once
