@@ -54,13 +54,6 @@ fanout_ahead_missed (size_t i)
   __atomic_add_fetch (&ahead_missed[i], 1, __ATOMIC_RELAXED);
 }
 
-static int64_t
-ahead_ns (const struct timespec *from, const struct timespec *to)
-{
-  return (to->tv_sec - from->tv_sec) * INT64_C (1000000000) +
-    (to->tv_nsec - from->tv_nsec);
-}
-
 bool
 fanout_ahead_may (size_t i)
 {
@@ -112,7 +105,7 @@ ahead_quiet (size_t i, bool busy)
   int64_t ns;
 
   clock_gettime (CLOCK_MONOTONIC, &now);
-  ns = ahead_ns (&a->sampled, &now);
+  ns = fanout_ns_between (&a->sampled, &now);
   if (ns >= 1000000000) {
     uint64_t m = __atomic_load_n (&ahead_missed[i], __ATOMIC_RELAXED);
 
@@ -123,7 +116,7 @@ ahead_quiet (size_t i, bool busy)
   if (busy)
     return false;
   if (a->rate == 0) {
-    ns = ahead_ns (&a->since, &now);
+    ns = fanout_ns_between (&a->since, &now);
     if (ns <= 0)
       ns = 1;
     a->rate = (uint64_t) a->owed_then * 1000000000 / (uint64_t) ns;

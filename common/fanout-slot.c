@@ -83,8 +83,7 @@ fanout_latency_sample (const struct slot *s)
   uint64_t old;
 
   clock_gettime (CLOCK_MONOTONIC, &now);
-  ns = (now.tv_sec - s->sent.tv_sec) * INT64_C (1000000000) +
-    (now.tv_nsec - s->sent.tv_nsec);
+  ns = fanout_ns_between (&s->sent, &now);
   if (ns <= 0)
     ns = 1;
   old = __atomic_load_n (&read_latency[s->index], __ATOMIC_RELAXED);
