@@ -213,14 +213,14 @@ fanout_own_wait (struct fanout *f, const struct timespec *deadline,
       break;
     if (deadline && !*cut) {
       ms = fanout_ms_until (deadline);
-      /* Past it: read what came meanwhile, then cut who is late. */
-      if (ms == 0 && reactor_own_poll (mask, 0) == REACTOR_OWN_TIMEOUT) {
-        fanout_cut_late (f);    /* their sockets report the cut */
-        *cut = true;
+      if (ms == 0) {
+        /* Past it: read what came meanwhile, then cut who is late. */
+        if (reactor_own_poll (mask, 0) == REACTOR_OWN_TIMEOUT) {
+          fanout_cut_late (f);  /* their sockets report the cut */
+          *cut = true;
+        }
         continue;
       }
-      if (ms == 0)
-        continue;
     }
     if (reactor_own_poll (mask, ms) == REACTOR_OWN_POKED &&
         __atomic_load_n (&fanout_active, __ATOMIC_SEQ_CST) > 1) {

@@ -75,9 +75,10 @@
  * held across a libnbd completion callback, syslog(3) or a wait for a
  * child: state_set_down reports after its caller let go (reactor_cut,
  * reactor_lost).  (Callbacks run on the reactor, or on a request's
- * thread reading its own replies, fanout.c: they take leaf locks only.)  With wait-for=threshold
- * a write's range lock outlives its request: the late thread releases
- * it once every child ended the write (fanout-late.c).
+ * thread reading its own replies, fanout.c: they take leaf locks
+ * only.)  With wait-for=threshold a write's range lock outlives its
+ * request: the late thread releases it once every child ended the
+ * write (fanout-late.c).
  *
  * Fields that mix atomics and locks:
  *   life.state, life.quit,     written under life.lock, read atomically

@@ -382,8 +382,8 @@ reactor_thread (void *vp)
 
     /* Each event is of a socket in the set when the wait began: its
      * child is served (only this thread stops that, above), though a
-     * request thread may have taken it since, and libnbd's lock makes
-     * our read of it harmless.
+     * request thread may have taken its data socket since: then
+     * reactor_dispatch drops the event (child_link.epoch).
      */
     for (i = 0; i < (size_t) n; ++i) {
       uint64_t u = ev[i].data.u64;
@@ -459,16 +459,16 @@ reactor_own_begin (uint32_t mask, const unsigned *active)
    */
   for (i = 0; i < quorum_nr_slots (); ++i) {
     struct child *c = &quorum_children[i];
-    bool reading;
+    bool held;
 
     if (!(mask & (UINT32_C (1) << i)))
       continue;
     pthread_mutex_lock (&c->link.submit_lock);
-    reading = c->link.reading || c->link.busy;
-    if (!reading)
+    held = c->link.reading || c->link.busy;
+    if (!held)
       __atomic_add_fetch (&c->link.epoch, 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock (&c->link.submit_lock);
-    if (reading) {
+    if (held) {
       pthread_mutex_unlock (&reactor_lock);
       goto refused;
     }
