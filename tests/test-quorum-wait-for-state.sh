@@ -35,7 +35,7 @@ h.flush()
   # Still ahead, still owing the first writes: the quorum dies.
   assert_no_grep 'event=caught-up' $tmpdir/syslog
   kill -9 $(cat $tmpdir/q.pid)
-  wait_for "the quorum gone" 10 refute alive $(cat $tmpdir/q.pid)
+  wait_for "the quorum gone" 10 dead $(cat $tmpdir/q.pid)
   rm -f $tmpdir/q.pid $tmpdir/q.sock
   # Child 2 loses what it had in flight; it comes back without delay.
   kill -9 $(cat $tmpdir/c2.pid)
