@@ -122,6 +122,10 @@ stop_children () {
 #   qemu         qemu-nbd --image-opts driver=quorum,children.N...
 #   qemu-file    the same, but child 0 is a file node on c0.img (QEMU's
 #                shape of filter-file: no hop for child 0)
+#   floor        nbdkit floor-plugin.so socket=c0 ...: the least an
+#                nbdkit plugin can do for the same work, at queue depth
+#                1 (bench/floor-plugin.c, compiled on first use)
+#   floor-serial the same, its requests on one thread a connection
 # Extra quorum parameters may be given in $front_args (an array); filters
 # between the quorum filter and child 0 of filter-file (e.g.
 # --filter=noextents) in $front_file_filters (an array).  The
@@ -161,6 +165,12 @@ start_front () {
              "${args[@]}" "${front_args[@]}" ;;
     passthrough)
       nbdkit -P "$dir/front.pid" -U "$sock" nbd socket="$dir/$1.sock" ;;
+    floor|floor-serial)
+      [ -f "$dir/floor-plugin.so" ] || build_floor
+      for c in "$@"; do args+=("socket=$dir/$c.sock"); done
+      o=false; [ "$kind" = floor-serial ] && o=true
+      nbdkit -P "$dir/front.pid" -U "$sock" "$dir/floor-plugin.so" \
+             serial="$o" "${args[@]}" ;;
     qemu|qemu-file)
       o=driver=quorum,vote-threshold=$(( $# / 2 + 1 ))
       if [ "$kind" = qemu-file ]; then
@@ -192,6 +202,14 @@ start_front () {
   front_pid=$(wait_pidfile "$dir/front.pid" "$sock")
   [[ " ${pids[*]} " == *" $front_pid "* ]] || pids+=("$front_pid")
   front_uri="nbd+unix:///?socket=$sock"
+}
+
+# build_floor: compile bench/floor-plugin.c into $dir/floor-plugin.so.
+build_floor () {
+  # shellcheck disable=SC2046
+  cc -std=gnu11 -O2 -Wall -fPIC -shared -o "$dir/floor-plugin.so" \
+     "$top/bench/floor-plugin.c" $(pkg-config --cflags --libs libnbd nbdkit) \
+     -lpthread
 }
 
 stop_front () {

@@ -13,7 +13,10 @@
 #   FRONTS     comma-separated: plugin, filter, threshold (the plugin
 #              with wait-for=threshold over children 0, 1 and a slow
 #              one, 2 ms a request), threshold-fast (the same over
-#              three fast children) (default plugin,filter,threshold)
+#              three fast children), floor, floor-serial (the least
+#              an nbdkit plugin can do at queue depth 1: see
+#              bench/quorum-floor.sh; queue depth 1 only)
+#              (default plugin,filter,threshold)
 #   WORKLOADS  comma-separated, of randread-qd1, randread-qd32,
 #              randwrite-qd1, randwrite-qd32 (default all four)
 #

@@ -25,6 +25,9 @@
 #   quorum-hop.sh SIZE REPS SECONDS                one hop's cost; the
 #                                                  filter with a local
 #                                                  plugin as child 0
+#   quorum-floor.sh SIZE 5 SECONDS                 QD1 against the
+#                                                  least an nbdkit
+#                                                  plugin can do
 #   quorum-state.sh SIZE REPS SECONDS              writes with state=
 #                                                  on /dev/shm and on
 #                                                  ext4 (a loop image;
@@ -36,7 +39,7 @@
 #                                                  seqread
 #   quorum-profile.sh SIZE SECONDS (--profile)     top symbols
 # Use a quiet machine: other load moves every figure.  A full run at
-# the defaults takes roughly 75 minutes on 2 cores.
+# the defaults takes roughly 85 minutes on 2 cores.
 
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -80,6 +83,7 @@ run quorum-sparse.sh "$size" "$reps"
 run quorum-fanout.sh 64M "$reps" "$secs"
 run quorum-scaling.sh "$size" "$reps"
 run quorum-hop.sh "$size" "$reps" "$secs"
+run quorum-floor.sh "$size" 5 "$secs"
 run quorum-state.sh "$size" "$reps" "$secs"
 run quorum-rebuild.sh "$size" "$reps" "$secs"
 $profile && run quorum-profile.sh "$size" "$secs"

@@ -1,0 +1,333 @@
+/* nbdkit-quorum benchmark helper: the least an nbdkit plugin can do to
+ * serve a quorum of NBD children, as a floor to measure the quorum
+ * against (bench/quorum-floor.sh).  Not part of the project's build
+ * and never installed: the benchmark compiles it into its own
+ * scratch directory.
+ * Copyright (C) 2026 the nbdkit-quorum authors.
+ * SPDX-License-Identifier: BSD-3-Clause
+ *
+ *   nbdkit ./floor-plugin.so socket=C0 socket=C1 socket=C2 [serial=true]
+ *
+ * Each client connection gets its own libnbd handle on every child.  A
+ * read reads every child into its own buffer and fails unless they are
+ * all equal; a write goes to every child; both wait for every child.
+ * The commands are issued at once (nbd_aio_*) and the request's own
+ * thread polls the children's sockets until every command is done: no
+ * other thread, no hand-over, no bookkeeping, no vote beyond memcmp.
+ * Requests of one connection take turns (a mutex), so only queue depth
+ * 1 measures anything; that is what it is for.  serial=true makes the
+ * plugin's thread model serialize_requests, so that nbdkit runs each
+ * connection's requests on one thread (no worker threads handing the
+ * connection's read over to each other).
+ */
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NBDKIT_API_VERSION 2
+#define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
+#include <nbdkit-plugin.h>
+#include <libnbd.h>
+
+#define FLOOR_MAX 8
+
+static const char *sockets[FLOOR_MAX];
+static size_t nr_sockets;
+static bool serial;
+
+static int
+floor_config (const char *key, const char *value)
+{
+  if (strcmp (key, "socket") == 0) {
+    if (nr_sockets == FLOOR_MAX) {
+      nbdkit_error ("floor: at most %d socket=", FLOOR_MAX);
+      return -1;
+    }
+    sockets[nr_sockets++] = value;
+    return 0;
+  }
+  if (strcmp (key, "serial") == 0) {
+    int r = nbdkit_parse_bool (value);
+
+    if (r == -1)
+      return -1;
+    serial = r;
+    return 0;
+  }
+  nbdkit_error ("floor: unknown parameter %s", key);
+  return -1;
+}
+
+static int
+floor_config_complete (void)
+{
+  if (nr_sockets == 0) {
+    nbdkit_error ("floor: socket= is needed");
+    return -1;
+  }
+  return 0;
+}
+
+static int
+floor_thread_model (void)
+{
+  return serial ? NBDKIT_THREAD_MODEL_SERIALIZE_REQUESTS
+    : NBDKIT_THREAD_MODEL_PARALLEL;
+}
+
+struct floor_conn {
+  pthread_mutex_t lock;
+  struct nbd_handle *h[FLOOR_MAX];
+  char *buf[FLOOR_MAX];         /* read buffers of children 1.. */
+  size_t buflen;
+};
+
+static void
+floor_close (void *handle)
+{
+  struct floor_conn *c = handle;
+  size_t i;
+
+  for (i = 0; i < nr_sockets; ++i) {
+    if (c->h[i])
+      nbd_close (c->h[i]);
+    free (c->buf[i]);
+  }
+  pthread_mutex_destroy (&c->lock);
+  free (c);
+}
+
+static void *
+floor_open (int readonly)
+{
+  struct floor_conn *c = calloc (1, sizeof *c);
+  size_t i;
+
+  if (c == NULL) {
+    nbdkit_error ("floor: calloc: %m");
+    return NULL;
+  }
+  pthread_mutex_init (&c->lock, NULL);
+  for (i = 0; i < nr_sockets; ++i) {
+    c->h[i] = nbd_create ();
+    /* Plain replies, as the quorum asks for: two reads a reply. */
+    if (c->h[i] == NULL ||
+        nbd_set_request_structured_replies (c->h[i], false) == -1 ||
+        nbd_connect_unix (c->h[i], sockets[i]) == -1) {
+      nbdkit_error ("floor: child %zu: %s", i, nbd_get_error ());
+      floor_close (c);
+      return NULL;
+    }
+  }
+  return c;
+}
+
+static int64_t
+floor_get_size (void *handle)
+{
+  struct floor_conn *c = handle;
+  int64_t r = nbd_get_size (c->h[0]);
+
+  if (r == -1)
+    nbdkit_error ("floor: %s", nbd_get_error ());
+  return r;
+}
+
+/* Wait for cookie[i] on every child, polling their sockets on this
+ * thread.  0 if all of them succeeded, else -1 with errno set.
+ */
+static int
+floor_wait (struct floor_conn *c, const int64_t *cookie)
+{
+  bool done[FLOOR_MAX] = { false };
+  size_t left = nr_sockets, i, n;
+  int err = 0;
+
+  for (;;) {
+    struct pollfd fds[FLOOR_MAX];
+    size_t who[FLOOR_MAX];
+
+    for (i = 0; i < nr_sockets; ++i) {
+      int r;
+
+      if (done[i])
+        continue;
+      r = nbd_aio_command_completed (c->h[i], cookie[i]);
+      if (r == 0)
+        continue;
+      done[i] = true;
+      left--;
+      if (r == -1 && err == 0)
+        err = nbd_get_errno () ? nbd_get_errno () : EIO;
+    }
+    if (left == 0)
+      break;
+
+    for (i = n = 0; i < nr_sockets; ++i) {
+      unsigned dir;
+
+      if (done[i])
+        continue;
+      dir = nbd_aio_get_direction (c->h[i]);
+      fds[n].fd = nbd_aio_get_fd (c->h[i]);
+      fds[n].events = ((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0) |
+        ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0);
+      fds[n].revents = 0;
+      who[n++] = i;
+    }
+    if (poll (fds, n, -1) == -1) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    for (i = 0; i < n; ++i) {
+      struct nbd_handle *h = c->h[who[i]];
+
+      if (fds[i].revents & (POLLIN | POLLHUP | POLLERR))
+        nbd_aio_notify_read (h);
+      else if (fds[i].revents & POLLOUT)
+        nbd_aio_notify_write (h);
+    }
+  }
+  if (err) {
+    errno = err;
+    return -1;
+  }
+  return 0;
+}
+
+static int
+floor_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
+             uint32_t flags)
+{
+  struct floor_conn *c = handle;
+  int64_t cookie[FLOOR_MAX];
+  size_t i;
+  int r = -1;
+
+  pthread_mutex_lock (&c->lock);
+  if (c->buflen < count) {
+    for (i = 1; i < nr_sockets; ++i) {
+      char *p = realloc (c->buf[i], count);
+
+      if (p == NULL) {
+        nbdkit_error ("floor: realloc: %m");
+        goto out;
+      }
+      c->buf[i] = p;
+    }
+    c->buflen = count;
+  }
+  for (i = 0; i < nr_sockets; ++i) {
+    cookie[i] = nbd_aio_pread (c->h[i], i == 0 ? buf : c->buf[i], count,
+                               offset, NBD_NULL_COMPLETION, 0);
+    if (cookie[i] == -1) {
+      nbdkit_error ("floor: child %zu: %s", i, nbd_get_error ());
+      goto out;
+    }
+  }
+  if (floor_wait (c, cookie) == -1) {
+    nbdkit_error ("floor: read: %m");
+    goto out;
+  }
+  for (i = 1; i < nr_sockets; ++i)
+    if (memcmp (buf, c->buf[i], count) != 0) {
+      nbdkit_error ("floor: child %zu differs", i);
+      errno = EIO;
+      goto out;
+    }
+  r = 0;
+ out:
+  pthread_mutex_unlock (&c->lock);
+  return r;
+}
+
+static int
+floor_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset,
+              uint32_t flags)
+{
+  struct floor_conn *c = handle;
+  int64_t cookie[FLOOR_MAX];
+  size_t i;
+  int r = -1;
+
+  pthread_mutex_lock (&c->lock);
+  for (i = 0; i < nr_sockets; ++i) {
+    cookie[i] = nbd_aio_pwrite (c->h[i], buf, count, offset,
+                                NBD_NULL_COMPLETION,
+                                flags & NBDKIT_FLAG_FUA ? LIBNBD_CMD_FLAG_FUA
+                                : 0);
+    if (cookie[i] == -1) {
+      nbdkit_error ("floor: child %zu: %s", i, nbd_get_error ());
+      goto out;
+    }
+  }
+  if (floor_wait (c, cookie) == -1) {
+    nbdkit_error ("floor: write: %m");
+    goto out;
+  }
+  r = 0;
+ out:
+  pthread_mutex_unlock (&c->lock);
+  return r;
+}
+
+static int
+floor_flush (void *handle, uint32_t flags)
+{
+  struct floor_conn *c = handle;
+  int64_t cookie[FLOOR_MAX];
+  size_t i;
+  int r = -1;
+
+  pthread_mutex_lock (&c->lock);
+  for (i = 0; i < nr_sockets; ++i) {
+    cookie[i] = nbd_aio_flush (c->h[i], NBD_NULL_COMPLETION, 0);
+    if (cookie[i] == -1) {
+      nbdkit_error ("floor: child %zu: %s", i, nbd_get_error ());
+      goto out;
+    }
+  }
+  if (floor_wait (c, cookie) == -1) {
+    nbdkit_error ("floor: flush: %m");
+    goto out;
+  }
+  r = 0;
+ out:
+  pthread_mutex_unlock (&c->lock);
+  return r;
+}
+
+static int
+floor_can_multi_conn (void *handle)
+{
+  return 1;
+}
+
+static int
+floor_can_flush (void *handle)
+{
+  return 1;
+}
+
+static struct nbdkit_plugin plugin = {
+  .name = "floor",
+  .config = floor_config,
+  .config_complete = floor_config_complete,
+  .thread_model = floor_thread_model,
+  .open = floor_open,
+  .close = floor_close,
+  .get_size = floor_get_size,
+  .pread = floor_pread,
+  .pwrite = floor_pwrite,
+  .flush = floor_flush,
+  .can_flush = floor_can_flush,
+  .can_multi_conn = floor_can_multi_conn,
+};
+
+NBDKIT_REGISTER_PLUGIN (plugin)

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# nbdkit-quorum benchmark: how close the quorum is, at queue depth 1,
+# to the least any nbdkit plugin can do for the same work, and whether
+# that least reaches a given multiple of QEMU's quorum.
+# Copyright (C) 2026 the nbdkit-quorum authors.
+# SPDX-License-Identifier: BSD-3-Clause
+#
+# Usage: bench/quorum-floor.sh [--root=DIR] [SIZE [REPS [SECONDS]]]
+#   --root   the same run on Debian 13's stack, in the root that
+#            scripts/in-debian13 keeps in DIR (as quorum-bench.sh)
+#   SIZE     image size (default 1G), in /dev/shm
+#   REPS     repetitions (default 5), the rows interleaved; medians shown
+#   SECONDS  run time of each fio job (default 8)
+#
+# Children: three `nbdkit --filter=noextents file` servers.  Rows, each
+# under fio's 4 KiB random reads and writes at queue depth 1:
+#   qemu          qemu-nbd driver=quorum over c0 c1 c2 (the baseline)
+#   plugin        nbdkit quorum child=c0 child=c1 child=c2
+#   floor         nbdkit floor-plugin.so socket=c0 socket=c1 socket=c2
+#   floor-serial  the same with serial=true
+#   floor-1       nbdkit floor-plugin.so socket=c0 serial=true: one child
+#   child         c0 itself, no front
+# floor-plugin.c (this directory; compiled here into the scratch
+# directory) is the least an nbdkit plugin can do to serve three
+# children: per-connection libnbd handles, every command issued at once
+# and polled on the request's own thread, no other thread, a memcmp for
+# the vote.  floor-serial also spares nbdkit's worker threads (the
+# connection's requests run on one thread).  So at queue depth 1
+# neither floor can be beaten by a plugin, the quorum included: what
+# separates floor-serial from QEMU is nbdkit's and libnbd's own path
+# plus the three children, not the quorum.
+# Printed: IOPS and the front's CPU per request (us, user + system),
+# then plugin/qemu, floor/qemu, fserial/qemu, plugin/floor and
+# plugin/fserial.
+
+case ${1:-} in
+  --root=*)
+    exec "$(dirname "$0")/../scripts/in-debian13" "$1" --with="fio bc" \
+         --build bench/quorum-floor.sh "${@:2}" ;;
+esac
+
+# shellcheck source=bench/bench-lib.sh
+source "$(dirname "$0")/bench-lib.sh"
+
+size=${1:-1G}
+reps=${2:-5}
+secs=${3:-8}
+
+bench_requires nbdkit qemu-nbd fio python3 cc pkg-config
+
+build_floor
+
+make_full "$dir/c0.img" "$size"
+cp "$dir/c0.img" "$dir/c1.img"
+cp "$dir/c0.img" "$dir/c2.img"
+start_children 3 "$dir/c" --filter=noextents
+hz=$(getconf CLK_TCK)
+
+rows=(qemu plugin floor floor-serial floor-1 child)
+workloads=(randread randwrite)
+declare -A iops us
+
+echo "nbdkit-quorum floor: size=$size reps=$reps fio=${secs}s QD1 4 KiB $(date -u +%Y-%m-%d) $(nproc) cores"
+echo "$(nbdkit --version), $(nbdsh --version 2>/dev/null | sed -n 2p), $(qemu-img --version | head -n 1)"
+for w in "${workloads[@]}"; do
+  for r in "${rows[@]}"; do : > "$dir/$w.$r"; : > "$dir/$w.$r.us"; done
+  for _ in $(seq "$reps"); do
+    for r in "${rows[@]}"; do
+      case $r in
+        qemu|plugin|floor|floor-serial) start_front "$r" c0 c1 c2 ;;
+        floor-1) start_front floor-serial c0 ;;
+        child) front_pid=; front_uri=$(uri c0) ;;
+      esac
+      if [ -n "$front_pid" ]; then
+        c0=$(cpu_ticks "$front_pid")
+        n=$(fio_iops "$front_uri" "$w" 1)
+        c1=$(cpu_ticks "$front_pid")
+        stop_front
+        ratio "$(( (c1 - c0) * 1000000 / hz ))" "$(( n * secs ))" "%.1f" \
+              >> "$dir/$w.$r.us"
+      else
+        n=$(fio_iops "$front_uri" "$w" 1)
+      fi
+      echo "$n" >> "$dir/$w.$r"
+    done
+  done
+  for r in "${rows[@]}"; do
+    iops[$w.$r]=$(median < "$dir/$w.$r")
+    us[$w.$r]=$( [ -s "$dir/$w.$r.us" ] && median < "$dir/$w.$r.us" || echo -)
+  done
+done
+
+printf '\n%-10s %-6s' workload unit
+for r in "${rows[@]}"; do printf ' %12s' "$r"; done
+printf ' %12s %12s %12s %12s %14s\n' plug/qemu floor/qemu fserial/qemu plug/floor plug/fserial
+for w in "${workloads[@]}"; do
+  printf '%-10s %-6s' "$w" IOPS
+  for r in "${rows[@]}"; do printf ' %12s' "${iops[$w.$r]}"; done
+  printf ' %12s %12s %12s %12s %14s\n' \
+    "$(ratio "${iops[$w.plugin]}" "${iops[$w.qemu]}")" \
+    "$(ratio "${iops[$w.floor]}" "${iops[$w.qemu]}")" \
+    "$(ratio "${iops[$w.floor-serial]}" "${iops[$w.qemu]}")" \
+    "$(ratio "${iops[$w.plugin]}" "${iops[$w.floor]}")" \
+    "$(ratio "${iops[$w.plugin]}" "${iops[$w.floor-serial]}")"
+  printf '%-10s %-6s' "" us/req
+  for r in "${rows[@]}"; do printf ' %12s' "${us[$w.$r]}"; done
+  printf '\n'
+done
+echo
+echo "us/req: the front's CPU (user + system) per request; fio's own and"
+echo "the children's are not counted.  floor and floor-serial are the least"
+echo "an nbdkit plugin can do here (bench/floor-plugin.c): a ratio of QEMU"
+echo "that they do not reach is out of reach of the quorum too."
