@@ -224,11 +224,16 @@ fanout_own_wait (struct fanout *f, const struct timespec *deadline,
     }
     if (reactor_own_poll (mask, ms) == REACTOR_OWN_POKED &&
         __atomic_load_n (&fanout_active, __ATOMIC_SEQ_CST) > 1) {
-      reactor_own_end (mask);
+      /* Its commands' ends need not poke an owner any more. */
+      __atomic_store_n (&f->own, false, __ATOMIC_SEQ_CST);
+      reactor_own_end (mask, false, &fanout_active);
       return false;
     }
   }
-  reactor_own_end (mask);
+  /* Every command of ours is done: the next request alone takes them
+   * back with no system call.
+   */
+  reactor_own_end (mask, true, &fanout_active);
   fanout_sleep (f, NULL);       /* the post of the last: taken at once */
   return true;
 }
@@ -382,6 +387,10 @@ fanout_start (struct fanout *f, struct quorum_conn *conn, enum op_type type,
   mask = spare_mask (type, mask, offset, count);
   if (own)
     fanout_own_begin (f, conn, type, mask);
+  /* Sockets parked by the last request alone: the reactor reads the
+   * replies of those we do not read ourselves.
+   */
+  reactor_unpark (mask & ~f->own_mask);
   for (i = 0; i < quorum_nr_slots (); ++i) {
     struct slot *s = &f->slots[i];
 

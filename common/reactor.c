@@ -39,9 +39,14 @@
  * The sockets are in an epoll set (level-triggered), which a request
  * thread can take one out of without waking the reactor: at low queue
  * depth the request reads its own replies (reactor_own_begin), and the
- * reactor sleeps through them.  Each pass makes the set agree with
- * what libnbd wants of each handle (nbd_aio_get_direction), as poll(2)
- * once did by being given the set afresh.
+ * reactor sleeps through them.  A request whose commands are all done
+ * leaves them out ("parked"), so that the next request alone takes
+ * them with no system call at all; any other fan-out puts them back
+ * before it sends (reactor_unpark), and the reactor looks at parked
+ * sockets for a hang-up every REACTOR_PARKED_CHECK_MS.  Each pass
+ * makes the set agree with what libnbd wants of each handle
+ * (nbd_aio_get_direction), as poll(2) once did by being given the set
+ * afresh.
  *
  * A child's handle is served from reactor_serve until the reactor
  * sees it die, or until reactor_release asks and libnbd has retired every
@@ -61,6 +66,18 @@ static int reactor_ep = -1;             /* the epoll set */
 static bool own_taken;
 static int own_efd = -1;
 static __thread bool own_thread;
+/* The children whose data socket is parked (child_link.parked), as a
+ * mask (atomic; changed under reactor_lock): a fan-out that does not
+ * own reads it before it sends, and takes the lock only when one of
+ * its children is parked.
+ */
+static uint32_t parked_mask;
+static bool park_used;          /* a socket was ever parked (atomic) */
+/* How often the reactor looks for a hang-up on parked sockets, which
+ * nobody polls: a child that dies while the quorum is idle is reported
+ * within this, not at once.
+ */
+#define REACTOR_PARKED_CHECK_MS 200
 
 /* epoll data: a socket's child and handle, or the wake-up pipe. */
 #define REACTOR_EV_WAKE UINT64_MAX
@@ -78,9 +95,13 @@ reactor_kick (void)
  * then sees end of file (the reactor reads it and retires every
  * command), and fails at once any command queued from now on.
  */
+static void reactor_unpark_locked (struct child *c);
+
 static void
 reactor_cut_locked (struct child *c)
 {
+  /* The reactor reads the end of file at once. */
+  reactor_unpark_locked (c);
   if (c->link.io_fd >= 0)
     shutdown (c->link.io_fd, SHUT_RDWR);
   if (c->link.meta_fd >= 0)
@@ -95,9 +116,12 @@ reactor_cut_locked (struct child *c)
  */
 static void reactor_register_locked (struct child *c, bool meta, bool want);
 
+static bool reactor_park_clear_locked (struct child *c);
+
 static void
 reactor_stop_serving_locked (struct child *c)
 {
+  reactor_park_clear_locked (c);
   if (!state_quitting (c))
     reactor_cut_locked (c);
   /* Our descriptor's file is libnbd's too: closing ours alone would
@@ -254,11 +278,35 @@ reactor_register_locked (struct child *c, bool meta, bool want)
   reg->events = ev.events;
 }
 
+/* Called with reactor_lock held: c's data socket is parked no more;
+ * true if it was.
+ */
+static bool
+reactor_park_clear_locked (struct child *c)
+{
+  if (!c->link.parked)
+    return false;
+  c->link.parked = false;
+  __atomic_and_fetch (&parked_mask, ~(UINT32_C (1) << c->index),
+                      __ATOMIC_SEQ_CST);
+  return true;
+}
+
+/* Called with reactor_lock held: c's data socket, if parked, goes back
+ * into the epoll set.
+ */
+static void
+reactor_unpark_locked (struct child *c)
+{
+  if (reactor_park_clear_locked (c))
+    reactor_register_locked (c, false, true);
+}
+
 /* Under reactor_lock: bring the epoll set up to date, and put the
  * children whose handle died into lost (*nr_lost).  A child that needs
  * no more serving is let go here.  One whose data socket a request
  * thread owns is left served: that thread kicks us when it gives it
- * back.
+ * back.  A parked one stays out of the set, unless it must be let go.
  */
 static void
 reactor_collect_locked (struct child **lost, size_t *nr_lost)
@@ -277,6 +325,12 @@ reactor_collect_locked (struct child **lost, size_t *nr_lost)
       reactor_register_locked (c, true, c->meta != NULL);
       continue;
     }
+    if (c->link.parked && !c->link.stop && !reactor_handle_gone (c->nbd) &&
+        (!c->meta || !reactor_handle_gone (c->meta))) {
+      reactor_register_locked (c, true, c->meta != NULL);
+      continue;
+    }
+    reactor_unpark_locked (c);
     /* A handle died: a reply said so, or a request thread found its
      * socket broken.
      */
@@ -347,16 +401,48 @@ reactor_dispatch (struct child *c, bool data, unsigned revents,
 
 #define REACTOR_EVENTS (2 * VOTE_MAX_CHILDREN + 1)
 
+/* Parked sockets have nobody polling them: every
+ * REACTOR_PARKED_CHECK_MS, one that hung up, failed, or has something
+ * to read (nothing is in flight on it: a protocol error, for libnbd to
+ * find) goes back into the set, where the next pass sees why.
+ */
+static void
+reactor_check_parked (void)
+{
+  struct pollfd fds[VOTE_MAX_CHILDREN];
+  struct child *cs[VOTE_MAX_CHILDREN];
+  size_t i, n = 0;
+
+  pthread_mutex_lock (&reactor_lock);
+  for (i = 0; i < quorum_nr_slots (); ++i) {
+    struct child *c = &quorum_children[i];
+
+    if (!c->link.parked || c->link.io_fd < 0)
+      continue;
+    fds[n].fd = c->link.io_fd;
+    fds[n].events = POLLIN | POLLRDHUP;
+    fds[n].revents = 0;
+    cs[n++] = c;
+  }
+  if (n > 0 && poll (fds, n, 0) > 0) {
+    for (i = 0; i < n; ++i)
+      if (fds[i].revents)
+        reactor_unpark_locked (cs[i]);
+  }
+  pthread_mutex_unlock (&reactor_lock);
+}
+
 static void *
 reactor_thread (void *vp)
 {
   struct epoll_event ev[REACTOR_EVENTS];
   struct child *lost[VOTE_MAX_CHILDREN];
   char why[VOTE_MAX_CHILDREN][sizeof lost[0]->link.why];
+  struct timespec checked = { 0 };
 
   for (;;) {
     size_t i, nr_lost = 0;
-    int n;
+    int n, ms = -1;
 
     pthread_mutex_lock (&reactor_lock);
     if (reactor_quit) {
@@ -371,7 +457,25 @@ reactor_thread (void *vp)
     for (i = 0; i < nr_lost; ++i)
       reactor_lost (lost[i], why[i]);
 
-    n = epoll_wait (reactor_ep, ev, REACTOR_EVENTS, -1);
+    /* Once sockets are parked at all, they may be parked at any time
+     * without a word to us: wake up often enough to look at them.
+     */
+    if (__atomic_load_n (&park_used, __ATOMIC_SEQ_CST)) {
+      struct timespec now;
+      long long since;
+
+      clock_gettime (CLOCK_MONOTONIC, &now);
+      since = (now.tv_sec - checked.tv_sec) * 1000LL +
+        (now.tv_nsec - checked.tv_nsec) / 1000000;
+      if (since >= REACTOR_PARKED_CHECK_MS) {
+        if (__atomic_load_n (&parked_mask, __ATOMIC_SEQ_CST))
+          reactor_check_parked ();
+        checked = now;
+        since = 0;
+      }
+      ms = REACTOR_PARKED_CHECK_MS - since;
+    }
+    n = epoll_wait (reactor_ep, ev, REACTOR_EVENTS, ms);
     if (n == -1) {
       if (errno == EINTR)
         continue;
@@ -474,10 +578,14 @@ reactor_own_begin (uint32_t mask, const unsigned *active)
     }
   }
   for (i = 0; i < quorum_nr_slots (); ++i) {
-    if (mask & (UINT32_C (1) << i)) {
-      reactor_register_locked (&quorum_children[i], false, false);
-      quorum_children[i].link.owned = true;
-    }
+    struct child *c = &quorum_children[i];
+
+    if (!(mask & (UINT32_C (1) << i)))
+      continue;
+    /* Parked: out of the set already, no system call. */
+    if (!reactor_park_clear_locked (c))
+      reactor_register_locked (c, false, false);
+    c->link.owned = true;
   }
   pthread_mutex_unlock (&reactor_lock);
   own_thread = true;
@@ -532,8 +640,9 @@ reactor_own_poll (uint32_t mask, int ms)
 }
 
 void
-reactor_own_end (uint32_t mask)
+reactor_own_end (uint32_t mask, bool park, const unsigned *active)
 {
+  uint32_t parked = 0;
   bool kick = false;
   size_t i;
 
@@ -548,13 +657,48 @@ reactor_own_end (uint32_t mask)
     /* What the reactor would have acted on meanwhile: it looks now. */
     if (reactor_handle_gone (c->nbd) || c->link.stop)
       kick = true;
+    else if (park) {
+      c->link.parked = true;
+      parked |= UINT32_C (1) << i;
+    }
     else
       reactor_register_locked (c, false, true);
+  }
+  if (parked) {
+    /* Sequentially consistent, against reactor_unpark: a fan-out
+     * counted in *active before this load sees it above 1, and we put
+     * them back; one counted after sees them parked, and does.
+     */
+    __atomic_or_fetch (&parked_mask, parked, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n (active, __ATOMIC_SEQ_CST) != 1) {
+      for (i = 0; i < quorum_nr_slots (); ++i)
+        if (parked & (UINT32_C (1) << i))
+          reactor_unpark_locked (&quorum_children[i]);
+    }
+    /* From the first time on, the reactor waits no longer than the
+     * check's period (reactor_thread): it needs waking once.
+     */
+    if (!__atomic_exchange_n (&park_used, true, __ATOMIC_SEQ_CST))
+      kick = true;
   }
   pthread_mutex_unlock (&reactor_lock);
   __atomic_store_n (&own_taken, false, __ATOMIC_SEQ_CST);
   if (kick)
     reactor_kick ();
+}
+
+void
+reactor_unpark (uint32_t mask)
+{
+  size_t i;
+
+  if (!(__atomic_load_n (&parked_mask, __ATOMIC_SEQ_CST) & mask))
+    return;
+  pthread_mutex_lock (&reactor_lock);
+  for (i = 0; i < quorum_nr_slots (); ++i)
+    if (mask & (UINT32_C (1) << i))
+      reactor_unpark_locked (&quorum_children[i]);
+  pthread_mutex_unlock (&reactor_lock);
 }
 
 void

@@ -52,6 +52,14 @@ struct child_link {
    * out of the epoll set, and served on until it gives it back.
    */
   bool owned;
+  /* Given back by a request alone in flight, whose commands were all
+   * done: out of the epoll set still, for the next such request to take
+   * with no system call.  Idle: nobody has a command in flight on it
+   * (a fan-out that does not own puts it back in before it sends:
+   * reactor_unpark).  The reactor looks at it every
+   * REACTOR_PARKED_CHECK_MS for a hang-up.
+   */
+  bool parked;
   /* libnbd reads a reply only when told the socket has one: told so
    * when the reply was read already, it waits in REPLY.START for the
    * next, and queues every new command until then.  So the data socket
@@ -115,14 +123,21 @@ extern void reactor_submit (struct child *c, struct reactor_cmd *cmd);
  * reactor_own_poke was called (another fan-out started, or another
  * thread ended a command of ours: the caller looks again), and
  * REACTOR_OWN_TIMEOUT when ms passed.  reactor_own_end gives the
- * sockets back.
+ * sockets back; with park (every command of the caller's is done),
+ * it leaves them out of the set for the next request alone, unless
+ * *active says another fan-out started meanwhile.
+ * reactor_unpark: before a fan-out that does not own sends on the
+ * children of mask, once it is counted in *active: the parked ones go
+ * back into the reactor's set (an atomic load when none is parked).
  */
 enum reactor_own_result {
   REACTOR_OWN_EVENTS, REACTOR_OWN_TIMEOUT, REACTOR_OWN_POKED,
 };
 extern bool reactor_own_begin (uint32_t mask, const unsigned *active);
 extern enum reactor_own_result reactor_own_poll (uint32_t mask, int ms);
-extern void reactor_own_end (uint32_t mask);
+extern void reactor_own_end (uint32_t mask, bool park,
+                             const unsigned *active);
+extern void reactor_unpark (uint32_t mask);
 /* Whether a thread owns sockets; wake it (a no-op on that thread). */
 extern bool reactor_owned (void);
 extern void reactor_own_poke (void);
