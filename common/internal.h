@@ -89,6 +89,9 @@
  *   link.busy, link.reading    under submit_lock only (no atomics)
  *   link.epoch                 written under submit_lock, read atomically
  *                              by the reactor's pass
+ *   link.parked                under reactor_lock; reactor.c's parked_mask
+ *                              (the same as a mask) and park_used are
+ *                              atomics changed under it
  *   dirty (struct dirty_map)   atomics; marks and clears under stale_lock
  *                              (fresh.c), tests lock-free
  *   stats, writes_done, writes_flushed   atomics only, no lock

@@ -100,7 +100,10 @@ static void reactor_unpark_locked (struct child *c);
 static void
 reactor_cut_locked (struct child *c)
 {
-  /* The reactor reads the end of file at once. */
+  /* The reactor reads the end of file at once, and an owner gives
+   * the socket back rather than park it.
+   */
+  c->link.cut = true;
   reactor_unpark_locked (c);
   if (c->link.io_fd >= 0)
     shutdown (c->link.io_fd, SHUT_RDWR);
@@ -424,10 +427,19 @@ reactor_check_parked (void)
     fds[n].revents = 0;
     cs[n++] = c;
   }
-  if (n > 0 && poll (fds, n, 0) > 0) {
+  /* Nothing should be in flight on a parked socket; should something
+   * be, the reactor reads it from now on.
+   */
+  if (n > 0 && poll (fds, n, 0) >= 0) {
     for (i = 0; i < n; ++i)
-      if (fds[i].revents)
+      if (fds[i].revents || nbd_aio_in_flight (cs[i]->nbd) > 0) {
         reactor_unpark_locked (cs[i]);
+        /* Nobody took it since it was parked: its first event is not
+         * one from before a claim (child_link.epoch).
+         */
+        cs[i]->link.seen = __atomic_load_n (&cs[i]->link.epoch,
+                                            __ATOMIC_ACQUIRE);
+      }
   }
   pthread_mutex_unlock (&reactor_lock);
 }
@@ -654,10 +666,13 @@ reactor_own_end (uint32_t mask, bool park, const unsigned *active)
     if (!(mask & (UINT32_C (1) << i)))
       continue;
     c->link.owned = false;
-    /* What the reactor would have acted on meanwhile: it looks now. */
-    if (reactor_handle_gone (c->nbd) || c->link.stop)
+    /* What the reactor would have acted on meanwhile: it looks now.
+     * A socket parks only idle (belt and braces: fanout_start unparks
+     * before it sends, and only a fan-out alone parks).
+     */
+    if (reactor_handle_gone (c->nbd) || c->link.stop || c->link.cut)
       kick = true;
-    else if (park) {
+    else if (park && nbd_aio_in_flight (c->nbd) == 0) {
       c->link.parked = true;
       parked |= UINT32_C (1) << i;
     }
@@ -777,6 +792,7 @@ reactor_serve (struct child *c)
   c->link.meta_fd = reactor_dup_fd (c->meta);
   c->link.stop = false;
   c->link.lost = false;
+  c->link.cut = false;
   c->link.why[0] = '\0';
   c->link.serving = true;
   pthread_mutex_unlock (&reactor_lock);

@@ -37,15 +37,16 @@ struct reactor_reg {
 };
 
 /* A child's link, written by this module only.  reactor_lock (in
- * reactor.c) protects serving, stop, lost, why, the registrations and
- * owned, and the sockets while serving; submit_lock protects busy and
- * the handed list.
+ * reactor.c) protects serving, stop, lost, cut, why, the
+ * registrations, owned and parked, and the sockets while serving;
+ * submit_lock protects busy and the handed list.
  */
 struct child_link {
   int io_fd, meta_fd;           /* dups of the handles' sockets */
   bool serving;                 /* the reactor polls them */
   bool stop;                    /* asks it to stop when they are idle */
   bool lost;                    /* the reactor saw one die */
+  bool cut;                     /* reactor_cut shut them down */
   char why[160];                /* libnbd's reason, if it saw it */
   struct reactor_reg io_reg, meta_reg;
   /* A request thread polls the data socket itself (reactor_own_begin):
