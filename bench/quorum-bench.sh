@@ -24,6 +24,12 @@
 #                children.0.filename=c0.img,children.1/2 as in qemu
 #   filter-file  nbdkit --filter=quorum [--filter=noextents] file c0.img
 #                child=c1 child=c2
+#   floor        QD1 rows only: nbdkit floor-plugin.so socket=c0 socket=c1
+#                socket=c2, the least an nbdkit plugin can do for the
+#                same work (bench/floor-plugin.c, bench/quorum-floor.sh):
+#                a ratio of QEMU it does not reach, in the same run, is
+#                out of the quorum's reach too.  Columns floor/qemu and
+#                plug/floor.
 # The last two are the filter form as users run it: its plugin, child
 # 0, local and in-process (here it reads c0's image itself; the c0
 # server stays up but idle), against QEMU's quorum of the same shape,
@@ -70,7 +76,7 @@ for p in ${passes//,/ }; do
   case $p in noextents|extents) ;; *) echo "bench: --pass=$p: noextents, extents or both" >&2; exit 1 ;; esac
 done
 
-bench_requires nbdkit nbdcopy qemu-nbd fio python3 bc
+bench_requires nbdkit nbdcopy qemu-nbd fio python3 bc cc pkg-config
 
 # Fully allocated, identical children.
 make_full "$dir/c0.img" "$size"
@@ -111,7 +117,7 @@ run_limit () {
 }
 
 workloads=(seqread seqread-1conn randread-qd1 randread-qd32 seqwrite randwrite-qd1 randwrite-qd32)
-fronts=(qemu filter plugin passthrough limit qemu-file filter-file)
+fronts=(qemu filter plugin passthrough limit qemu-file filter-file floor)
 declare -A val cpu cpusys rss cpuch cpucl
 hz=$(getconf CLK_TCK)
 
@@ -134,6 +140,8 @@ run_pass () {
     for _ in $(seq "$reps"); do
       # Rows interleaved within each repetition: ratios share a window.
       for f in "${fronts[@]}"; do
+        # The floor serves one request a connection at a time.
+        if [ "$f" = floor ] && [[ $w != *-qd1 ]]; then continue; fi
         if [ "$f" = limit ]; then
           run_limit "$w" >> "$dir/$w.$f"
           continue
@@ -154,7 +162,7 @@ run_pass () {
       done
     done
     for f in "${fronts[@]}"; do
-      val[$pass.$w.$f]=$(median < "$dir/$w.$f")
+      val[$pass.$w.$f]=$( [ -s "$dir/$w.$f" ] && median < "$dir/$w.$f" || echo -)
       cpu[$pass.$w.$f]=$( [ -s "$dir/$w.$f.cpu" ] && median < "$dir/$w.$f.cpu" || echo -)
       cpusys[$pass.$w.$f]=$( [ -s "$dir/$w.$f.cpusys" ] && median < "$dir/$w.$f.cpusys" || echo -)
       cpuch[$pass.$w.$f]=$( [ -s "$dir/$w.$f.cpuch" ] && median < "$dir/$w.$f.cpuch" || echo -)
@@ -172,17 +180,19 @@ print_pass () {
   esac
   printf '%-15s %-6s' workload unit
   for f in "${fronts[@]}"; do printf ' %11s' "$f"; done
-  printf ' %9s %9s %9s %11s %11s\n' filt/qemu plug/qemu plug/lim ffile/qfile ffile/plug
+  printf ' %9s %9s %9s %11s %11s %11s %10s\n' filt/qemu plug/qemu plug/lim ffile/qfile ffile/plug floor/qemu plug/floor
   for w in "${workloads[@]}"; do
     case $w in seq*) unit=MiB/s ;; *) unit=IOPS ;; esac
     printf '%-15s %-6s' "$w" "$unit"
     for f in "${fronts[@]}"; do printf ' %11s' "${val[$pass.$w.$f]}"; done
-    printf ' %9s %9s %9s %11s %11s\n' \
+    printf ' %9s %9s %9s %11s %11s %11s %10s\n' \
            "$(ratio "${val[$pass.$w.filter]}" "${val[$pass.$w.qemu]}")" \
            "$(ratio "${val[$pass.$w.plugin]}" "${val[$pass.$w.qemu]}")" \
            "$(ratio "${val[$pass.$w.plugin]}" "${val[$pass.$w.limit]}")" \
            "$(ratio "${val[$pass.$w.filter-file]}" "${val[$pass.$w.qemu-file]}")" \
-           "$(ratio "${val[$pass.$w.filter-file]}" "${val[$pass.$w.plugin]}")"
+           "$(ratio "${val[$pass.$w.filter-file]}" "${val[$pass.$w.plugin]}")" \
+           "$(ratio "${val[$pass.$w.floor]}" "${val[$pass.$w.qemu]}")" \
+           "$(ratio "${val[$pass.$w.plugin]}" "${val[$pass.$w.floor]}")"
   done
   printf '\nfront CPU seconds per run (median; sequential rows move the whole image)\n'
   for w in "${workloads[@]}"; do
