@@ -201,12 +201,51 @@ floor_wait (struct floor_conn *c, const int64_t *cookie)
   return 0;
 }
 
+enum floor_op { FLOOR_READ, FLOOR_WRITE, FLOOR_FLUSH };
+
+/* Issue op on every child at once, then wait for all of them.  Called
+ * with c->lock held.  Reads go to buf (child 0) and c->buf[i].
+ */
+static int
+floor_all (struct floor_conn *c, enum floor_op op, void *buf,
+           uint32_t count, uint64_t offset, uint32_t flags)
+{
+  int64_t cookie[FLOOR_MAX];
+  size_t i;
+
+  for (i = 0; i < nr_sockets; ++i) {
+    struct nbd_handle *h = c->h[i];
+
+    switch (op) {
+    case FLOOR_READ:
+      cookie[i] = nbd_aio_pread (h, i == 0 ? buf : c->buf[i], count, offset,
+                                 NBD_NULL_COMPLETION, 0);
+      break;
+    case FLOOR_WRITE:
+      cookie[i] = nbd_aio_pwrite (h, buf, count, offset, NBD_NULL_COMPLETION,
+                                  flags & NBDKIT_FLAG_FUA
+                                  ? LIBNBD_CMD_FLAG_FUA : 0);
+      break;
+    default:
+      cookie[i] = nbd_aio_flush (h, NBD_NULL_COMPLETION, 0);
+    }
+    if (cookie[i] == -1) {
+      nbdkit_error ("floor: child %zu: %s", i, nbd_get_error ());
+      return -1;
+    }
+  }
+  if (floor_wait (c, cookie) == -1) {
+    nbdkit_error ("floor: %m");
+    return -1;
+  }
+  return 0;
+}
+
 static int
 floor_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
              uint32_t flags)
 {
   struct floor_conn *c = handle;
-  int64_t cookie[FLOOR_MAX];
   size_t i;
   int r = -1;
 
@@ -223,18 +262,8 @@ floor_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
     }
     c->buflen = count;
   }
-  for (i = 0; i < nr_sockets; ++i) {
-    cookie[i] = nbd_aio_pread (c->h[i], i == 0 ? buf : c->buf[i], count,
-                               offset, NBD_NULL_COMPLETION, 0);
-    if (cookie[i] == -1) {
-      nbdkit_error ("floor: child %zu: %s", i, nbd_get_error ());
-      goto out;
-    }
-  }
-  if (floor_wait (c, cookie) == -1) {
-    nbdkit_error ("floor: read: %m");
+  if (floor_all (c, FLOOR_READ, buf, count, offset, 0) == -1)
     goto out;
-  }
   for (i = 1; i < nr_sockets; ++i)
     if (memcmp (buf, c->buf[i], count) != 0) {
       nbdkit_error ("floor: child %zu differs", i);
@@ -252,27 +281,10 @@ floor_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset,
               uint32_t flags)
 {
   struct floor_conn *c = handle;
-  int64_t cookie[FLOOR_MAX];
-  size_t i;
-  int r = -1;
+  int r;
 
   pthread_mutex_lock (&c->lock);
-  for (i = 0; i < nr_sockets; ++i) {
-    cookie[i] = nbd_aio_pwrite (c->h[i], buf, count, offset,
-                                NBD_NULL_COMPLETION,
-                                flags & NBDKIT_FLAG_FUA ? LIBNBD_CMD_FLAG_FUA
-                                : 0);
-    if (cookie[i] == -1) {
-      nbdkit_error ("floor: child %zu: %s", i, nbd_get_error ());
-      goto out;
-    }
-  }
-  if (floor_wait (c, cookie) == -1) {
-    nbdkit_error ("floor: write: %m");
-    goto out;
-  }
-  r = 0;
- out:
+  r = floor_all (c, FLOOR_WRITE, (void *) buf, count, offset, flags);
   pthread_mutex_unlock (&c->lock);
   return r;
 }
@@ -281,24 +293,10 @@ static int
 floor_flush (void *handle, uint32_t flags)
 {
   struct floor_conn *c = handle;
-  int64_t cookie[FLOOR_MAX];
-  size_t i;
-  int r = -1;
+  int r;
 
   pthread_mutex_lock (&c->lock);
-  for (i = 0; i < nr_sockets; ++i) {
-    cookie[i] = nbd_aio_flush (c->h[i], NBD_NULL_COMPLETION, 0);
-    if (cookie[i] == -1) {
-      nbdkit_error ("floor: child %zu: %s", i, nbd_get_error ());
-      goto out;
-    }
-  }
-  if (floor_wait (c, cookie) == -1) {
-    nbdkit_error ("floor: flush: %m");
-    goto out;
-  }
-  r = 0;
- out:
+  r = floor_all (c, FLOOR_FLUSH, NULL, 0, 0, 0);
   pthread_mutex_unlock (&c->lock);
   return r;
 }
