@@ -143,8 +143,7 @@ connect_handle (struct child *c, int quit_fd, bool structured, char **why)
       /* child-timeout is at most a day: this fits an int. */
       clock_gettime (CLOCK_MONOTONIC, &now);
       ms = (int64_t) quorum_child_timeout * 1000 -
-        ((now.tv_sec - start.tv_sec) * 1000 +
-         (now.tv_nsec - start.tv_nsec) / 1000000);
+        quorum_ns_between (&start, &now) / 1000000;
       if (ms <= 0) {
         *why = strdup ("handshake timed out (child-timeout)");
         nbd_close (nbd);

@@ -105,7 +105,7 @@ ahead_quiet (size_t i, bool busy)
   int64_t ns;
 
   clock_gettime (CLOCK_MONOTONIC, &now);
-  ns = fanout_ns_between (&a->sampled, &now);
+  ns = quorum_ns_between (&a->sampled, &now);
   if (ns >= 1000000000) {
     uint64_t m = __atomic_load_n (&ahead_missed[i], __ATOMIC_RELAXED);
 
@@ -116,7 +116,7 @@ ahead_quiet (size_t i, bool busy)
   if (busy)
     return false;
   if (a->rate == 0) {
-    ns = fanout_ns_between (&a->since, &now);
+    ns = quorum_ns_between (&a->since, &now);
     if (ns <= 0)
       ns = 1;
     a->rate = (uint64_t) a->owed_then * 1000000000 / (uint64_t) ns;

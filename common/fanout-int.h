@@ -12,18 +12,8 @@
 #define QUORUM_FANOUT_INT_H
 
 #include <semaphore.h>
-#include <stdint.h>
-#include <time.h>
 
 #include "fanout.h"
-
-/* Nanoseconds from *from to *to (negative if to is earlier). */
-static inline int64_t
-fanout_ns_between (const struct timespec *from, const struct timespec *to)
-{
-  return (to->tv_sec - from->tv_sec) * INT64_C (1000000000) +
-    (to->tv_nsec - from->tv_nsec);
-}
 
 static inline void
 fanout_get (struct fanout *f)

@@ -83,7 +83,7 @@ fanout_latency_sample (const struct slot *s)
   uint64_t old;
 
   clock_gettime (CLOCK_MONOTONIC, &now);
-  ns = fanout_ns_between (&s->sent, &now);
+  ns = quorum_ns_between (&s->sent, &now);
   if (ns <= 0)
     ns = 1;
   old = __atomic_load_n (&read_latency[s->index], __ATOMIC_RELAXED);

@@ -122,7 +122,7 @@ fanout_sleep (struct fanout *f, const struct timespec *deadline)
       int64_t ns;
 
       clock_gettime (CLOCK_MONOTONIC, &now);
-      ns = fanout_ns_between (&now, deadline);
+      ns = quorum_ns_between (&now, deadline);
       clock_gettime (CLOCK_REALTIME, &rt);
       if (ns < 0)
         ns = 0;
@@ -177,7 +177,7 @@ fanout_ms_until (const struct timespec *deadline)
   int64_t ns;
 
   clock_gettime (CLOCK_MONOTONIC, &now);
-  ns = fanout_ns_between (&now, deadline);
+  ns = quorum_ns_between (&now, deadline);
   if (ns <= 0)
     return 0;
   ns = (ns + 999999) / 1000000;

@@ -105,6 +105,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <libnbd.h>
 
@@ -223,6 +224,14 @@ quorum_nr_slots (void)
 {
   return quorum_nr_children < VOTE_MAX_CHILDREN ?
     quorum_nr_children + 1 : quorum_nr_children;
+}
+
+/* Nanoseconds from *from to *to (negative if to is earlier). */
+static inline int64_t
+quorum_ns_between (const struct timespec *from, const struct timespec *to)
+{
+  return (to->tv_sec - from->tv_sec) * INT64_C (1000000000) +
+    (to->tv_nsec - from->tv_nsec);
 }
 
 /* Debug flag: -D quorum.votes=1 */

@@ -91,12 +91,47 @@ reactor_kick (void)
   (void) r;           /* a full pipe already wakes the reactor */
 }
 
+static void reactor_register_locked (struct child *c, bool meta, bool want);
+
+/* Called with reactor_lock held: c's data socket is parked no more;
+ * true if it was.
+ */
+static bool
+reactor_park_clear_locked (struct child *c)
+{
+  if (!c->link.parked)
+    return false;
+  c->link.parked = false;
+  __atomic_and_fetch (&parked_mask, ~(UINT32_C (1) << c->index),
+                      __ATOMIC_SEQ_CST);
+  return true;
+}
+
+/* Called with reactor_lock held: c's data socket, if parked, goes back
+ * into the epoll set.
+ */
+static void
+reactor_unpark_locked (struct child *c)
+{
+  if (reactor_park_clear_locked (c))
+    reactor_register_locked (c, false, true);
+}
+
+/* The same for every child of mask. */
+static void
+reactor_unpark_mask_locked (uint32_t mask)
+{
+  size_t i;
+
+  for (i = 0; i < quorum_nr_slots (); ++i)
+    if (mask & (UINT32_C (1) << i))
+      reactor_unpark_locked (&quorum_children[i]);
+}
+
 /* Called with reactor_lock held: shutdown(2) c's sockets.  libnbd
  * then sees end of file (the reactor reads it and retires every
  * command), and fails at once any command queued from now on.
  */
-static void reactor_unpark_locked (struct child *c);
-
 static void
 reactor_cut_locked (struct child *c)
 {
@@ -117,10 +152,6 @@ reactor_cut_locked (struct child *c)
  * may still queue a command on it, and must see it fail at once rather
  * than wait for a reply nobody reads.
  */
-static void reactor_register_locked (struct child *c, bool meta, bool want);
-
-static bool reactor_park_clear_locked (struct child *c);
-
 static void
 reactor_stop_serving_locked (struct child *c)
 {
@@ -281,30 +312,6 @@ reactor_register_locked (struct child *c, bool meta, bool want)
   reg->events = ev.events;
 }
 
-/* Called with reactor_lock held: c's data socket is parked no more;
- * true if it was.
- */
-static bool
-reactor_park_clear_locked (struct child *c)
-{
-  if (!c->link.parked)
-    return false;
-  c->link.parked = false;
-  __atomic_and_fetch (&parked_mask, ~(UINT32_C (1) << c->index),
-                      __ATOMIC_SEQ_CST);
-  return true;
-}
-
-/* Called with reactor_lock held: c's data socket, if parked, goes back
- * into the epoll set.
- */
-static void
-reactor_unpark_locked (struct child *c)
-{
-  if (reactor_park_clear_locked (c))
-    reactor_register_locked (c, false, true);
-}
-
 /* Under reactor_lock: bring the epoll set up to date, and put the
  * children whose handle died into lost (*nr_lost).  A child that needs
  * no more serving is let go here.  One whose data socket a request
@@ -318,6 +325,7 @@ reactor_collect_locked (struct child **lost, size_t *nr_lost)
 
   for (i = 0; i < quorum_nr_slots (); ++i) {
     struct child *c = &quorum_children[i];
+    bool died;
 
     if (!c->link.serving)
       continue;
@@ -328,18 +336,18 @@ reactor_collect_locked (struct child **lost, size_t *nr_lost)
       reactor_register_locked (c, true, c->meta != NULL);
       continue;
     }
-    if (c->link.parked && !c->link.stop && !reactor_handle_gone (c->nbd) &&
-        (!c->meta || !reactor_handle_gone (c->meta))) {
-      reactor_register_locked (c, true, c->meta != NULL);
-      continue;
-    }
-    reactor_unpark_locked (c);
     /* A handle died: a reply said so, or a request thread found its
      * socket broken.
      */
-    if ((reactor_handle_gone (c->nbd) ||
-         (c->meta && reactor_handle_gone (c->meta))) &&
-        reactor_lost_locked (c))
+    died = reactor_handle_gone (c->nbd) ||
+      (c->meta && reactor_handle_gone (c->meta));
+    if (c->link.parked && !c->link.stop && !died) {
+      reactor_register_locked (c, true, c->meta != NULL);
+      continue;
+    }
+    /* Served as usual from here: registered below, or let go. */
+    reactor_park_clear_locked (c);
+    if (died && reactor_lost_locked (c))
       lost[(*nr_lost)++] = c;
     if (reactor_idle_locked (c)) {
       reactor_stop_serving_locked (c);
@@ -477,8 +485,7 @@ reactor_thread (void *vp)
       long long since;
 
       clock_gettime (CLOCK_MONOTONIC, &now);
-      since = (now.tv_sec - checked.tv_sec) * 1000LL +
-        (now.tv_nsec - checked.tv_nsec) / 1000000;
+      since = quorum_ns_between (&checked, &now) / 1000000;
       if (since >= REACTOR_PARKED_CHECK_MS) {
         if (__atomic_load_n (&parked_mask, __ATOMIC_SEQ_CST))
           reactor_check_parked ();
@@ -685,11 +692,8 @@ reactor_own_end (uint32_t mask, bool park, const unsigned *active)
      * them back; one counted after sees them parked, and does.
      */
     __atomic_or_fetch (&parked_mask, parked, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n (active, __ATOMIC_SEQ_CST) != 1) {
-      for (i = 0; i < quorum_nr_slots (); ++i)
-        if (parked & (UINT32_C (1) << i))
-          reactor_unpark_locked (&quorum_children[i]);
-    }
+    if (__atomic_load_n (active, __ATOMIC_SEQ_CST) != 1)
+      reactor_unpark_mask_locked (parked);
     /* From the first time on, the reactor waits no longer than the
      * check's period (reactor_thread): it needs waking once.
      */
@@ -705,14 +709,10 @@ reactor_own_end (uint32_t mask, bool park, const unsigned *active)
 void
 reactor_unpark (uint32_t mask)
 {
-  size_t i;
-
   if (!(__atomic_load_n (&parked_mask, __ATOMIC_SEQ_CST) & mask))
     return;
   pthread_mutex_lock (&reactor_lock);
-  for (i = 0; i < quorum_nr_slots (); ++i)
-    if (mask & (UINT32_C (1) << i))
-      reactor_unpark_locked (&quorum_children[i]);
+  reactor_unpark_mask_locked (mask);
   pthread_mutex_unlock (&reactor_lock);
 }
 
