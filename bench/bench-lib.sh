@@ -126,6 +126,9 @@ stop_children () {
 #                nbdkit plugin can do for the same work, at queue depth
 #                1 (bench/floor-plugin.c, compiled on first use)
 #   floor-serial the same, its requests on one thread a connection
+#   floor-filter nbdkit --filter=floor-filter.so nbd socket=c0
+#                floor-socket=c1 ...: the same floor in the shape of
+#                the filter row (the nbd plugin is child 0)
 # Extra quorum parameters may be given in $front_args (an array); filters
 # between the quorum filter and child 0 of filter-file (e.g.
 # --filter=noextents) in $front_file_filters (an array).  The
@@ -165,6 +168,11 @@ start_front () {
              "${args[@]}" "${front_args[@]}" ;;
     passthrough)
       nbdkit -P "$dir/front.pid" -U "$sock" nbd socket="$dir/$1.sock" ;;
+    floor-filter)
+      [ -f "$dir/floor-filter.so" ] || build_floor
+      for c in "${@:2}"; do args+=("floor-socket=$dir/$c.sock"); done
+      nbdkit -P "$dir/front.pid" -U "$sock" --filter="$dir/floor-filter.so" \
+             nbd socket="$dir/$1.sock" "${args[@]}" ;;
     floor|floor-serial)
       [ -f "$dir/floor-plugin.so" ] || build_floor
       for c in "$@"; do args+=("socket=$dir/$c.sock"); done
@@ -204,12 +212,17 @@ start_front () {
   front_uri="nbd+unix:///?socket=$sock"
 }
 
-# build_floor: compile bench/floor-plugin.c into $dir/floor-plugin.so.
+# build_floor: compile bench/floor-plugin.c into $dir/floor-plugin.so,
+# and as a filter into $dir/floor-filter.so.
 build_floor () {
-  # shellcheck disable=SC2046
-  cc -std=gnu11 -O2 -Wall -fPIC -shared -o "$dir/floor-plugin.so" \
-     "$top/bench/floor-plugin.c" $(pkg-config --cflags --libs libnbd nbdkit) \
-     -lpthread
+  local v
+  for v in plugin filter; do
+    # shellcheck disable=SC2046
+    cc -std=gnu11 -O2 -Wall -fPIC -shared -o "$dir/floor-$v.so" \
+       $([ $v = filter ] && echo -DFLOOR_FILTER) \
+       "$top/bench/floor-plugin.c" $(pkg-config --cflags --libs libnbd nbdkit) \
+       -lpthread || return 1
+  done
 }
 
 stop_front () {

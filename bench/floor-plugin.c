@@ -1,12 +1,15 @@
-/* nbdkit-quorum benchmark helper: the least an nbdkit plugin can do to
- * serve a quorum of NBD children, as a floor to measure the quorum
- * against (bench/quorum-floor.sh).  Not part of the project's build
- * and never installed: the benchmark compiles it into its own
- * scratch directory.
+/* nbdkit-quorum benchmark helper: the least an nbdkit plugin, or
+ * filter, can do to serve a quorum of NBD children, as a floor to
+ * measure the quorum against (bench/quorum-floor.sh).  Not part of the
+ * project's build and never installed: the benchmark compiles it into
+ * its own scratch directory, once as a plugin and once, with
+ * -DFLOOR_FILTER, as a filter.
  * Copyright (C) 2026 the nbdkit-quorum authors.
  * SPDX-License-Identifier: BSD-3-Clause
  *
  *   nbdkit ./floor-plugin.so socket=C0 socket=C1 socket=C2 [serial=true]
+ *   nbdkit --filter=./floor-filter.so nbd socket=C0 \
+ *          floor-socket=C1 floor-socket=C2
  *
  * Each client connection gets its own libnbd handle on every child.  A
  * read reads every child into its own buffer and fails unless they are
@@ -19,6 +22,11 @@
  * plugin's thread model serialize_requests, so that nbdkit runs each
  * connection's requests on one thread (no worker threads handing the
  * connection's read over to each other).
+ *
+ * The filter is the same for the quorum filter's shape: child 0 is the
+ * plugin below it (called on the request's thread once the commands to
+ * the floor-socket= children are sent, as the quorum filter does),
+ * the others are NBD servers.
  */
 
 #include <errno.h>
@@ -29,28 +37,41 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef FLOOR_FILTER
+#include <nbdkit-filter.h>
+#define FLOOR_KEY "floor-socket"
+#else
 #define NBDKIT_API_VERSION 2
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 #include <nbdkit-plugin.h>
+#define FLOOR_KEY "socket"
+#endif
 #include <libnbd.h>
 
 #define FLOOR_MAX 8
 
+/* The NBD servers this opens: every child for the plugin, the children
+ * after the first for the filter.
+ */
 static const char *sockets[FLOOR_MAX];
 static size_t nr_sockets;
+#ifndef FLOOR_FILTER
 static bool serial;
+#endif
 
+/* The parameters of both: the filter passes the others down. */
 static int
-floor_config (const char *key, const char *value)
+floor_param (const char *key, const char *value)
 {
-  if (strcmp (key, "socket") == 0) {
+  if (strcmp (key, FLOOR_KEY) == 0) {
     if (nr_sockets == FLOOR_MAX) {
-      nbdkit_error ("floor: at most %d socket=", FLOOR_MAX);
+      nbdkit_error ("floor: at most %d %s=", FLOOR_MAX, FLOOR_KEY);
       return -1;
     }
     sockets[nr_sockets++] = value;
     return 0;
   }
+#ifndef FLOOR_FILTER
   if (strcmp (key, "serial") == 0) {
     int r = nbdkit_parse_bool (value);
 
@@ -59,38 +80,30 @@ floor_config (const char *key, const char *value)
     serial = r;
     return 0;
   }
-  nbdkit_error ("floor: unknown parameter %s", key);
-  return -1;
+#endif
+  return 1;
 }
 
 static int
-floor_config_complete (void)
+floor_check (void)
 {
   if (nr_sockets == 0) {
-    nbdkit_error ("floor: socket= is needed");
+    nbdkit_error ("floor: %s= is needed", FLOOR_KEY);
     return -1;
   }
   return 0;
 }
 
-static int
-floor_thread_model (void)
-{
-  return serial ? NBDKIT_THREAD_MODEL_SERIALIZE_REQUESTS
-    : NBDKIT_THREAD_MODEL_PARALLEL;
-}
-
 struct floor_conn {
   pthread_mutex_t lock;
   struct nbd_handle *h[FLOOR_MAX];
-  char *buf[FLOOR_MAX];         /* read buffers of children 1.. */
+  char *buf[FLOOR_MAX];         /* read buffers of the children not first */
   size_t buflen;
 };
 
 static void
-floor_close (void *handle)
+floor_free (struct floor_conn *c)
 {
-  struct floor_conn *c = handle;
   size_t i;
 
   for (i = 0; i < nr_sockets; ++i) {
@@ -102,8 +115,8 @@ floor_close (void *handle)
   free (c);
 }
 
-static void *
-floor_open (int readonly)
+static struct floor_conn *
+floor_new (void)
 {
   struct floor_conn *c = calloc (1, sizeof *c);
   size_t i;
@@ -120,22 +133,32 @@ floor_open (int readonly)
         nbd_set_request_structured_replies (c->h[i], false) == -1 ||
         nbd_connect_unix (c->h[i], sockets[i]) == -1) {
       nbdkit_error ("floor: child %zu: %s", i, nbd_get_error ());
-      floor_close (c);
+      floor_free (c);
       return NULL;
     }
   }
   return c;
 }
 
-static int64_t
-floor_get_size (void *handle)
+/* Read buffers for count bytes from every handle from first on. */
+static int
+floor_buffers (struct floor_conn *c, size_t first, uint32_t count)
 {
-  struct floor_conn *c = handle;
-  int64_t r = nbd_get_size (c->h[0]);
+  size_t i;
 
-  if (r == -1)
-    nbdkit_error ("floor: %s", nbd_get_error ());
-  return r;
+  if (c->buflen >= count)
+    return 0;
+  for (i = first; i < nr_sockets; ++i) {
+    char *p = realloc (c->buf[i], count);
+
+    if (p == NULL) {
+      nbdkit_error ("floor: realloc: %m");
+      return -1;
+    }
+    c->buf[i] = p;
+  }
+  c->buflen = count;
+  return 0;
 }
 
 /* Wait for cookie[i] on every child, polling their sockets on this
@@ -203,14 +226,14 @@ floor_wait (struct floor_conn *c, const int64_t *cookie)
 
 enum floor_op { FLOOR_READ, FLOOR_WRITE, FLOOR_FLUSH };
 
-/* Issue op on every child at once, then wait for all of them.  Called
- * with c->lock held.  Reads go to buf (child 0) and c->buf[i].
+/* Issue op on every handle at once.  Reads go to buf for the handles
+ * before first, to c->buf[i] for the others.
  */
 static int
-floor_all (struct floor_conn *c, enum floor_op op, void *buf,
-           uint32_t count, uint64_t offset, uint32_t flags)
+floor_issue (struct floor_conn *c, enum floor_op op, void *buf,
+             uint32_t count, uint64_t offset, uint32_t flags, size_t first,
+             int64_t *cookie)
 {
-  int64_t cookie[FLOOR_MAX];
   size_t i;
 
   for (i = 0; i < nr_sockets; ++i) {
@@ -218,8 +241,8 @@ floor_all (struct floor_conn *c, enum floor_op op, void *buf,
 
     switch (op) {
     case FLOOR_READ:
-      cookie[i] = nbd_aio_pread (h, i == 0 ? buf : c->buf[i], count, offset,
-                                 NBD_NULL_COMPLETION, 0);
+      cookie[i] = nbd_aio_pread (h, i < first ? buf : c->buf[i], count,
+                                 offset, NBD_NULL_COMPLETION, 0);
       break;
     case FLOOR_WRITE:
       cookie[i] = nbd_aio_pwrite (h, buf, count, offset, NBD_NULL_COMPLETION,
@@ -234,71 +257,112 @@ floor_all (struct floor_conn *c, enum floor_op op, void *buf,
       return -1;
     }
   }
-  if (floor_wait (c, cookie) == -1) {
-    nbdkit_error ("floor: %m");
-    return -1;
-  }
   return 0;
 }
 
 static int
-floor_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
-             uint32_t flags)
+floor_differs (struct floor_conn *c, const void *buf, uint32_t count,
+               size_t first)
 {
-  struct floor_conn *c = handle;
   size_t i;
-  int r = -1;
 
-  pthread_mutex_lock (&c->lock);
-  if (c->buflen < count) {
-    for (i = 1; i < nr_sockets; ++i) {
-      char *p = realloc (c->buf[i], count);
-
-      if (p == NULL) {
-        nbdkit_error ("floor: realloc: %m");
-        goto out;
-      }
-      c->buf[i] = p;
-    }
-    c->buflen = count;
-  }
-  if (floor_all (c, FLOOR_READ, buf, count, offset, 0) == -1)
-    goto out;
-  for (i = 1; i < nr_sockets; ++i)
+  for (i = first; i < nr_sockets; ++i)
     if (memcmp (buf, c->buf[i], count) != 0) {
       nbdkit_error ("floor: child %zu differs", i);
       errno = EIO;
-      goto out;
+      return -1;
     }
-  r = 0;
+  return 0;
+}
+
+#ifndef FLOOR_FILTER
+
+static int
+floor_config (const char *key, const char *value)
+{
+  int r = floor_param (key, value);
+
+  if (r == 1) {
+    nbdkit_error ("floor: unknown parameter %s", key);
+    return -1;
+  }
+  return r;
+}
+
+static int
+floor_thread_model (void)
+{
+  return serial ? NBDKIT_THREAD_MODEL_SERIALIZE_REQUESTS
+    : NBDKIT_THREAD_MODEL_PARALLEL;
+}
+
+static void *
+floor_open (int readonly)
+{
+  return floor_new ();
+}
+
+static void
+floor_close (void *handle)
+{
+  floor_free (handle);
+}
+
+static int64_t
+floor_get_size (void *handle)
+{
+  struct floor_conn *c = handle;
+  int64_t r = nbd_get_size (c->h[0]);
+
+  if (r == -1)
+    nbdkit_error ("floor: %s", nbd_get_error ());
+  return r;
+}
+
+/* Issue op on every child at once, then wait for all of them.  Reads
+ * go to buf (child 0) and c->buf[i].
+ */
+static int
+floor_all (void *handle, enum floor_op op, void *buf, uint32_t count,
+           uint64_t offset, uint32_t flags)
+{
+  struct floor_conn *c = handle;
+  int64_t cookie[FLOOR_MAX];
+  int r = -1;
+
+  pthread_mutex_lock (&c->lock);
+  if (op == FLOOR_READ && floor_buffers (c, 1, count) == -1)
+    goto out;
+  if (floor_issue (c, op, buf, count, offset, flags, 1, cookie) == -1)
+    goto out;
+  if (floor_wait (c, cookie) == -1) {
+    nbdkit_error ("floor: %m");
+    goto out;
+  }
+  r = op == FLOOR_READ ? floor_differs (c, buf, count, 1) : 0;
  out:
   pthread_mutex_unlock (&c->lock);
   return r;
 }
 
 static int
+floor_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
+             uint32_t flags)
+{
+  return floor_all (handle, FLOOR_READ, buf, count, offset, 0);
+}
+
+static int
 floor_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset,
               uint32_t flags)
 {
-  struct floor_conn *c = handle;
-  int r;
-
-  pthread_mutex_lock (&c->lock);
-  r = floor_all (c, FLOOR_WRITE, (void *) buf, count, offset, flags);
-  pthread_mutex_unlock (&c->lock);
-  return r;
+  return floor_all (handle, FLOOR_WRITE, (void *) buf, count, offset, flags);
 }
 
 static int
 floor_flush (void *handle, uint32_t flags)
 {
-  struct floor_conn *c = handle;
-  int r;
-
-  pthread_mutex_lock (&c->lock);
-  r = floor_all (c, FLOOR_FLUSH, NULL, 0, 0, 0);
-  pthread_mutex_unlock (&c->lock);
-  return r;
+  return floor_all (handle, FLOOR_FLUSH, NULL, 0, 0, 0);
 }
 
 static int
@@ -316,7 +380,7 @@ floor_can_flush (void *handle)
 static struct nbdkit_plugin plugin = {
   .name = "floor",
   .config = floor_config,
-  .config_complete = floor_config_complete,
+  .config_complete = floor_check,
   .thread_model = floor_thread_model,
   .open = floor_open,
   .close = floor_close,
@@ -329,3 +393,120 @@ static struct nbdkit_plugin plugin = {
 };
 
 NBDKIT_REGISTER_PLUGIN (plugin)
+
+#else /* FLOOR_FILTER */
+
+static int
+floor_filter_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
+                     const char *key, const char *value)
+{
+  int r = floor_param (key, value);
+
+  return r == 1 ? next (nxdata, key, value) : r;
+}
+
+static int
+floor_filter_config_complete (nbdkit_next_config_complete *next,
+                              nbdkit_backend *nxdata)
+{
+  return floor_check () == -1 ? -1 : next (nxdata);
+}
+
+static void *
+floor_filter_open (nbdkit_next_open *next, nbdkit_context *context,
+                   int readonly, const char *exportname, int is_tls)
+{
+  if (next (context, readonly, exportname) == -1)
+    return NULL;
+  return floor_new ();
+}
+
+static void
+floor_filter_close (void *handle)
+{
+  floor_free (handle);
+}
+
+/* Issue op on the floor-socket= children, run it on the plugin on this
+ * thread meanwhile, then wait for them.
+ */
+static int
+floor_filter_all (nbdkit_next *next, void *handle, enum floor_op op,
+                  void *buf, uint32_t count, uint64_t offset,
+                  uint32_t flags, int *err)
+{
+  struct floor_conn *c = handle;
+  int64_t cookie[FLOOR_MAX];
+  int r = -1, lr;
+
+  pthread_mutex_lock (&c->lock);
+  if (op == FLOOR_READ && floor_buffers (c, 0, count) == -1)
+    goto fail;
+  if (floor_issue (c, op, buf, count, offset, flags, 0, cookie) == -1)
+    goto fail;
+  switch (op) {
+  case FLOOR_READ:
+    lr = next->pread (next, buf, count, offset, 0, err);
+    break;
+  case FLOOR_WRITE:
+    lr = next->pwrite (next, buf, count, offset, flags, err);
+    break;
+  default:
+    lr = next->flush (next, 0, err);
+  }
+  if (floor_wait (c, cookie) == -1) {
+    nbdkit_error ("floor: %m");
+    goto fail;
+  }
+  if (lr == -1)
+    goto out;
+  if (op == FLOOR_READ && floor_differs (c, buf, count, 0) == -1)
+    goto fail;
+  r = 0;
+  goto out;
+ fail:
+  *err = errno ? errno : EIO;
+ out:
+  pthread_mutex_unlock (&c->lock);
+  return r;
+}
+
+static int
+floor_filter_pread (nbdkit_next *next, void *handle, void *buf,
+                    uint32_t count, uint64_t offset, uint32_t flags,
+                    int *err)
+{
+  return floor_filter_all (next, handle, FLOOR_READ, buf, count, offset, 0,
+                           err);
+}
+
+static int
+floor_filter_pwrite (nbdkit_next *next, void *handle, const void *buf,
+                     uint32_t count, uint64_t offset, uint32_t flags,
+                     int *err)
+{
+  return floor_filter_all (next, handle, FLOOR_WRITE, (void *) buf, count,
+                           offset, flags, err);
+}
+
+static int
+floor_filter_flush (nbdkit_next *next, void *handle, uint32_t flags,
+                    int *err)
+{
+  return floor_filter_all (next, handle, FLOOR_FLUSH, NULL, 0, 0, 0, err);
+}
+
+static struct nbdkit_filter filter = {
+  .name = "floor",
+  .config = floor_filter_config,
+  .config_complete = floor_filter_config_complete,
+  .open = floor_filter_open,
+  .close = floor_filter_close,
+  .pread = floor_filter_pread,
+  .pwrite = floor_filter_pwrite,
+  .flush = floor_filter_flush,
+};
+
+NBDKIT_REGISTER_FILTER (filter)
+
+#endif /* FLOOR_FILTER */

@@ -30,7 +30,13 @@
 #                a ratio of QEMU it does not reach, in the same run, is
 #                out of the quorum's reach too.  Columns floor/qemu and
 #                plug/floor.
-# The last two are the filter form as users run it: its plugin, child
+#   ffloor       QD1 rows only: the same floor in the filter row's shape,
+#                nbdkit --filter=floor-filter.so nbd socket=c0
+#                floor-socket=c1 floor-socket=c2.  Columns filt/plug,
+#                ffl/floor (what the shape costs at best: a filter/plugin
+#                ratio it does not reach is out of the filter's reach)
+#                and filt/ffloor.
+# qemu-file and filter-file are the filter form as users run it: its plugin, child
 # 0, local and in-process (here it reads c0's image itself; the c0
 # server stays up but idle), against QEMU's quorum of the same shape,
 # one local file child and two NBD children, with the qemu row's cache
@@ -117,7 +123,7 @@ run_limit () {
 }
 
 workloads=(seqread seqread-1conn randread-qd1 randread-qd32 seqwrite randwrite-qd1 randwrite-qd32)
-fronts=(qemu filter plugin passthrough limit qemu-file filter-file floor)
+fronts=(qemu filter plugin passthrough limit qemu-file filter-file floor ffloor)
 declare -A val cpu cpusys rss cpuch cpucl
 hz=$(getconf CLK_TCK)
 
@@ -140,13 +146,14 @@ run_pass () {
     for _ in $(seq "$reps"); do
       # Rows interleaved within each repetition: ratios share a window.
       for f in "${fronts[@]}"; do
-        # The floor serves one request a connection at a time.
-        if [ "$f" = floor ] && [[ $w != *-qd1 ]]; then continue; fi
+        # The floors serve one request a connection at a time.
+        if [[ $f = *floor && $w != *-qd1 ]]; then continue; fi
         if [ "$f" = limit ]; then
           run_limit "$w" >> "$dir/$w.$f"
           continue
         fi
-        start_front "$f" c0 c1 c2
+        if [ "$f" = ffloor ]; then start_front floor-filter c0 c1 c2
+        else start_front "$f" c0 c1 c2; fi
         c0=$(cpu_ticks "$front_pid"); s0=$(sys_ticks "$front_pid")
         k0=$(children_ticks); client_seconds l0
         run_workload "$w" "$front_uri" >> "$dir/$w.$f"
@@ -180,19 +187,22 @@ print_pass () {
   esac
   printf '%-15s %-6s' workload unit
   for f in "${fronts[@]}"; do printf ' %11s' "$f"; done
-  printf ' %9s %9s %9s %11s %11s %11s %10s\n' filt/qemu plug/qemu plug/lim ffile/qfile ffile/plug floor/qemu plug/floor
+  printf ' %9s %9s %9s %11s %11s %11s %10s %9s %10s %11s\n' filt/qemu plug/qemu plug/lim ffile/qfile ffile/plug floor/qemu plug/floor filt/plug ffl/floor filt/ffloor
   for w in "${workloads[@]}"; do
     case $w in seq*) unit=MiB/s ;; *) unit=IOPS ;; esac
     printf '%-15s %-6s' "$w" "$unit"
     for f in "${fronts[@]}"; do printf ' %11s' "${val[$pass.$w.$f]}"; done
-    printf ' %9s %9s %9s %11s %11s %11s %10s\n' \
+    printf ' %9s %9s %9s %11s %11s %11s %10s %9s %10s %11s\n' \
            "$(ratio "${val[$pass.$w.filter]}" "${val[$pass.$w.qemu]}")" \
            "$(ratio "${val[$pass.$w.plugin]}" "${val[$pass.$w.qemu]}")" \
            "$(ratio "${val[$pass.$w.plugin]}" "${val[$pass.$w.limit]}")" \
            "$(ratio "${val[$pass.$w.filter-file]}" "${val[$pass.$w.qemu-file]}")" \
            "$(ratio "${val[$pass.$w.filter-file]}" "${val[$pass.$w.plugin]}")" \
            "$(ratio "${val[$pass.$w.floor]}" "${val[$pass.$w.qemu]}")" \
-           "$(ratio "${val[$pass.$w.plugin]}" "${val[$pass.$w.floor]}")"
+           "$(ratio "${val[$pass.$w.plugin]}" "${val[$pass.$w.floor]}")" \
+           "$(ratio "${val[$pass.$w.filter]}" "${val[$pass.$w.plugin]}")" \
+           "$(ratio "${val[$pass.$w.ffloor]}" "${val[$pass.$w.floor]}")" \
+           "$(ratio "${val[$pass.$w.filter]}" "${val[$pass.$w.ffloor]}")"
   done
   printf '\nfront CPU seconds per run (median; sequential rows move the whole image)\n'
   for w in "${workloads[@]}"; do

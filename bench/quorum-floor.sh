@@ -20,6 +20,12 @@
 #   floor-serial  the same with serial=true
 #   floor-1       nbdkit floor-plugin.so socket=c0 serial=true: one child
 #   child         c0 itself, no front
+#   filter        nbdkit --filter=quorum nbd socket=c0 child=c1 child=c2,
+#                 the filter row of bench/quorum-bench.sh
+#   ffloor        nbdkit --filter=floor-filter.so nbd socket=c0
+#                 floor-socket=c1 floor-socket=c2: the floor in that
+#                 shape (floor-plugin.c built as a filter), child 0
+#                 the nbd plugin on the request's thread
 # floor-plugin.c (this directory; compiled here into the scratch
 # directory) is the least an nbdkit plugin can do to serve three
 # children: per-connection libnbd handles, every command issued at once
@@ -28,10 +34,12 @@
 # connection's requests run on one thread).  So at queue depth 1
 # neither floor can be beaten by a plugin, the quorum included: what
 # separates floor-serial from QEMU is nbdkit's and libnbd's own path
-# plus the three children, not the quorum.
+# plus the three children, not the quorum.  In the same way ffloor/floor
+# is the most the filter form over nbdkit-nbd-plugin can reach of the
+# plugin form at queue depth 1.
 # Printed: IOPS and the front's CPU per request (us, user + system),
-# then plugin/qemu, floor/qemu, fserial/qemu, plugin/floor and
-# plugin/fserial.
+# then plugin/qemu, floor/qemu, fserial/qemu, plugin/floor,
+# plugin/fserial, filter/plugin, ffloor/floor and filter/ffloor.
 
 case ${1:-} in
   --root=*)
@@ -56,7 +64,7 @@ cp "$dir/c0.img" "$dir/c2.img"
 start_children 3 "$dir/c" --filter=noextents
 hz=$(getconf CLK_TCK)
 
-rows=(qemu plugin floor floor-serial floor-1 child)
+rows=(qemu plugin floor floor-serial floor-1 child filter ffloor)
 workloads=(randread randwrite)
 declare -A iops us
 
@@ -67,7 +75,8 @@ for w in "${workloads[@]}"; do
   for _ in $(seq "$reps"); do
     for r in "${rows[@]}"; do
       case $r in
-        qemu|plugin|floor|floor-serial) start_front "$r" c0 c1 c2 ;;
+        qemu|plugin|floor|floor-serial|filter) start_front "$r" c0 c1 c2 ;;
+        ffloor) start_front floor-filter c0 c1 c2 ;;
         floor-1) start_front floor-serial c0 ;;
         child) front_pid=; front_uri=$(uri c0) ;;
       esac
@@ -92,16 +101,19 @@ done
 
 printf '\n%-10s %-6s' workload unit
 for r in "${rows[@]}"; do printf ' %12s' "$r"; done
-printf ' %12s %12s %12s %12s %14s\n' plug/qemu floor/qemu fserial/qemu plug/floor plug/fserial
+printf ' %12s %12s %12s %12s %14s %12s %12s %12s\n' plug/qemu floor/qemu fserial/qemu plug/floor plug/fserial filt/plug ffl/floor filt/ffloor
 for w in "${workloads[@]}"; do
   printf '%-10s %-6s' "$w" IOPS
   for r in "${rows[@]}"; do printf ' %12s' "${iops[$w.$r]}"; done
-  printf ' %12s %12s %12s %12s %14s\n' \
+  printf ' %12s %12s %12s %12s %14s %12s %12s %12s\n' \
     "$(ratio "${iops[$w.plugin]}" "${iops[$w.qemu]}")" \
     "$(ratio "${iops[$w.floor]}" "${iops[$w.qemu]}")" \
     "$(ratio "${iops[$w.floor-serial]}" "${iops[$w.qemu]}")" \
     "$(ratio "${iops[$w.plugin]}" "${iops[$w.floor]}")" \
-    "$(ratio "${iops[$w.plugin]}" "${iops[$w.floor-serial]}")"
+    "$(ratio "${iops[$w.plugin]}" "${iops[$w.floor-serial]}")" \
+    "$(ratio "${iops[$w.filter]}" "${iops[$w.plugin]}")" \
+    "$(ratio "${iops[$w.ffloor]}" "${iops[$w.floor]}")" \
+    "$(ratio "${iops[$w.filter]}" "${iops[$w.ffloor]}")"
   printf '%-10s %-6s' "" us/req
   for r in "${rows[@]}"; do printf ' %12s' "${us[$w.$r]}"; done
   printf '\n'
@@ -110,4 +122,6 @@ echo
 echo "us/req: the front's CPU (user + system) per request; fio's own and"
 echo "the children's are not counted.  floor and floor-serial are the least"
 echo "an nbdkit plugin can do here (bench/floor-plugin.c): a ratio of QEMU"
-echo "that they do not reach is out of reach of the quorum too."
+echo "that they do not reach is out of reach of the quorum too.  ffloor is"
+echo "that least for the filter over nbdkit-nbd-plugin: a filter/plugin"
+echo "ratio above ffl/floor is out of the filter's reach."
