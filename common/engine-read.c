@@ -353,7 +353,7 @@ engine_pread_threshold (struct quorum_conn *conn, void *buf, uint32_t count,
   size_t i;
   int r;
 
-  op = calloc (1, sizeof *op);
+  op = quorum_zalloc (sizeof *op);
   if (op == NULL) {
     *err = ENOMEM;
     nbdkit_error ("quorum: read: %m");

@@ -262,7 +262,7 @@ engine_write_op_threshold (struct quorum_conn *conn, enum op_type type,
   uint32_t mask;
   int r = -1;
 
-  op = calloc (1, sizeof *op);
+  op = quorum_zalloc (sizeof *op);
   if (op && type == OP_WRITE) {
     /* A late child's command still reads it after the answer. */
     op->data = malloc (count);

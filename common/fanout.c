@@ -52,7 +52,7 @@ fanout_new (size_t buflen)
   struct fanout *f;
   size_t i;
 
-  f = calloc (1, sizeof *f + quorum_nr_slots () * sizeof f->slots[0]);
+  f = quorum_zalloc (sizeof *f + quorum_nr_slots () * sizeof f->slots[0]);
   if (f == NULL)
     return NULL;
   /* Sequentially consistent, as in reactor_own_begin: either it sees
