@@ -131,6 +131,10 @@ floor_new (void)
     /* Plain replies, as the quorum asks for: two reads a reply. */
     if (c->h[i] == NULL ||
         nbd_set_request_structured_replies (c->h[i], false) == -1 ||
+#ifdef LIBNBD_HAVE_NBD_SET_PREAD_INITIALIZE
+        /* No memset of every read buffer: the quorum spares it too. */
+        nbd_set_pread_initialize (c->h[i], false) == -1 ||
+#endif
         nbd_connect_unix (c->h[i], sockets[i]) == -1) {
       nbdkit_error ("floor: child %zu: %s", i, nbd_get_error ());
       floor_free (c);
