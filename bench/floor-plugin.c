@@ -165,21 +165,21 @@ floor_buffers (struct floor_conn *c, size_t first, uint32_t count)
   return 0;
 }
 
-/* Wait for cookie[i] on every child, polling their sockets on this
- * thread.  0 if all of them succeeded, else -1 with errno set.
+/* Wait for cookie[i] on the first nr handles, polling their sockets on
+ * this thread.  0 if all of them succeeded, else -1 with errno set.
  */
 static int
-floor_wait (struct floor_conn *c, const int64_t *cookie)
+floor_wait (struct floor_conn *c, const int64_t *cookie, size_t nr)
 {
   bool done[FLOOR_MAX] = { false };
-  size_t left = nr_sockets, i, n;
+  size_t left = nr, i, n;
   int err = 0;
 
   for (;;) {
     struct pollfd fds[FLOOR_MAX];
     size_t who[FLOOR_MAX];
 
-    for (i = 0; i < nr_sockets; ++i) {
+    for (i = 0; i < nr; ++i) {
       int r;
 
       if (done[i])
@@ -195,7 +195,7 @@ floor_wait (struct floor_conn *c, const int64_t *cookie)
     if (left == 0)
       break;
 
-    for (i = n = 0; i < nr_sockets; ++i) {
+    for (i = n = 0; i < nr; ++i) {
       unsigned dir;
 
       if (done[i])
@@ -231,7 +231,8 @@ floor_wait (struct floor_conn *c, const int64_t *cookie)
 enum floor_op { FLOOR_READ, FLOOR_WRITE, FLOOR_FLUSH };
 
 /* Issue op on every handle at once.  Reads go to buf for the handles
- * before first, to c->buf[i] for the others.
+ * before first, to c->buf[i] for the others.  If one cannot be issued,
+ * waits for those that were (they use buf) and fails.
  */
 static int
 floor_issue (struct floor_conn *c, enum floor_op op, void *buf,
@@ -258,6 +259,8 @@ floor_issue (struct floor_conn *c, enum floor_op op, void *buf,
     }
     if (cookie[i] == -1) {
       nbdkit_error ("floor: child %zu: %s", i, nbd_get_error ());
+      floor_wait (c, cookie, i);
+      errno = EIO;
       return -1;
     }
   }
@@ -339,7 +342,7 @@ floor_all (void *handle, enum floor_op op, void *buf, uint32_t count,
     goto out;
   if (floor_issue (c, op, buf, count, offset, flags, 1, cookie) == -1)
     goto out;
-  if (floor_wait (c, cookie) == -1) {
+  if (floor_wait (c, cookie, nr_sockets) == -1) {
     nbdkit_error ("floor: %m");
     goto out;
   }
@@ -448,6 +451,7 @@ floor_filter_all (nbdkit_next *next, void *handle, enum floor_op op,
     goto fail;
   if (floor_issue (c, op, buf, count, offset, flags, 0, cookie) == -1)
     goto fail;
+  /* The plugin's part, while theirs are on their way. */
   switch (op) {
   case FLOOR_READ:
     lr = next->pread (next, buf, count, offset, 0, err);
@@ -458,7 +462,7 @@ floor_filter_all (nbdkit_next *next, void *handle, enum floor_op op,
   default:
     lr = next->flush (next, 0, err);
   }
-  if (floor_wait (c, cookie) == -1) {
+  if (floor_wait (c, cookie, nr_sockets) == -1) {
     nbdkit_error ("floor: %m");
     goto fail;
   }
