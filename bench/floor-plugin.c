@@ -334,7 +334,7 @@ floor_all (void *handle, enum floor_op op, void *buf, uint32_t count,
            uint64_t offset, uint32_t flags)
 {
   struct floor_conn *c = handle;
-  int64_t cookie[FLOOR_MAX];
+  int64_t cookie[FLOOR_MAX] = { 0 };
   int r = -1;
 
   pthread_mutex_lock (&c->lock);
@@ -443,7 +443,7 @@ floor_filter_all (nbdkit_next *next, void *handle, enum floor_op op,
                   uint32_t flags, int *err)
 {
   struct floor_conn *c = handle;
-  int64_t cookie[FLOOR_MAX];
+  int64_t cookie[FLOOR_MAX] = { 0 };
   int r = -1, lr;
 
   pthread_mutex_lock (&c->lock);
