@@ -126,7 +126,7 @@ stop_children () {
 #                nbdkit plugin can do for the same work, at queue depth
 #                1 (bench/floor-plugin.c, compiled on first use)
 #   floor-serial the same, its requests on one thread a connection
-#   floor-filter nbdkit --filter=floor-filter.so nbd socket=c0
+#   ffloor       nbdkit --filter=floor-filter.so nbd socket=c0
 #                floor-socket=c1 ...: the same floor in the shape of
 #                the filter row (the nbd plugin is child 0)
 # Extra quorum parameters may be given in $front_args (an array); filters
@@ -168,7 +168,7 @@ start_front () {
              "${args[@]}" "${front_args[@]}" ;;
     passthrough)
       nbdkit -P "$dir/front.pid" -U "$sock" nbd socket="$dir/$1.sock" ;;
-    floor-filter)
+    ffloor)
       [ -f "$dir/floor-filter.so" ] || build_floor
       for c in "${@:2}"; do args+=("floor-socket=$dir/$c.sock"); done
       nbdkit -P "$dir/front.pid" -U "$sock" --filter="$dir/floor-filter.so" \

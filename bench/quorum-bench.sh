@@ -152,8 +152,7 @@ run_pass () {
           run_limit "$w" >> "$dir/$w.$f"
           continue
         fi
-        if [ "$f" = ffloor ]; then start_front floor-filter c0 c1 c2
-        else start_front "$f" c0 c1 c2; fi
+        start_front "$f" c0 c1 c2
         c0=$(cpu_ticks "$front_pid"); s0=$(sys_ticks "$front_pid")
         k0=$(children_ticks); client_seconds l0
         run_workload "$w" "$front_uri" >> "$dir/$w.$f"

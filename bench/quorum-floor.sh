@@ -75,8 +75,7 @@ for w in "${workloads[@]}"; do
   for _ in $(seq "$reps"); do
     for r in "${rows[@]}"; do
       case $r in
-        qemu|plugin|floor|floor-serial|filter) start_front "$r" c0 c1 c2 ;;
-        ffloor) start_front floor-filter c0 c1 c2 ;;
+        qemu|plugin|floor|floor-serial|filter|ffloor) start_front "$r" c0 c1 c2 ;;
         floor-1) start_front floor-serial c0 ;;
         child) front_pid=; front_uri=$(uri c0) ;;
       esac

@@ -15,7 +15,7 @@
 #              one, 2 ms a request), threshold-fast (the same over
 #              three fast children), floor, floor-serial (the least
 #              an nbdkit plugin can do at queue depth 1: see
-#              bench/quorum-floor.sh; queue depth 1 only), floor-filter
+#              bench/quorum-floor.sh; queue depth 1 only), ffloor
 #              (the same in the filter row's shape)
 #              (default plugin,filter,threshold)
 #   WORKLOADS  comma-separated, of randread-qd1, randread-qd32,
