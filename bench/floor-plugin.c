@@ -17,9 +17,16 @@
  * The commands are issued at once (nbd_aio_*) and the request's own
  * thread polls the children's sockets until every command is done: no
  * other thread, no hand-over, no bookkeeping, no vote beyond memcmp.
- * Requests of one connection take turns (a mutex), so only queue depth
- * 1 measures anything; that is what it is for.  serial=true makes the
- * plugin's thread model serialize_requests, so that nbdkit runs each
+ * A request takes a lane, its own set of handles on the children, for
+ * its whole life: the first request of a connection opens the first
+ * lane, and a request that finds every lane of its connection busy
+ * opens another, so at queue depth D there are up to min(D, nbdkit's
+ * threads) lanes, each a connection to every child.  So requests share
+ * nothing but a mutex held to take and give back a lane: no reactor,
+ * no hand-over, as if libnbd could be driven from any thread at once.
+ * (The children serve more connections than the quorum opens; that is
+ * the price of sharing nothing.)  serial=true makes the plugin's
+ * thread model serialize_requests, so that nbdkit runs each
  * connection's requests on one thread (no worker threads handing the
  * connection's read over to each other).
  *
@@ -49,6 +56,7 @@
 #include <libnbd.h>
 
 #define FLOOR_MAX 8
+#define FLOOR_LANES 64
 
 /* The NBD servers this opens: every child for the plugin, the children
  * after the first for the filter.
@@ -94,74 +102,141 @@ floor_check (void)
   return 0;
 }
 
-struct floor_conn {
-  pthread_mutex_t lock;
+/* One request's handles on the children, and its read buffers. */
+struct floor_lane {
   struct nbd_handle *h[FLOOR_MAX];
   char *buf[FLOOR_MAX];         /* read buffers of the children not first */
   size_t buflen;
 };
+
+/* A client connection: its lanes, and those not in use. */
+struct floor_conn {
+  pthread_mutex_t lock;
+  struct floor_lane *lane[FLOOR_LANES];
+  size_t nr_lanes;
+  struct floor_lane *idle[FLOOR_LANES];
+  size_t nr_idle;
+};
+
+static void
+floor_lane_free (struct floor_lane *l)
+{
+  size_t i;
+
+  for (i = 0; i < nr_sockets; ++i) {
+    if (l->h[i])
+      nbd_close (l->h[i]);
+    free (l->buf[i]);
+  }
+  free (l);
+}
+
+static struct floor_lane *
+floor_lane_new (void)
+{
+  struct floor_lane *l = calloc (1, sizeof *l);
+  size_t i;
+
+  if (l == NULL) {
+    nbdkit_error ("floor: calloc: %m");
+    return NULL;
+  }
+  for (i = 0; i < nr_sockets; ++i) {
+    l->h[i] = nbd_create ();
+    /* Plain replies, as the quorum asks for: two reads a reply. */
+    if (l->h[i] == NULL ||
+        nbd_set_request_structured_replies (l->h[i], false) == -1 ||
+#ifdef LIBNBD_HAVE_NBD_SET_PREAD_INITIALIZE
+        /* No memset of every read buffer: the quorum spares it too. */
+        nbd_set_pread_initialize (l->h[i], false) == -1 ||
+#endif
+        nbd_connect_unix (l->h[i], sockets[i]) == -1) {
+      nbdkit_error ("floor: child %zu: %s", i, nbd_get_error ());
+      floor_lane_free (l);
+      return NULL;
+    }
+  }
+  return l;
+}
 
 static void
 floor_free (struct floor_conn *c)
 {
   size_t i;
 
-  for (i = 0; i < nr_sockets; ++i) {
-    if (c->h[i])
-      nbd_close (c->h[i]);
-    free (c->buf[i]);
-  }
+  for (i = 0; i < c->nr_lanes; ++i)
+    floor_lane_free (c->lane[i]);
   pthread_mutex_destroy (&c->lock);
   free (c);
 }
 
+/* A connection with one lane, idle. */
 static struct floor_conn *
 floor_new (void)
 {
   struct floor_conn *c = calloc (1, sizeof *c);
-  size_t i;
 
   if (c == NULL) {
     nbdkit_error ("floor: calloc: %m");
     return NULL;
   }
   pthread_mutex_init (&c->lock, NULL);
-  for (i = 0; i < nr_sockets; ++i) {
-    c->h[i] = nbd_create ();
-    /* Plain replies, as the quorum asks for: two reads a reply. */
-    if (c->h[i] == NULL ||
-        nbd_set_request_structured_replies (c->h[i], false) == -1 ||
-#ifdef LIBNBD_HAVE_NBD_SET_PREAD_INITIALIZE
-        /* No memset of every read buffer: the quorum spares it too. */
-        nbd_set_pread_initialize (c->h[i], false) == -1 ||
-#endif
-        nbd_connect_unix (c->h[i], sockets[i]) == -1) {
-      nbdkit_error ("floor: child %zu: %s", i, nbd_get_error ());
-      floor_free (c);
-      return NULL;
-    }
+  c->lane[0] = floor_lane_new ();
+  if (c->lane[0] == NULL) {
+    floor_free (c);
+    return NULL;
   }
+  c->idle[0] = c->lane[0];
+  c->nr_lanes = c->nr_idle = 1;
   return c;
+}
+
+/* An idle lane of c, opened if every lane is busy; NULL on error. */
+static struct floor_lane *
+floor_take (struct floor_conn *c)
+{
+  struct floor_lane *l = NULL;
+
+  pthread_mutex_lock (&c->lock);
+  if (c->nr_idle > 0)
+    l = c->idle[--c->nr_idle];
+  else if (c->nr_lanes == FLOOR_LANES)
+    nbdkit_error ("floor: more than %d requests at once", FLOOR_LANES);
+  else {
+    l = floor_lane_new ();
+    if (l)
+      c->lane[c->nr_lanes++] = l;
+  }
+  pthread_mutex_unlock (&c->lock);
+  return l;
+}
+
+static void
+floor_give (struct floor_conn *c, struct floor_lane *l)
+{
+  pthread_mutex_lock (&c->lock);
+  c->idle[c->nr_idle++] = l;
+  pthread_mutex_unlock (&c->lock);
 }
 
 /* Read buffers for count bytes from every handle from first on. */
 static int
-floor_buffers (struct floor_conn *c, size_t first, uint32_t count)
+floor_buffers (struct floor_lane *l, size_t first, uint32_t count)
 {
   size_t i;
 
-  if (c->buflen >= count)
+  if (l->buflen >= count)
     return 0;
   for (i = first; i < nr_sockets; ++i) {
-    char *p = realloc (c->buf[i], count);
+    char *p = realloc (l->buf[i], count);
 
     if (p == NULL) {
       nbdkit_error ("floor: realloc: %m");
       return -1;
     }
-    c->buf[i] = p;
+    l->buf[i] = p;
   }
-  c->buflen = count;
+  l->buflen = count;
   return 0;
 }
 
@@ -169,7 +244,7 @@ floor_buffers (struct floor_conn *c, size_t first, uint32_t count)
  * this thread.  0 if all of them succeeded, else -1 with errno set.
  */
 static int
-floor_wait (struct floor_conn *c, const int64_t *cookie, size_t nr)
+floor_wait (struct floor_lane *l, const int64_t *cookie, size_t nr)
 {
   bool done[FLOOR_MAX] = { false };
   size_t left = nr, i, n;
@@ -184,7 +259,7 @@ floor_wait (struct floor_conn *c, const int64_t *cookie, size_t nr)
 
       if (done[i])
         continue;
-      r = nbd_aio_command_completed (c->h[i], cookie[i]);
+      r = nbd_aio_command_completed (l->h[i], cookie[i]);
       if (r == 0)
         continue;
       done[i] = true;
@@ -200,8 +275,8 @@ floor_wait (struct floor_conn *c, const int64_t *cookie, size_t nr)
 
       if (done[i])
         continue;
-      dir = nbd_aio_get_direction (c->h[i]);
-      fds[n].fd = nbd_aio_get_fd (c->h[i]);
+      dir = nbd_aio_get_direction (l->h[i]);
+      fds[n].fd = nbd_aio_get_fd (l->h[i]);
       fds[n].events = ((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0) |
         ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0);
       fds[n].revents = 0;
@@ -213,7 +288,7 @@ floor_wait (struct floor_conn *c, const int64_t *cookie, size_t nr)
       return -1;
     }
     for (i = 0; i < n; ++i) {
-      struct nbd_handle *h = c->h[who[i]];
+      struct nbd_handle *h = l->h[who[i]];
 
       if (fds[i].revents & (POLLIN | POLLHUP | POLLERR))
         nbd_aio_notify_read (h);
@@ -231,22 +306,22 @@ floor_wait (struct floor_conn *c, const int64_t *cookie, size_t nr)
 enum floor_op { FLOOR_READ, FLOOR_WRITE, FLOOR_FLUSH };
 
 /* Issue op on every handle at once.  Reads go to buf for the handles
- * before first, to c->buf[i] for the others.  If one cannot be issued,
+ * before first, to the lane's buf[i] for the others.  If one cannot be issued,
  * waits for those that were (they use buf) and fails.
  */
 static int
-floor_issue (struct floor_conn *c, enum floor_op op, void *buf,
+floor_issue (struct floor_lane *l, enum floor_op op, void *buf,
              uint32_t count, uint64_t offset, uint32_t flags, size_t first,
              int64_t *cookie)
 {
   size_t i;
 
   for (i = 0; i < nr_sockets; ++i) {
-    struct nbd_handle *h = c->h[i];
+    struct nbd_handle *h = l->h[i];
 
     switch (op) {
     case FLOOR_READ:
-      cookie[i] = nbd_aio_pread (h, i < first ? buf : c->buf[i], count,
+      cookie[i] = nbd_aio_pread (h, i < first ? buf : l->buf[i], count,
                                  offset, NBD_NULL_COMPLETION, 0);
       break;
     case FLOOR_WRITE:
@@ -259,7 +334,7 @@ floor_issue (struct floor_conn *c, enum floor_op op, void *buf,
     }
     if (cookie[i] == -1) {
       nbdkit_error ("floor: child %zu: %s", i, nbd_get_error ());
-      floor_wait (c, cookie, i);
+      floor_wait (l, cookie, i);
       errno = EIO;
       return -1;
     }
@@ -268,13 +343,13 @@ floor_issue (struct floor_conn *c, enum floor_op op, void *buf,
 }
 
 static int
-floor_differs (struct floor_conn *c, const void *buf, uint32_t count,
+floor_differs (struct floor_lane *l, const void *buf, uint32_t count,
                size_t first)
 {
   size_t i;
 
   for (i = first; i < nr_sockets; ++i)
-    if (memcmp (buf, c->buf[i], count) != 0) {
+    if (memcmp (buf, l->buf[i], count) != 0) {
       nbdkit_error ("floor: child %zu differs", i);
       errno = EIO;
       return -1;
@@ -319,7 +394,7 @@ static int64_t
 floor_get_size (void *handle)
 {
   struct floor_conn *c = handle;
-  int64_t r = nbd_get_size (c->h[0]);
+  int64_t r = nbd_get_size (c->lane[0]->h[0]);
 
   if (r == -1)
     nbdkit_error ("floor: %s", nbd_get_error ());
@@ -334,21 +409,23 @@ floor_all (void *handle, enum floor_op op, void *buf, uint32_t count,
            uint64_t offset, uint32_t flags)
 {
   struct floor_conn *c = handle;
+  struct floor_lane *l = floor_take (c);
   int64_t cookie[FLOOR_MAX] = { 0 };
   int r = -1;
 
-  pthread_mutex_lock (&c->lock);
-  if (op == FLOOR_READ && floor_buffers (c, 1, count) == -1)
+  if (l == NULL)
+    return -1;
+  if (op == FLOOR_READ && floor_buffers (l, 1, count) == -1)
     goto out;
-  if (floor_issue (c, op, buf, count, offset, flags, 1, cookie) == -1)
+  if (floor_issue (l, op, buf, count, offset, flags, 1, cookie) == -1)
     goto out;
-  if (floor_wait (c, cookie, nr_sockets) == -1) {
+  if (floor_wait (l, cookie, nr_sockets) == -1) {
     nbdkit_error ("floor: %m");
     goto out;
   }
-  r = op == FLOOR_READ ? floor_differs (c, buf, count, 1) : 0;
+  r = op == FLOOR_READ ? floor_differs (l, buf, count, 1) : 0;
  out:
-  pthread_mutex_unlock (&c->lock);
+  floor_give (c, l);
   return r;
 }
 
@@ -443,13 +520,17 @@ floor_filter_all (nbdkit_next *next, void *handle, enum floor_op op,
                   uint32_t flags, int *err)
 {
   struct floor_conn *c = handle;
+  struct floor_lane *l = floor_take (c);
   int64_t cookie[FLOOR_MAX] = { 0 };
   int r = -1, lr;
 
-  pthread_mutex_lock (&c->lock);
-  if (op == FLOOR_READ && floor_buffers (c, 0, count) == -1)
+  if (l == NULL) {
+    *err = EIO;
+    return -1;
+  }
+  if (op == FLOOR_READ && floor_buffers (l, 0, count) == -1)
     goto fail;
-  if (floor_issue (c, op, buf, count, offset, flags, 0, cookie) == -1)
+  if (floor_issue (l, op, buf, count, offset, flags, 0, cookie) == -1)
     goto fail;
   /* The plugin's part, while theirs are on their way. */
   switch (op) {
@@ -462,20 +543,20 @@ floor_filter_all (nbdkit_next *next, void *handle, enum floor_op op,
   default:
     lr = next->flush (next, 0, err);
   }
-  if (floor_wait (c, cookie, nr_sockets) == -1) {
+  if (floor_wait (l, cookie, nr_sockets) == -1) {
     nbdkit_error ("floor: %m");
     goto fail;
   }
   if (lr == -1)
     goto out;
-  if (op == FLOOR_READ && floor_differs (c, buf, count, 0) == -1)
+  if (op == FLOOR_READ && floor_differs (l, buf, count, 0) == -1)
     goto fail;
   r = 0;
   goto out;
  fail:
   *err = errno ? errno : EIO;
  out:
-  pthread_mutex_unlock (&c->lock);
+  floor_give (c, l);
   return r;
 }
 

@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# nbdkit-quorum benchmark: how close the quorum is, at queue depth 1,
-# to the least any nbdkit plugin can do for the same work, and whether
-# that least reaches a given multiple of QEMU's quorum.
+# nbdkit-quorum benchmark: how close the quorum is to the least any
+# nbdkit plugin can do for the same work, and whether that least
+# reaches a given multiple of QEMU's quorum.
 # Copyright (C) 2026 the nbdkit-quorum authors.
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# Usage: bench/quorum-floor.sh [--root=DIR] [SIZE [REPS [SECONDS]]]
+# Usage: bench/quorum-floor.sh [--root=DIR] [--qd=N] [SIZE [REPS [SECONDS]]]
 #   --root   the same run on Debian 13's stack, in the root that
 #            scripts/in-debian13 keeps in DIR (as quorum-bench.sh)
+#   --qd     fio's queue depth (default 1).  Above 1 the rows that
+#            serialize a connection's requests (floor-serial, floor-1)
+#            are left out: they are no floor there.
 #   SIZE     image size (default 1G), in /dev/shm
 #   REPS     repetitions (default 5), the rows interleaved; medians shown
 #   SECONDS  run time of each fio job (default 8)
 #
 # Children: three `nbdkit --filter=noextents file` servers.  Rows, each
-# under fio's 4 KiB random reads and writes at queue depth 1:
+# under fio's 4 KiB random reads and writes at queue depth N:
 #   qemu          qemu-nbd driver=quorum over c0 c1 c2 (the baseline)
 #   plugin        nbdkit quorum child=c0 child=c1 child=c2
 #   floor         nbdkit floor-plugin.so socket=c0 socket=c1 socket=c2
@@ -30,21 +33,36 @@
 # directory) is the least an nbdkit plugin can do to serve three
 # children: per-connection libnbd handles, every command issued at once
 # and polled on the request's own thread, no other thread, a memcmp for
-# the vote.  floor-serial also spares nbdkit's worker threads (the
+# the vote; at a higher queue depth each request takes a lane of its
+# own (a connection to every child), so that requests share nothing.
+# floor-serial also spares nbdkit's worker threads (the
 # connection's requests run on one thread).  So at queue depth 1
 # neither floor can be beaten by a plugin, the quorum included: what
 # separates floor-serial from QEMU is nbdkit's and libnbd's own path
 # plus the three children, not the quorum.  In the same way ffloor/floor
 # is the most the filter form over nbdkit-nbd-plugin can reach of the
-# plugin form at queue depth 1.
+# plugin form at queue depth 1.  At a higher depth the floor is the
+# least with nothing shared between requests, not a bound no plugin
+# can beat: its children serve a connection per lane, where the quorum
+# and QEMU open one to each child.
 # Printed: IOPS and the front's CPU per request (us, user + system),
 # then plugin/qemu, floor/qemu, fserial/qemu, plugin/floor,
-# plugin/fserial, filter/plugin, ffloor/floor and filter/ffloor.
+# plugin/fserial, filter/plugin, ffloor/floor and filter/ffloor (at a
+# higher depth those without floor-serial).
 
 case ${1:-} in
   --root=*)
     exec "$(dirname "$0")/../scripts/in-debian13" "$1" --with="fio bc" \
          --build bench/quorum-floor.sh "${@:2}" ;;
+esac
+
+qd=1
+case ${1:-} in
+  --qd=*) qd=${1#--qd=}; shift ;;
+esac
+case $qd in
+  ''|*[!0-9]*|0) echo "$0: --qd=$qd: give a queue depth of 1 or more" >&2
+                 exit 1 ;;
 esac
 
 # shellcheck source=bench/bench-lib.sh
@@ -65,10 +83,19 @@ start_children 3 "$dir/c" --filter=noextents
 hz=$(getconf CLK_TCK)
 
 rows=(qemu plugin floor floor-serial floor-1 child filter ffloor)
+# column name, numerator row, denominator row
+cols=(plug/qemu:plugin:qemu floor/qemu:floor:qemu fserial/qemu:floor-serial:qemu
+      plug/floor:plugin:floor plug/fserial:plugin:floor-serial
+      filt/plug:filter:plugin ffl/floor:ffloor:floor filt/ffloor:filter:ffloor)
+if [ "$qd" -gt 1 ]; then
+  rows=(qemu plugin floor child filter ffloor)
+  cols=(plug/qemu:plugin:qemu floor/qemu:floor:qemu plug/floor:plugin:floor
+        filt/plug:filter:plugin ffl/floor:ffloor:floor filt/ffloor:filter:ffloor)
+fi
 workloads=(randread randwrite)
 declare -A iops us
 
-echo "nbdkit-quorum floor: size=$size reps=$reps fio=${secs}s QD1 4 KiB $(date -u +%Y-%m-%d) $(nproc) cores"
+echo "nbdkit-quorum floor: size=$size reps=$reps fio=${secs}s QD$qd 4 KiB $(date -u +%Y-%m-%d) $(nproc) cores"
 echo "$(nbdkit --version), $(nbdsh --version 2>/dev/null | sed -n 2p), $(qemu-img --version | head -n 1)"
 for w in "${workloads[@]}"; do
   for r in "${rows[@]}"; do : > "$dir/$w.$r"; : > "$dir/$w.$r.us"; done
@@ -81,13 +108,13 @@ for w in "${workloads[@]}"; do
       esac
       if [ -n "$front_pid" ]; then
         c0=$(cpu_ticks "$front_pid")
-        n=$(fio_iops "$front_uri" "$w" 1)
+        n=$(fio_iops "$front_uri" "$w" "$qd")
         c1=$(cpu_ticks "$front_pid")
         stop_front
         ratio "$(( (c1 - c0) * 1000000 / hz ))" "$(( n * secs ))" "%.1f" \
               >> "$dir/$w.$r.us"
       else
-        n=$(fio_iops "$front_uri" "$w" 1)
+        n=$(fio_iops "$front_uri" "$w" "$qd")
       fi
       echo "$n" >> "$dir/$w.$r"
     done
@@ -100,20 +127,16 @@ done
 
 printf '\n%-10s %-6s' workload unit
 for r in "${rows[@]}"; do printf ' %12s' "$r"; done
-printf ' %12s %12s %12s %12s %14s %12s %12s %12s\n' plug/qemu floor/qemu fserial/qemu plug/floor plug/fserial filt/plug ffl/floor filt/ffloor
+for c in "${cols[@]}"; do printf ' %12s' "${c%%:*}"; done
+printf '\n'
 for w in "${workloads[@]}"; do
   printf '%-10s %-6s' "$w" IOPS
   for r in "${rows[@]}"; do printf ' %12s' "${iops[$w.$r]}"; done
-  printf ' %12s %12s %12s %12s %14s %12s %12s %12s\n' \
-    "$(ratio "${iops[$w.plugin]}" "${iops[$w.qemu]}")" \
-    "$(ratio "${iops[$w.floor]}" "${iops[$w.qemu]}")" \
-    "$(ratio "${iops[$w.floor-serial]}" "${iops[$w.qemu]}")" \
-    "$(ratio "${iops[$w.plugin]}" "${iops[$w.floor]}")" \
-    "$(ratio "${iops[$w.plugin]}" "${iops[$w.floor-serial]}")" \
-    "$(ratio "${iops[$w.filter]}" "${iops[$w.plugin]}")" \
-    "$(ratio "${iops[$w.ffloor]}" "${iops[$w.floor]}")" \
-    "$(ratio "${iops[$w.filter]}" "${iops[$w.ffloor]}")"
-  printf '%-10s %-6s' "" us/req
+  for c in "${cols[@]}"; do
+    IFS=: read -r _ num den <<< "$c"
+    printf ' %12s' "$(ratio "${iops[$w.$num]}" "${iops[$w.$den]}")"
+  done
+  printf '\n%-10s %-6s' "" us/req
   for r in "${rows[@]}"; do printf ' %12s' "${us[$w.$r]}"; done
   printf '\n'
 done
