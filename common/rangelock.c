@@ -16,6 +16,10 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
 static struct range_lock *head, *tail;
 static unsigned nr_waiting;
+/* How many of them are exclusive: with none, a read goes at once,
+ * without walking the list (the whole of a read-only load).
+ */
+static unsigned nr_exclusive;
 
 static bool
 conflicts (const struct range_lock *a, const struct range_lock *b)
@@ -29,6 +33,8 @@ may_go (const struct range_lock *r)
 {
   const struct range_lock *e;
 
+  if (!r->exclusive && nr_exclusive == 0)
+    return true;
   for (e = head; e != r; e = e->next)
     if (conflicts (e, r))
       return false;
@@ -51,6 +57,8 @@ range_lock (struct range_lock *r, uint64_t offset, uint64_t count,
   else
     head = r;
   tail = r;
+  if (exclusive)
+    nr_exclusive++;
 
   while (!may_go (r)) {
     nr_waiting++;
@@ -71,6 +79,8 @@ range_unlock (struct range_lock *r)
     r->next->prev = r->prev;
   else
     tail = r->prev;
+  if (r->exclusive)
+    nr_exclusive--;
   /* Nobody waits in the common case of no overlap: skip the wake-up. */
   if (nr_waiting > 0)
     pthread_cond_broadcast (&cond);
