@@ -59,6 +59,11 @@
 # before reads, and the file plugin answers it slowly on tmpfs);
 # "extents" runs them bare, to show that quirk.  With both, a last
 # table divides each rate of the second by the first.
+# After the CPU table, "plugin against the targets": for the rows where
+# the cores are busy (sequential, QD32), the targets of issue 17 and
+# how much CPU a request (or GiB) the plugin would have to shed to
+# reach them with the cores as busy as they were, against its front's
+# whole user-space time (ours, libnbd's, nbdkit's, the C library's).
 # bench/run-all runs this with the other benchmarks of this directory.
 # Not part of 'make check': timing belongs here, never in tests.
 
@@ -275,6 +280,52 @@ print(("%-15s %-11s " + fmt + " %9.0f %6.2f %9.0f %6.2f %9.0f %6.2f") %
 PY
     done
   done
+  # The targets of issue 17, for the plugin rows where the cores are
+  # busy (QD32, sequential; at QD1 latency bounds the rate: see the
+  # floor columns).  With the CPU used as busily as it was (util: the
+  # rate times the CPU per unit of front, children and client, over the
+  # cores), the target rate needs that much less CPU per unit (cut).
+  # Only the front can change, and of it only its user-space time
+  # (user: ours, libnbd's, nbdkit's, the C library's) is code: a cut
+  # beyond it is out of any front's reach at that utilization.
+  printf '\nplugin against the targets (CPU-bound rows)\n'
+  printf '%-15s %6s %9s %5s %9s %9s  %s\n' \
+         workload target plug/qemu util cut user verdict
+  for w in seqread:1.3 randread-qd32:2.0 seqwrite:1.5 randwrite-qd32:1.5; do
+    python3 - "${w%%:*}" "${w#*:}" "$hz" "$img_bytes" "$secs" "$(nproc)" \
+              "${val[$pass.${w%%:*}.qemu]}" "${val[$pass.${w%%:*}.plugin]}" \
+              "${cpu[$pass.${w%%:*}.plugin]}" "${cpusys[$pass.${w%%:*}.plugin]}" \
+              "${cpuch[$pass.${w%%:*}.plugin]}" "${cpucl[$pass.${w%%:*}.plugin]}" <<'PY'
+import sys
+w, target, hz, size, secs, cores, qemu, rate, fr, fs, ch, cl = sys.argv[1:]
+seq = w.startswith("seq")
+try:
+    target, hz, cores = float(target), float(hz), int(cores)
+    qemu, rate = float(qemu), float(rate)
+    u = float(size) / 2**30 if seq else rate * float(secs)
+    fr, fs = float(fr) / hz / u, float(fs) / hz / u
+    ch, cl = float(ch) / hz / u, float(cl) / u
+    per_s = rate / 1024.0 if seq else rate       # units a second
+    t_per_s = target * qemu / (1024.0 if seq else 1.0)
+    tot = fr + ch + cl
+    util = per_s * tot / cores
+    cut = tot - util * cores / t_per_s
+    user = fr - fs
+except (ValueError, ZeroDivisionError):
+    print("%-15s %6s %9s" % (w, sys.argv[2], "-")); sys.exit(0)
+scale = 1.0 if seq else 1e6
+if cut <= 0:
+    verdict = "at target"
+elif cut <= user:
+    verdict = "needs %.0f%% of the front's user time cut" % (100 * cut / user)
+else:
+    verdict = "out of reach: more than the front's whole user time"
+fmt = "%9.3f %9.3f" if seq else "%9.1f %9.1f"
+print(("%-15s %6.1f %9.2f %5.2f " + fmt + "  %s") %
+      (w, target, rate / qemu, util, cut * scale, user * scale, verdict))
+PY
+  done
+  printf '(cut and user: s per GiB for sequential rows, us per request for random ones)\n'
   printf 'peak RSS (MiB):'
   for f in qemu filter plugin passthrough qemu-file filter-file; do
     printf ' %s=%.1f' "$f" "$(echo "${rss[$pass.$f]:-0} / 1024" | bc -l)"

@@ -142,8 +142,15 @@ for w in "${workloads[@]}"; do
 done
 echo
 echo "us/req: the front's CPU (user + system) per request; fio's own and"
-echo "the children's are not counted.  floor and floor-serial are the least"
-echo "an nbdkit plugin can do here (bench/floor-plugin.c): a ratio of QEMU"
-echo "that they do not reach is out of reach of the quorum too.  ffloor is"
-echo "that least for the filter over nbdkit-nbd-plugin: a filter/plugin"
-echo "ratio above ffl/floor is out of the filter's reach."
+echo "the children's are not counted."
+if [ "$qd" -eq 1 ]; then
+  echo "floor and floor-serial are the least"
+  echo "an nbdkit plugin can do here (bench/floor-plugin.c): a ratio of QEMU"
+  echo "that they do not reach is out of reach of the quorum too.  ffloor is"
+  echo "that least for the filter over nbdkit-nbd-plugin: a filter/plugin"
+  echo "ratio above ffl/floor is out of the filter's reach."
+else
+  echo "At QD$qd floor and ffloor give each request a lane of its"
+  echo "own (a connection to every child) and share nothing else: what they"
+  echo "reach a design that shares nothing reaches, but they bound nothing."
+fi
