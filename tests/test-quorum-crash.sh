@@ -75,6 +75,23 @@ crash ()
   done
   wait $hammer || :
   rm -f $tmpdir/q.pid $tmpdir/q.sock
+  # A child server can die when the quorum is killed under it: Debian
+  # 12's nbdkit 1.32 did, about once in 20 runs here, mostly the slow
+  # child 2 (no message; not seen with nbdkit 1.42).  That is not the
+  # quorum's to answer for, and the restart would fail on the refused
+  # connection, so start it again on its image, say so, and go on: what
+  # it had not written yet is a write in flight at the kill like any
+  # other, which state= must have recorded.
+  for k in 0 1 2; do
+    if [ -s $tmpdir/c$k.pid ] && ! alive $(cat $tmpdir/c$k.pid); then
+      echo "$0: child $k (pid $(cat $tmpdir/c$k.pid)) died when the quorum was killed: starting it again" >&2
+      rm -f $tmpdir/c$k.sock
+      case $k in
+        2) start_child 2 --filter=delay file $tmpdir/c2.img delay-write=20ms ;;
+        *) start_child $k file $tmpdir/c$k.img ;;
+      esac
+    fi
+  done
 
   rm -f $tmpdir/syslog
   qstart
