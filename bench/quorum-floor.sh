@@ -89,8 +89,14 @@ cols=(plug/qemu:plugin:qemu floor/qemu:floor:qemu fserial/qemu:floor-serial:qemu
       filt/plug:filter:plugin ffl/floor:ffloor:floor filt/ffloor:filter:ffloor)
 if [ "$qd" -gt 1 ]; then
   rows=(qemu plugin floor child filter ffloor)
-  cols=(plug/qemu:plugin:qemu floor/qemu:floor:qemu plug/floor:plugin:floor
-        filt/plug:filter:plugin ffl/floor:ffloor:floor filt/ffloor:filter:ffloor)
+  # The columns whose two rows are left.
+  keep=()
+  for c in "${cols[@]}"; do
+    IFS=: read -r _ num den <<< "$c"
+    [[ " ${rows[*]} " == *" $num "* && " ${rows[*]} " == *" $den "* ]] &&
+      keep+=("$c")
+  done
+  cols=("${keep[@]}")
 fi
 workloads=(randread randwrite)
 declare -A iops us
