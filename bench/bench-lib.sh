@@ -56,6 +56,7 @@ stop_pid () {
 
 bench_cleanup () {
   local p
+  steal_summary
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   sleep 0.2
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
@@ -254,16 +255,58 @@ with open(path, 'wb') as f:
 EOF
 }
 
+# Hypervisor steal.  On a virtual machine the host may run other guests
+# on our cores: /proc/stat counts that time as "steal".  A run that lost
+# a tenth of its CPU to another guest measures the host, not the code
+# (seen here: IOPS fell from 12k to 2-4k within an hour, with vmstat
+# showing st 13-39%).  Each timed run records the share of the machine's
+# CPU time stolen while it ran; at exit the script prints the median and
+# the worst, and a WARNING when a run lost more than STEAL_LIMIT percent
+# (default 5), so that such a table is run again, not quoted.
+#
+# steal_now: "STEAL TOTAL" ticks of all CPUs so far.
+steal_now () {
+  awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i
+                     print $9, t; exit }' /proc/stat
+}
+# steal_note "STEAL TOTAL": append the steal share since that reading to
+# $dir/steal (one percentage a timed run).
+steal_note () {
+  local s0 t0 s1 t1
+  read -r s0 t0 <<< "$1"
+  read -r s1 t1 <<< "$(steal_now)"
+  awk -v s="$((s1 - s0))" -v t="$((t1 - t0))" \
+      'BEGIN { if (t > 0) printf "%.1f\n", 100 * s / t }' >> "$dir/steal"
+  return 0
+}
+steal_summary () {
+  local limit=${STEAL_LIMIT:-5}
+  [ -s "$dir/steal" ] || return 0
+  sort -n "$dir/steal" | awk -v lim="$limit" '
+    { a[NR] = $1 }
+    END {
+      m = NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
+      n = 0; for (i = 1; i <= NR; i++) if (a[i] > lim) n++
+      printf "steal: %d timed runs, median %.1f%%, worst %.1f%% of the CPU taken by the host\n", NR, m, a[NR]
+      if (n)
+        printf "WARNING: %d runs lost more than %s%% to steal: these figures measure the host; run again when vmstat shows st near 0\n", n, lim
+    }'
+  return 0
+}
+
 # fio_iops URI RW DEPTH: IOPS of 4 KiB random RW (randread, randwrite)
 # at queue depth DEPTH for $secs seconds over $size, through fio's nbd
 # engine; fio's errors go to stderr if it fails.
 fio_iops () {
+  local st
+  st=$(steal_now)
   fio --name=q --ioengine=nbd --uri="$1" --rw="$2" --bs=4k \
       --iodepth="$3" --runtime="$secs" --time_based \
       --size="$size" --randrepeat=1 --buffer_pattern=0x5a5aa5a5 \
       --output-format=json 2>"$dir/fio.err" |
     python3 -c "import json,sys; s=sys.stdin.read(); j=json.loads(s[s.index('{'):])['jobs'][0]; print('%.0f' % (j['read']['iops'] + j['write']['iops']))" ||
     { cat "$dir/fio.err" >&2; return 1; }
+  steal_note "$st"
 }
 
 # allocated_mib FILE: what the file really occupies.
@@ -312,7 +355,9 @@ mib_per_s () {
 
 # copy_seconds URI [NBDCOPY-OPTIONS...]: nbdcopy URI null:, elapsed s.
 copy_seconds () {
-  local u=$1 t0 t1; shift
+  local u=$1 t0 t1 st; shift
+  st=$(steal_now)
   t0=$(now); nbdcopy "$@" "$u" null:; t1=$(now)
+  steal_note "$st"
   python3 -c 'import sys; print("%.3f" % (float(sys.argv[2]) - float(sys.argv[1])))' "$t0" "$t1"
 }

@@ -99,14 +99,18 @@ child () { uri "c$1"; }
 
 # One workload against one URI; prints the rate (MiB/s or IOPS).
 run_workload () {
-  local w=$1 uri=$2 t0 t1 extra=()
+  local w=$1 uri=$2 t0 t1 st extra=()
   case $w in
     seqread|seqread-1conn)
       [ "$w" = seqread-1conn ] && extra=(--connections=1)
+      st=$(steal_now)
       t0=$(now); nbdcopy "${extra[@]}" "$uri" null:; t1=$(now)
+      steal_note "$st"
       mib_per_s "$img_bytes" "$t0" "$t1" ;;
     seqwrite)
+      st=$(steal_now)
       t0=$(now); nbdcopy "$dir/src.img" "$uri"; t1=$(now)
+      steal_note "$st"
       mib_per_s "$img_bytes" "$t0" "$t1" ;;
     randread-qd1|randread-qd32|randwrite-qd1|randwrite-qd32)
       fio_iops "$uri" "${w%-qd*}" "${w#*-qd}" ;;
