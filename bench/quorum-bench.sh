@@ -139,7 +139,7 @@ hz=$(getconf CLK_TCK)
 # One pass: every workload on every front, children with or without
 # --filter=noextents; fills val/cpu/rss under "PASS.workload.front".
 run_pass () {
-  local pass=$1 w f c0 c1 h
+  local pass=$1 w f c0 c1 h r try
   if [ "$pass" = noextents ]; then
     start_children 3 "$dir/c" --filter=noextents
     front_file_filters=(--filter=noextents)
@@ -161,12 +161,17 @@ run_pass () {
           run_limit "$w" >> "$dir/$w.$f"
           continue
         fi
-        start_front "$f" c0 c1 c2
-        c0=$(cpu_ticks "$front_pid"); s0=$(sys_ticks "$front_pid")
-        k0=$(children_ticks); client_seconds l0
-        run_workload "$w" "$front_uri" >> "$dir/$w.$f"
-        c1=$(cpu_ticks "$front_pid"); s1=$(sys_ticks "$front_pid")
-        k1=$(children_ticks); client_seconds l1
+        for try in $(seq 0 "${STEAL_RETRIES:-2}"); do
+          start_front "$f" c0 c1 c2
+          c0=$(cpu_ticks "$front_pid"); s0=$(sys_ticks "$front_pid")
+          k0=$(children_ticks); client_seconds l0
+          r=$(run_workload "$w" "$front_uri")
+          c1=$(cpu_ticks "$front_pid"); s1=$(sys_ticks "$front_pid")
+          k1=$(children_ticks); client_seconds l1
+          steal_retry "$try" "$w $f" || break
+          stop_front
+        done
+        echo "$r" >> "$dir/$w.$f"
         echo $((c1 - c0)) >> "$dir/$w.$f.cpu"
         echo $((s1 - s0)) >> "$dir/$w.$f.cpusys"
         echo $((k1 - k0)) >> "$dir/$w.$f.cpuch"

@@ -107,22 +107,26 @@ for w in "${workloads[@]}"; do
   for r in "${rows[@]}"; do : > "$dir/$w.$r"; : > "$dir/$w.$r.us"; done
   for _ in $(seq "$reps"); do
     for r in "${rows[@]}"; do
-      case $r in
-        qemu|plugin|floor|floor-serial|filter|ffloor) start_front "$r" c0 c1 c2 ;;
-        floor-1) start_front floor-serial c0 ;;
-        child) front_pid=; front_uri=$(uri c0) ;;
-      esac
-      if [ -n "$front_pid" ]; then
-        c0=$(cpu_ticks "$front_pid")
-        n=$(fio_iops "$front_uri" "$w" "$qd")
-        c1=$(cpu_ticks "$front_pid")
-        stop_front
-        ratio "$(( (c1 - c0) * 1000000 / hz ))" "$(( n * secs ))" "%.1f" \
-              >> "$dir/$w.$r.us"
-      else
-        n=$(fio_iops "$front_uri" "$w" "$qd")
-      fi
+      for try in $(seq 0 "${STEAL_RETRIES:-2}"); do
+        case $r in
+          qemu|plugin|floor|floor-serial|filter|ffloor) start_front "$r" c0 c1 c2 ;;
+          floor-1) start_front floor-serial c0 ;;
+          child) front_pid=; front_uri=$(uri c0) ;;
+        esac
+        if [ -n "$front_pid" ]; then
+          c0=$(cpu_ticks "$front_pid")
+          n=$(fio_iops "$front_uri" "$w" "$qd")
+          c1=$(cpu_ticks "$front_pid")
+          stop_front
+          u=$(ratio "$(( (c1 - c0) * 1000000 / hz ))" "$(( n * secs ))" "%.1f")
+        else
+          n=$(fio_iops "$front_uri" "$w" "$qd")
+          u=
+        fi
+        steal_retry "$try" "$w $r" || break
+      done
       echo "$n" >> "$dir/$w.$r"
+      [ -z "$u" ] || echo "$u" >> "$dir/$w.$r.us"
     done
   done
   for r in "${rows[@]}"; do
