@@ -13,6 +13,10 @@
 #   SIZE     image size (default 1G), in /dev/shm
 #   REPS     repetitions of each measurement (default 3); medians shown
 #   SECONDS  run time of each fio job (default 10)
+# Environment: STEAL_LIMIT (percent, default 5) and STEAL_RETRIES
+# (default 2): a timed run during which the host took more than
+# STEAL_LIMIT percent of the CPU is run again, up to STEAL_RETRIES
+# times (bench-lib.sh); the script ends with the steal it saw.
 #
 # Fronts ("rows"), all over the same three `nbdkit file` children:
 #   qemu         qemu-nbd --image-opts driver=quorum,... (the baseline)

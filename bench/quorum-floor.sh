@@ -14,6 +14,10 @@
 #   SIZE     image size (default 1G), in /dev/shm
 #   REPS     repetitions (default 5), the rows interleaved; medians shown
 #   SECONDS  run time of each fio job (default 8)
+# Environment: STEAL_LIMIT (percent, default 5) and STEAL_RETRIES
+# (default 2): a timed run during which the host took more than
+# STEAL_LIMIT percent of the CPU is run again, up to STEAL_RETRIES
+# times (bench-lib.sh); the script ends with the steal it saw.
 #
 # Children: three `nbdkit --filter=noextents file` servers.  Rows, each
 # under fio's 4 KiB random reads and writes at queue depth N:
