@@ -255,11 +255,13 @@ with open(path, 'wb') as f:
 EOF
 }
 
-# Hypervisor steal.  On a virtual machine the host may run other guests
-# on our cores: /proc/stat counts that time as "steal".  A run that lost
-# a tenth of its CPU to another guest measures the host, not the code
-# (seen here: IOPS fell from 12k to 2-4k within an hour, with vmstat
-# showing st 13-39%).  Each timed run records the share of the machine's
+# Hypervisor steal.  On a virtual machine the host may run other work
+# on our cores: /proc/stat counts the time a virtual CPU wanted to run
+# and could not as "steal".  A run that lost a tenth of its CPU so
+# measures the host, not the code (seen here: IOPS fell from 12k to
+# 2-4k within an hour, with vmstat showing st 13-39%; on that host steal
+# also rose with the guest's wake-ups: 0-2% for two spinning loops,
+# 4-11% for one fio QD1 writer against nbdkit memory).  Each timed run records the share of the machine's
 # CPU time stolen while it ran; at exit the script prints the median and
 # the worst, and a WARNING when a run lost more than STEAL_LIMIT percent
 # (default 5), so that such a table is run again, not quoted.  The
