@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # nbdkit-quorum benchmark, optional mode: where the front spends its CPU
-# during a sequential read.  Not run by bench/run-all unless asked
-# (--profile): a profile is for reading, not for comparing runs.
+# during a sequential read, or 4 KiB random reads or writes at a queue
+# depth.  Not run by bench/run-all unless asked (--profile): a profile
+# is for reading, not for comparing runs.
 # Copyright (C) 2026 the nbdkit-quorum authors.
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# Usage: bench/quorum-profile.sh [SIZE [SECONDS [FRONT [TOP]]]]
+# Usage: bench/quorum-profile.sh [--root=DIR] [--workload=W]
+#                                [SIZE [SECONDS [FRONT [TOP]]]]
+#   --root   the same in the Debian 13 root that scripts/in-debian13
+#            keeps in DIR (nbdkit 1.42, libnbd 1.22, its own perf)
+#   --workload  seqread (default): whole-image `nbdcopy URI null:`
+#            copies one after another until SECONDS are up (at least
+#            one; under callgrind one copy may take much longer);
+#            randread-qdN or randwrite-qdN: fio, 4 KiB random reads or
+#            writes at queue depth N for SECONDS, as quorum-bench.sh
+#            runs them
 #   SIZE     image size (default 1G), in /dev/shm
-#   SECONDS  how long to read (default 10): whole-image `nbdcopy URI
-#            null:` copies one after another until the time is up (at
-#            least one; under callgrind one copy may take much longer)
+#   SECONDS  how long the workload runs (default 10)
 #   FRONT    plugin (default) or filter, over three children
 #            nbdkit --filter=noextents file cN.img
 #   TOP      symbols printed (default 15)
@@ -21,11 +29,40 @@
 #                   (much slower: give it a small SIZE)
 #   auto            perf if `perf stat -e instructions true` counts,
 #                   else perf-cpu-clock if perf can sample, else callgrind
-# Printed: the profiler used, what was read, and the top symbols by
-# self time (perf) or by instructions executed (callgrind).
+# Printed: the profiler used, what was done, and the top symbols by
+# self time (perf) or by instructions executed (callgrind).  With perf,
+# also the share of the front's samples in each object (the kernel, the
+# quorum's own .so, libnbd, nbdkit, the C library, the rest), and of
+# its user-space samples alone; for the fio workloads also the front's
+# user and system CPU a request during the profile, and what each
+# object's share of the user time comes to a request.  That last
+# column is what a front whose own code cost nothing would save: set
+# it against quorum-bench.sh's "cut" for the same row.
+
+case ${1:-} in
+  --root=*)
+    exec "$(dirname "$0")/../scripts/in-debian13" "$1" --with="fio bc linux-perf" \
+         --build bench/quorum-profile.sh "${@:2}" ;;
+esac
 
 # shellcheck source=bench/bench-lib.sh
 source "$(dirname "$0")/bench-lib.sh"
+
+workload=seqread
+case ${1:-} in
+  --workload=*) workload=${1#--workload=}; shift ;;
+esac
+case $workload in
+  seqread) ;;
+  randread-qd[1-9]*|randwrite-qd[1-9]*)
+    qd=${workload##*-qd}
+    case $qd in *[!0-9]*)
+      echo "bench: --workload=$workload: the depth after -qd must be a number" >&2; exit 1 ;;
+    esac
+    rw=${workload%-qd*} ;;
+  *) echo "bench: --workload=$workload: seqread, randread-qdN or randwrite-qdN (N a queue depth)" >&2
+     exit 1 ;;
+esac
 
 size=${1:-1G}
 secs=${2:-10}
@@ -35,6 +72,7 @@ profiler=${PROFILER:-auto}
 
 case $front in plugin|filter) ;; *) echo "bench: FRONT must be plugin or filter" >&2; exit 1 ;; esac
 bench_requires nbdkit nbdcopy python3
+[ "$workload" = seqread ] || bench_requires fio
 
 if [ "$profiler" = auto ]; then
   if command -v perf >/dev/null &&
@@ -77,27 +115,47 @@ else
   start_front "$front" c0 c1 c2
   event=cycles
   [ "$profiler" = perf-cpu-clock ] && event=cpu-clock
-  perf record -q -g -e "$event" -p "$front_pid" -o "$dir/perf.data" \
+  # The fio workloads unwind with DWARF (the front's code has no frame
+  # pointers, nor has Debian's libc), so that a sample in the C library
+  # can be charged to the object that called it; fewer samples keep the
+  # stacks copied small.
+  callg=(-g)
+  [ "$workload" = seqread ] || callg=(--call-graph dwarf,8192 -F 999)
+  perf record -q "${callg[@]}" -e "$event" -p "$front_pid" -o "$dir/perf.data" \
        >"$dir/perf.log" 2>&1 &
   perf_pid=$!
   pids+=("$perf_pid")
   sleep 0.5
 fi
 
-# Read for SECONDS, whole copies only (at least one): a client that
-# hangs up in the middle of a read is not what this profiles (and makes
-# nbdkit 1.32 abort under valgrind in raw_send_socket).
-copies=0
-t0=$(now)
-end=$(python3 -c 'import sys; print(float(sys.argv[1]) + float(sys.argv[2]))' "$t0" "$secs")
-while [ "$copies" = 0 ] ||
-      python3 -c 'import sys, time; sys.exit(0 if time.time() < float(sys.argv[1]) else 1)' "$end"; do
-  nbdcopy "$front_uri" null:
-  copies=$((copies + 1))
-done
-t1=$(now)
+if [ "$workload" = seqread ]; then
+  # Read for SECONDS, whole copies only (at least one): a client that
+  # hangs up in the middle of a read is not what this profiles (and
+  # makes nbdkit 1.32 abort under valgrind in raw_send_socket).
+  copies=0
+  t0=$(now)
+  end=$(python3 -c 'import sys; print(float(sys.argv[1]) + float(sys.argv[2]))' "$t0" "$secs")
+  while [ "$copies" = 0 ] ||
+        python3 -c 'import sys, time; sys.exit(0 if time.time() < float(sys.argv[1]) else 1)' "$end"; do
+    nbdcopy "$front_uri" null:
+    copies=$((copies + 1))
+  done
+  t1=$(now)
+  did="read for $(python3 -c 'import sys; print("%.1f" % (float(sys.argv[2]) - float(sys.argv[1])))' "$t0" "$t1") s, $copies whole copies ($(python3 -c 'import sys; print("%.1f" % (int(sys.argv[1]) * int(sys.argv[2]) / 1048576 / (float(sys.argv[4]) - float(sys.argv[3]))))' "$img_bytes" "$copies" "$t0" "$t1") MiB/s)"
+else
+  # The front's CPU ticks around the fio run, for a request's user and
+  # system time (under the profiler: higher than without it).
+  read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$front_pid/stat")
+  iops=$(fio_iops "$front_uri" "$rw" "$qd")
+  read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$front_pid/stat")
+  hz=$(getconf CLK_TCK)
+  requests=$(python3 -c 'import sys; print(round(float(sys.argv[1]) * float(sys.argv[2])))' "$iops" "$secs")
+  user_us=$(python3 -c 'import sys; u, n, hz = map(float, sys.argv[1:]); print("%.1f" % (u * 1e6 / hz / n if n else 0))' "$((u1 - u0))" "$requests" "$hz")
+  sys_us=$(python3 -c 'import sys; u, n, hz = map(float, sys.argv[1:]); print("%.1f" % (u * 1e6 / hz / n if n else 0))' "$((s1 - s0))" "$requests" "$hz")
+  did="$workload for $secs s: $iops IOPS; the front's CPU a request: user $user_us us, system $sys_us us"
+fi
 
-echo "nbdkit-quorum profile: front=$front profiler=$profiler size=$size read for $(python3 -c 'import sys; print("%.1f" % (float(sys.argv[2]) - float(sys.argv[1])))' "$t0" "$t1") s, $copies whole copies ($(python3 -c 'import sys; print("%.1f" % (int(sys.argv[1]) * int(sys.argv[2]) / 1048576 / (float(sys.argv[4]) - float(sys.argv[3]))))' "$img_bytes" "$copies" "$t0" "$t1") MiB/s) $(date -u +%Y-%m-%d) $(nproc) cores"
+echo "nbdkit-quorum profile: front=$front profiler=$profiler size=$size $did $(date -u +%Y-%m-%d) $(nproc) cores $(nbdkit --version 2>/dev/null | head -n 1)"
 
 if [ "$profiler" = callgrind ]; then
   stop_front   # the server exits and callgrind writes its file
@@ -119,4 +177,82 @@ else
   # Not grep | head: under pipefail grep may die of SIGPIPE when head
   # has read enough, and fail the run.
   awk -v n="$top_n" '!/kernel\.kallsyms/ && k++ < n' "$dir/perf.txt"
+
+  # The same samples by object: the share of all of the front's
+  # samples and of its user-space ones; for the fio workloads also that
+  # share with each sample in the C library (or ld.so) charged to the
+  # first object up its stack that is not (ours, libnbd's or nbdkit's
+  # locks, allocations and system call wrappers), and what that comes to
+  # a request of the user time measured above.
+  perf script -i "$dir/perf.data" --no-inline -F ip,sym,dso 2>/dev/null > "$dir/script.txt"
+  printf '\nby object, front process\n'
+  python3 - "$dir/script.txt" "${user_us:--}" "$top_n" <<'PY'
+import os, re, sys
+
+def group(dso):
+    base = os.path.basename(dso)
+    if "kernel" in dso or dso.startswith("[") and dso not in ("[unknown]",):
+        return "kernel"
+    if base.startswith("nbdkit-quorum-"):
+        return "quorum (ours)"
+    if base.startswith("libnbd."):
+        return "libnbd"
+    if base == "nbdkit":
+        return "nbdkit"
+    if base.startswith(("libc.", "libc-", "ld-linux")):
+        return "libc"
+    return "other"
+
+frame = re.compile(r"^\s+[0-9a-f]+\s+(\S*).*\((.*)\)\s*$")
+self_n, caller_n, ours_leaf, total = {}, {}, {}, 0
+def sample(stack):
+    global total
+    if not stack:
+        return
+    total += 1
+    g = [group(d) for d, _ in stack]
+    self_n[g[0]] = self_n.get(g[0], 0) + 1
+    c = g[0]
+    if c == "libc":
+        c = next((x for x in g[1:] if x not in ("libc", "other")), "libc")
+    caller_n[c] = caller_n.get(c, 0) + 1
+    if c == "quorum (ours)":
+        ours_leaf[stack[0][1]] = ours_leaf.get(stack[0][1], 0) + 1
+stack = []
+for line in open(sys.argv[1], errors="replace"):
+    m = frame.match(line)
+    if m:
+        if m.group(2) != "inlined":
+            stack.append((m.group(2), re.sub(r"\+0x[0-9a-f]+$", "", m.group(1))))
+    elif not line.strip():
+        sample(stack)
+        stack = []
+sample(stack)
+if not total:
+    print("(no samples)")
+    sys.exit(0)
+try:
+    user_us = float(sys.argv[2])
+except ValueError:
+    user_us = None
+user = total - self_n.get("kernel", 0)
+print("%-14s %7s %7s %9s %9s" % ("object", "all", "user", "+callees", "us/req"))
+for g in ("kernel", "quorum (ours)", "libnbd", "nbdkit", "libc", "other"):
+    v = self_n.get(g, 0)
+    if g == "kernel":
+        print("%-14s %6.1f%% %7s %9s %9s" % (g, 100 * v / total, "-", "-", "-"))
+        continue
+    u = v / user if user else 0.0
+    if user_us is None:
+        print("%-14s %6.1f%% %6.1f%% %9s %9s" % (g, 100 * v / total, 100 * u, "-", "-"))
+        continue
+    c = caller_n.get(g, 0) / user if user else 0.0
+    print("%-14s %6.1f%% %6.1f%% %8.1f%% %9.2f" % (g, 100 * v / total, 100 * u, 100 * c, c * user_us))
+print("(%d samples; +callees: C library samples charged to their caller; us/req: that share of the user time a request)" % total)
+if user_us is not None and ours_leaf:
+    n = sum(ours_leaf.values())
+    print("\nwhere the quorum's share (+callees) goes, by the sampled function")
+    for sym, v in sorted(ours_leaf.items(), key=lambda kv: -kv[1])[:int(sys.argv[3])]:
+        print("  %5.1f%%  %s" % (100 * v / n, sym))
+PY
 fi
