@@ -317,6 +317,36 @@ steal_summary () {
   return 0
 }
 
+# perf_event: the event perf can sample here, "cycles" where the CPU
+# counts them, "cpu-clock" on a VM without hardware counters, nothing
+# (and false) without perf or when perf may not sample.
+perf_event () {
+  command -v perf >/dev/null || return 1
+  if perf stat -x, -e instructions true 2>&1 | grep -q '^[0-9][0-9]*,'; then
+    echo cycles
+  elif perf record -q -e cpu-clock -o "$dir/probe.data" -- true >/dev/null 2>&1; then
+    rm -f "$dir/probe.data"
+    echo cpu-clock
+  else
+    return 1
+  fi
+}
+# perf_start PID FILE: sample PID's threads with call chains (DWARF:
+# neither the quorum nor Debian's C library keeps frame pointers) into
+# FILE, in the background ($perf_pid); perf_stop ends it.
+perf_start () {
+  perf record -q --call-graph dwarf,8192 -F 999 -e "${perf_ev:-cycles}" \
+       -p "$1" -o "$2" >"$2.log" 2>&1 &
+  perf_pid=$!
+  pids+=("$perf_pid")
+  sleep 0.5
+}
+perf_stop () {
+  kill -INT "$perf_pid"
+  wait "$perf_pid" || true
+  stop_pid "$perf_pid"
+}
+
 # fio_iops URI RW DEPTH: IOPS of 4 KiB random RW (randread, randwrite)
 # at queue depth DEPTH for $secs seconds over $size, through fio's nbd
 # engine; fio's errors go to stderr if it fails.

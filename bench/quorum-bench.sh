@@ -67,13 +67,17 @@
 # the cores are busy (sequential, QD32), the targets of issue 17 and
 # how much CPU a request (or GiB) the plugin would have to shed to
 # reach them with the cores as busy as they were, against its front's
-# whole user-space time (ours, libnbd's, nbdkit's, the C library's).
+# whole user-space time (ours, libnbd's, nbdkit's, the C library's)
+# and, where perf can sample (linux-perf), against what the quorum's
+# own code costs of it (one more run of each of those rows, the plugin
+# under perf; bench/perf-objects.py): a cut larger than that is out of
+# the quorum's reach, whatever its code did.
 # bench/run-all runs this with the other benchmarks of this directory.
 # Not part of 'make check': timing belongs here, never in tests.
 
 case ${1:-} in
   --root=*)
-    exec "$(dirname "$0")/../scripts/in-debian13" "$1" --with="fio bc" \
+    exec "$(dirname "$0")/../scripts/in-debian13" "$1" --with="fio bc linux-perf" \
          --build bench/quorum-bench.sh "${@:2}" ;;
 esac
 
@@ -137,8 +141,12 @@ run_limit () {
 
 workloads=(seqread seqread-1conn randread-qd1 randread-qd32 seqwrite randwrite-qd1 randwrite-qd32)
 fronts=(qemu filter plugin passthrough limit qemu-file filter-file floor ffloor)
-declare -A val cpu cpusys rss cpuch cpucl
+declare -A val cpu cpusys rss cpuch cpucl ours
 hz=$(getconf CLK_TCK)
+# The rows of "plugin against the targets", and what perf samples here
+# (nothing: that table's "ours" column is left out).
+target_rows=" seqread randread-qd32 seqwrite randwrite-qd32 "
+perf_ev=$(perf_event || true)
 
 # One pass: every workload on every front, children with or without
 # --filter=noextents; fills val/cpu/rss under "PASS.workload.front".
@@ -185,6 +193,29 @@ run_pass () {
         stop_front
       done
     done
+    # One more run of the plugin for the targets table, under perf: the
+    # share of the front's user time that is the quorum's own code, with
+    # the C library's samples charged to their callers.  Not a timed
+    # run: its rate and its steal are not kept.
+    if [ -n "$perf_ev" ] && [[ $target_rows == *" $w "* ]]; then
+      start_front plugin c0 c1 c2
+      perf_start "$front_pid" "$dir/perf.data"
+      # A sequential row moves the image again until SECONDS are up
+      # (10 copies at most), for enough samples.
+      t_end=$(python3 -c 'import sys, time; print(time.time() + float(sys.argv[1]))' "$secs")
+      for _ in $(seq 10); do
+        run_workload "$w" "$front_uri" > /dev/null
+        sed -i '$d' "$dir/steal"
+        python3 -c 'import sys, time; sys.exit(time.time() < float(sys.argv[1]))' "$t_end" &&
+          break
+      done
+      perf_stop
+      stop_front
+      perf script -i "$dir/perf.data" --no-inline -F ip,sym,dso \
+           > "$dir/perf.script" 2>/dev/null
+      ours[$pass.$w]=$(python3 "$top/bench/perf-objects.py" --ours "$dir/perf.script")
+      rm -f "$dir/perf.data" "$dir/perf.script"
+    fi
     for f in "${fronts[@]}"; do
       val[$pass.$w.$f]=$( [ -s "$dir/$w.$f" ] && median < "$dir/$w.$f" || echo -)
       cpu[$pass.$w.$f]=$( [ -s "$dir/$w.$f.cpu" ] && median < "$dir/$w.$f.cpu" || echo -)
@@ -302,15 +333,16 @@ PY
   # (user: ours, libnbd's, nbdkit's, the C library's) is code: a cut
   # beyond it is out of any front's reach at that utilization.
   printf '\nplugin against the targets (CPU-bound rows)\n'
-  printf '%-15s %6s %9s %5s %9s %9s  %s\n' \
-         workload target plug/qemu util cut user verdict
+  printf '%-15s %6s %9s %5s %9s %9s %9s  %s\n' \
+         workload target plug/qemu util cut user ours verdict
   for w in seqread:1.3 randread-qd32:2.0 seqwrite:1.5 randwrite-qd32:1.5; do
     python3 - "${w%%:*}" "${w#*:}" "$hz" "$img_bytes" "$secs" "$(nproc)" \
               "${val[$pass.${w%%:*}.qemu]}" "${val[$pass.${w%%:*}.plugin]}" \
               "${cpu[$pass.${w%%:*}.plugin]}" "${cpusys[$pass.${w%%:*}.plugin]}" \
-              "${cpuch[$pass.${w%%:*}.plugin]}" "${cpucl[$pass.${w%%:*}.plugin]}" <<'PY'
+              "${cpuch[$pass.${w%%:*}.plugin]}" "${cpucl[$pass.${w%%:*}.plugin]}" \
+              "${ours[$pass.${w%%:*}]:--}" <<'PY'
 import sys
-w, target, hz, size, secs, cores, qemu, rate, fr, fs, ch, cl = sys.argv[1:]
+w, target, hz, size, secs, cores, qemu, rate, fr, fs, ch, cl, share = sys.argv[1:]
 seq = w.startswith("seq")
 try:
     target, hz, cores = float(target), float(hz), int(cores)
@@ -327,18 +359,36 @@ try:
 except (ValueError, ZeroDivisionError):
     print("%-15s %6s %9s" % (w, sys.argv[2], "-")); sys.exit(0)
 scale = 1.0 if seq else 1e6
+try:
+    ours = float(share) * user
+except ValueError:
+    ours = None
+if ours is not None and ours <= 0:
+    ours = None
 if cut <= 0:
     verdict = "at target"
+elif ours is not None and cut > ours:
+    verdict = ("out of the quorum's reach: more than its own code costs"
+               " (%.0f%% of it)" % (100 * cut / ours))
+elif ours is not None:
+    verdict = "needs %.0f%% of the quorum's own code cut" % (100 * cut / ours)
 elif cut <= user:
     verdict = "needs %.0f%% of the front's user time cut" % (100 * cut / user)
 else:
     verdict = "out of reach: more than the front's whole user time"
 fmt = "%9.3f %9.3f" if seq else "%9.1f %9.1f"
-print(("%-15s %6.1f %9.2f %5.2f " + fmt + "  %s") %
-      (w, target, rate / qemu, util, cut * scale, user * scale, verdict))
+ofmt = "%9s" % "-" if ours is None else ("%9.3f" if seq else "%9.1f") % (ours * scale)
+print(("%-15s %6.1f %9.2f %5.2f " + fmt + " %s  %s") %
+      (w, target, rate / qemu, util, cut * scale, user * scale, ofmt, verdict))
 PY
   done
-  printf '(cut and user: s per GiB for sequential rows, us per request for random ones)\n'
+  printf '(cut, user and ours: s per GiB for sequential rows, us per request for random ones;\n'
+  printf ' ours: the quorum'"'"'s own code and the C library it calls, its share of the user time\n'
+  if [ -n "$perf_ev" ]; then
+    printf ' in one more run of the plugin under perf (%s samples))\n' "$perf_ev"
+  else
+    printf ' not measured: perf cannot sample here)\n'
+  fi
   printf 'peak RSS (MiB):'
   for f in qemu filter plugin passthrough qemu-file filter-file; do
     printf ' %s=%.1f' "$f" "$(echo "${rss[$pass.$f]:-0} / 1024" | bc -l)"

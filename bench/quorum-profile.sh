@@ -22,22 +22,22 @@
 #            nbdkit --filter=noextents file cN.img
 #   TOP      symbols printed (default 15)
 # PROFILER=auto (default), perf, perf-cpu-clock or callgrind:
-#   perf            perf record -g -p FRONT-PID (hardware cycles)
+#   perf            perf record -p FRONT-PID on hardware cycles, 999
+#                   samples a second, call chains unwound with DWARF
 #   perf-cpu-clock  the same on the cpu-clock software event, for
 #                   machines (VMs) without hardware counters
 #   callgrind       the front runs under valgrind --tool=callgrind
 #                   (much slower: give it a small SIZE)
 #   auto            perf if `perf stat -e instructions true` counts,
 #                   else perf-cpu-clock if perf can sample, else callgrind
-# Printed: the profiler used, what was done, and the top symbols by
-# self time (perf) or by instructions executed (callgrind).  With perf,
-# also the share of the front's samples in each object (the kernel, the
-# quorum's own .so, libnbd, nbdkit, the C library, the rest), and of
-# its user-space samples alone; for the fio workloads also the front's
-# user and system CPU a request during the profile, and what each
-# object's share of the user time comes to a request.  That last
-# column is what a front whose own code cost nothing would save: set
-# it against quorum-bench.sh's "cut" for the same row.
+# Printed: the profiler used, what was done and the front's user and
+# system CPU a unit of it (a GiB read, a request), and the top symbols
+# by self time (perf) or by instructions executed (callgrind).  With
+# perf, also the samples by object (bench/perf-objects.py: the kernel,
+# the quorum's own .so, libnbd, nbdkit, the C library, the rest), with
+# the C library's charged to their caller: the quorum's "per unit" is
+# what a front whose own code cost nothing would save a unit, to set
+# against quorum-bench.sh's "cut" for the same row.
 
 case ${1:-} in
   --root=*)
@@ -75,15 +75,11 @@ bench_requires nbdkit nbdcopy python3
 [ "$workload" = seqread ] || bench_requires fio
 
 if [ "$profiler" = auto ]; then
-  if command -v perf >/dev/null &&
-     perf stat -x, -e instructions true 2>&1 | grep -q '^[0-9][0-9]*,'; then
-    profiler=perf
-  elif command -v perf >/dev/null &&
-       perf record -q -e cpu-clock -o "$dir/probe.data" -- true >/dev/null 2>&1; then
-    profiler=perf-cpu-clock
-  else
-    profiler=callgrind
-  fi
+  case $(perf_event || true) in
+    cycles) profiler=perf ;;
+    cpu-clock) profiler=perf-cpu-clock ;;
+    *) profiler=callgrind ;;
+  esac
 fi
 case $profiler in
   perf|perf-cpu-clock) bench_requires perf ;;
@@ -113,19 +109,9 @@ if [ "$profiler" = callgrind ]; then
   front_uri="nbd+unix:///?socket=$sock"
 else
   start_front "$front" c0 c1 c2
-  event=cycles
-  [ "$profiler" = perf-cpu-clock ] && event=cpu-clock
-  # The fio workloads unwind with DWARF (the front's code has no frame
-  # pointers, nor has Debian's libc), so that a sample in the C library
-  # can be charged to the object that called it; fewer samples keep the
-  # stacks copied small.
-  callg=(-g)
-  [ "$workload" = seqread ] || callg=(--call-graph dwarf,8192 -F 999)
-  perf record -q "${callg[@]}" -e "$event" -p "$front_pid" -o "$dir/perf.data" \
-       >"$dir/perf.log" 2>&1 &
-  perf_pid=$!
-  pids+=("$perf_pid")
-  sleep 0.5
+  perf_ev=cycles
+  [ "$profiler" = perf-cpu-clock ] && perf_ev=cpu-clock
+  perf_start "$front_pid" "$dir/perf.data"
 fi
 
 if [ "$workload" = seqread ]; then
@@ -133,6 +119,7 @@ if [ "$workload" = seqread ]; then
   # hangs up in the middle of a read is not what this profiles (and
   # makes nbdkit 1.32 abort under valgrind in raw_send_socket).
   copies=0
+  read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$front_pid/stat")
   t0=$(now)
   end=$(python3 -c 'import sys; print(float(sys.argv[1]) + float(sys.argv[2]))' "$t0" "$secs")
   while [ "$copies" = 0 ] ||
@@ -141,7 +128,13 @@ if [ "$workload" = seqread ]; then
     copies=$((copies + 1))
   done
   t1=$(now)
-  did="read for $(python3 -c 'import sys; print("%.1f" % (float(sys.argv[2]) - float(sys.argv[1])))' "$t0" "$t1") s, $copies whole copies ($(python3 -c 'import sys; print("%.1f" % (int(sys.argv[1]) * int(sys.argv[2]) / 1048576 / (float(sys.argv[4]) - float(sys.argv[3]))))' "$img_bytes" "$copies" "$t0" "$t1") MiB/s)"
+  read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$front_pid/stat")
+  hz=$(getconf CLK_TCK)
+  gib=$(python3 -c 'import sys; print(int(sys.argv[1]) * int(sys.argv[2]) / 2**30)' "$img_bytes" "$copies")
+  user_us=$(python3 -c 'import sys; u, n, hz = map(float, sys.argv[1:]); print("%.3f" % (u / hz / n))' "$((u1 - u0))" "$gib" "$hz")
+  sys_us=$(python3 -c 'import sys; u, n, hz = map(float, sys.argv[1:]); print("%.3f" % (u / hz / n))' "$((s1 - s0))" "$gib" "$hz")
+  unit="s a GiB"
+  did="read for $(python3 -c 'import sys; print("%.1f" % (float(sys.argv[2]) - float(sys.argv[1])))' "$t0" "$t1") s, $copies whole copies ($(python3 -c 'import sys; print("%.1f" % (int(sys.argv[1]) * int(sys.argv[2]) / 1048576 / (float(sys.argv[4]) - float(sys.argv[3]))))' "$img_bytes" "$copies" "$t0" "$t1") MiB/s); the front's CPU a GiB: user $user_us s, system $sys_us s"
 else
   # The front's CPU ticks around the fio run, for a request's user and
   # system time (under the profiler: higher than without it).
@@ -152,6 +145,7 @@ else
   requests=$(python3 -c 'import sys; print(round(float(sys.argv[1]) * float(sys.argv[2])))' "$iops" "$secs")
   user_us=$(python3 -c 'import sys; u, n, hz = map(float, sys.argv[1:]); print("%.1f" % (u * 1e6 / hz / n if n else 0))' "$((u1 - u0))" "$requests" "$hz")
   sys_us=$(python3 -c 'import sys; u, n, hz = map(float, sys.argv[1:]); print("%.1f" % (u * 1e6 / hz / n if n else 0))' "$((s1 - s0))" "$requests" "$hz")
+  unit="us a request"
   did="$workload for $secs s: $iops IOPS; the front's CPU a request: user $user_us us, system $sys_us us"
 fi
 
@@ -164,14 +158,12 @@ if [ "$profiler" = callgrind ]; then
   awk '/^-+$/ {d++; next} d >= 3 && NF' "$dir/cg.txt" > "$dir/cg-top.txt"
   head -n "$((top_n + 3))" "$dir/cg-top.txt"
 else
-  kill -INT "$perf_pid"
-  wait "$perf_pid" || true
-  stop_pid "$perf_pid"
+  perf_stop
   stop_front
   perf report -i "$dir/perf.data" --stdio --no-children -g none \
        --sort dso,symbol 2>/dev/null |
     grep -v '^#' | grep -v '^$' | sed -E 's/( +-)+ *$//' > "$dir/perf.txt"
-  printf '\ntop %s symbols by self time (%s samples), front process\n' "$top_n" "$event"
+  printf '\ntop %s symbols by self time (%s samples), front process\n' "$top_n" "$perf_ev"
   head -n "$top_n" "$dir/perf.txt"
   printf '\ntop %s outside the kernel (our code, libnbd, nbdkit, libc)\n' "$top_n"
   # Not grep | head: under pipefail grep may die of SIGPIPE when head
@@ -185,74 +177,6 @@ else
   # locks, allocations and system call wrappers), and what that comes to
   # a request of the user time measured above.
   perf script -i "$dir/perf.data" --no-inline -F ip,sym,dso 2>/dev/null > "$dir/script.txt"
-  printf '\nby object, front process\n'
-  python3 - "$dir/script.txt" "${user_us:--}" "$top_n" <<'PY'
-import os, re, sys
-
-def group(dso):
-    base = os.path.basename(dso)
-    if "kernel" in dso or dso.startswith("[") and dso not in ("[unknown]",):
-        return "kernel"
-    if base.startswith("nbdkit-quorum-"):
-        return "quorum (ours)"
-    if base.startswith("libnbd."):
-        return "libnbd"
-    if base == "nbdkit":
-        return "nbdkit"
-    if base.startswith(("libc.", "libc-", "ld-linux")):
-        return "libc"
-    return "other"
-
-frame = re.compile(r"^\s+[0-9a-f]+\s+(\S*).*\((.*)\)\s*$")
-self_n, caller_n, ours_leaf, total = {}, {}, {}, 0
-def sample(stack):
-    global total
-    if not stack:
-        return
-    total += 1
-    g = [group(d) for d, _ in stack]
-    self_n[g[0]] = self_n.get(g[0], 0) + 1
-    c = g[0]
-    if c == "libc":
-        c = next((x for x in g[1:] if x not in ("libc", "other")), "libc")
-    caller_n[c] = caller_n.get(c, 0) + 1
-    if c == "quorum (ours)":
-        ours_leaf[stack[0][1]] = ours_leaf.get(stack[0][1], 0) + 1
-stack = []
-for line in open(sys.argv[1], errors="replace"):
-    m = frame.match(line)
-    if m:
-        if m.group(2) != "inlined":
-            stack.append((m.group(2), re.sub(r"\+0x[0-9a-f]+$", "", m.group(1))))
-    elif not line.strip():
-        sample(stack)
-        stack = []
-sample(stack)
-if not total:
-    print("(no samples)")
-    sys.exit(0)
-try:
-    user_us = float(sys.argv[2])
-except ValueError:
-    user_us = None
-user = total - self_n.get("kernel", 0)
-print("%-14s %7s %7s %9s %9s" % ("object", "all", "user", "+callees", "us/req"))
-for g in ("kernel", "quorum (ours)", "libnbd", "nbdkit", "libc", "other"):
-    v = self_n.get(g, 0)
-    if g == "kernel":
-        print("%-14s %6.1f%% %7s %9s %9s" % (g, 100 * v / total, "-", "-", "-"))
-        continue
-    u = v / user if user else 0.0
-    if user_us is None:
-        print("%-14s %6.1f%% %6.1f%% %9s %9s" % (g, 100 * v / total, 100 * u, "-", "-"))
-        continue
-    c = caller_n.get(g, 0) / user if user else 0.0
-    print("%-14s %6.1f%% %6.1f%% %8.1f%% %9.2f" % (g, 100 * v / total, 100 * u, 100 * c, c * user_us))
-print("(%d samples; +callees: C library samples charged to their caller; us/req: that share of the user time a request)" % total)
-if user_us is not None and ours_leaf:
-    n = sum(ours_leaf.values())
-    print("\nwhere the quorum's share (+callees) goes, by the sampled function")
-    for sym, v in sorted(ours_leaf.items(), key=lambda kv: -kv[1])[:int(sys.argv[3])]:
-        print("  %5.1f%%  %s" % (100 * v / n, sym))
-PY
+  printf '\nby object, front process (per unit: %s)\n' "$unit"
+  python3 "$top/bench/perf-objects.py" "$dir/script.txt" "${user_us:--}" "$top_n"
 fi

@@ -50,8 +50,8 @@ size=${1:-1G}
 reps=${2:-3}
 secs=${3:-10}
 
-extra="fio bc"
-$profile && extra+=" linux-perf"
+# linux-perf also for quorum-bench.sh's "ours" column.
+extra="fio bc linux-perf"
 QUORUM_EXTRA_PKGS="$extra ${QUORUM_EXTRA_PKGS:-}" scripts/install-deps || {
   echo "bench/run-all: installing dependencies failed"
   exit 1
