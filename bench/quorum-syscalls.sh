@@ -16,7 +16,9 @@
 #              three fast children), floor, floor-serial (the least
 #              an nbdkit plugin can do at queue depth 1: see
 #              bench/quorum-floor.sh; queue depth 1 only), ffloor
-#              (the same in the filter row's shape)
+#              (the same in the filter row's shape), qemu (QEMU's
+#              quorum in qemu-nbd over the same children, as in
+#              bench/quorum-bench.sh)
 #              (default plugin,filter,threshold)
 #   WORKLOADS  comma-separated, of randread-qd1, randread-qd32,
 #              randwrite-qd1, randwrite-qd32 (default all four)
