@@ -114,12 +114,22 @@ else
   perf_start "$front_pid" "$dir/perf.data"
 fi
 
+# front_ticks: the front's user and system CPU ticks so far.
+# per_unit TICKS UNITS SCALE FORMAT: TICKS in seconds times SCALE, a
+# unit (a GiB, a request), printed with FORMAT.
+front_ticks () { awk '{print $14, $15}' "/proc/$front_pid/stat"; }
+hz=$(getconf CLK_TCK)
+per_unit () {
+  python3 -c 'import sys; t, n, hz, k = map(float, sys.argv[1:5]); print(sys.argv[5] % (t * k / hz / n if n else 0))' \
+          "$1" "$2" "$hz" "$3" "$4"
+}
+
 if [ "$workload" = seqread ]; then
   # Read for SECONDS, whole copies only (at least one): a client that
   # hangs up in the middle of a read is not what this profiles (and
   # makes nbdkit 1.32 abort under valgrind in raw_send_socket).
   copies=0
-  read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$front_pid/stat")
+  read -r u0 s0 < <(front_ticks)
   t0=$(now)
   end=$(python3 -c 'import sys; print(float(sys.argv[1]) + float(sys.argv[2]))' "$t0" "$secs")
   while [ "$copies" = 0 ] ||
@@ -128,23 +138,21 @@ if [ "$workload" = seqread ]; then
     copies=$((copies + 1))
   done
   t1=$(now)
-  read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$front_pid/stat")
-  hz=$(getconf CLK_TCK)
+  read -r u1 s1 < <(front_ticks)
   gib=$(python3 -c 'import sys; print(int(sys.argv[1]) * int(sys.argv[2]) / 2**30)' "$img_bytes" "$copies")
-  user_us=$(python3 -c 'import sys; u, n, hz = map(float, sys.argv[1:]); print("%.3f" % (u / hz / n))' "$((u1 - u0))" "$gib" "$hz")
-  sys_us=$(python3 -c 'import sys; u, n, hz = map(float, sys.argv[1:]); print("%.3f" % (u / hz / n))' "$((s1 - s0))" "$gib" "$hz")
+  user_us=$(per_unit "$((u1 - u0))" "$gib" 1 %.3f)
+  sys_us=$(per_unit "$((s1 - s0))" "$gib" 1 %.3f)
   unit="s a GiB"
   did="read for $(python3 -c 'import sys; print("%.1f" % (float(sys.argv[2]) - float(sys.argv[1])))' "$t0" "$t1") s, $copies whole copies ($(python3 -c 'import sys; print("%.1f" % (int(sys.argv[1]) * int(sys.argv[2]) / 1048576 / (float(sys.argv[4]) - float(sys.argv[3]))))' "$img_bytes" "$copies" "$t0" "$t1") MiB/s); the front's CPU a GiB: user $user_us s, system $sys_us s"
 else
   # The front's CPU ticks around the fio run, for a request's user and
   # system time (under the profiler: higher than without it).
-  read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$front_pid/stat")
+  read -r u0 s0 < <(front_ticks)
   iops=$(fio_iops "$front_uri" "$rw" "$qd")
-  read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$front_pid/stat")
-  hz=$(getconf CLK_TCK)
-  requests=$(python3 -c 'import sys; print(round(float(sys.argv[1]) * float(sys.argv[2])))' "$iops" "$secs")
-  user_us=$(python3 -c 'import sys; u, n, hz = map(float, sys.argv[1:]); print("%.1f" % (u * 1e6 / hz / n if n else 0))' "$((u1 - u0))" "$requests" "$hz")
-  sys_us=$(python3 -c 'import sys; u, n, hz = map(float, sys.argv[1:]); print("%.1f" % (u * 1e6 / hz / n if n else 0))' "$((s1 - s0))" "$requests" "$hz")
+  read -r u1 s1 < <(front_ticks)
+  requests=$(python3 -c 'import sys; print(float(sys.argv[1]) * float(sys.argv[2]))' "$iops" "$secs")
+  user_us=$(per_unit "$((u1 - u0))" "$requests" 1e6 %.1f)
+  sys_us=$(per_unit "$((s1 - s0))" "$requests" 1e6 %.1f)
   unit="us a request"
   did="$workload for $secs s: $iops IOPS; the front's CPU a request: user $user_us us, system $sys_us us"
 fi
