@@ -342,7 +342,7 @@ perf_start () {
   sleep 0.5
 }
 perf_stop () {
-  kill -INT "$perf_pid"
+  kill -INT "$perf_pid" 2>/dev/null || true
   wait "$perf_pid" || true
   stop_pid "$perf_pid"
 }
