@@ -317,6 +317,19 @@ steal_summary () {
   return 0
 }
 
+# for_seconds SECONDS COMMAND...: run COMMAND once, then again until
+# SECONDS have passed since it first began; $runs says how often it ran.
+for_seconds () {
+  local end
+  end=$(python3 -c 'import sys, time; print(time.time() + float(sys.argv[1]))' "$1")
+  shift
+  runs=0
+  while [ "$runs" = 0 ] ||
+        python3 -c 'import sys, time; sys.exit(time.time() >= float(sys.argv[1]))' "$end"; do
+    "$@"
+    runs=$((runs + 1))
+  done
+}
 # perf_event: the event perf can sample here, "cycles" where the CPU
 # counts them, "cpu-clock" on a VM without hardware counters, nothing
 # (and false) without perf or when perf may not sample.

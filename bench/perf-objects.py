@@ -12,7 +12,7 @@
 #           GiB) during the recording, or -: prints what each object's
 #           share of it comes to
 #   TOP     how many of the functions sampled on the quorum's behalf
-#           to list (default 10; needs USER)
+#           to list (default 10)
 #   --ours  print only the quorum's share of the user-space samples
 #           (0 to 1), C library samples charged to their caller; - when
 #           there are fewer than MIN_USER_SAMPLES of them

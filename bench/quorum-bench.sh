@@ -148,6 +148,12 @@ hz=$(getconf CLK_TCK)
 target_rows=" seqread randread-qd32 seqwrite randwrite-qd32 "
 perf_ev=$(perf_event || true)
 
+# untimed_run W: W once against the front, its rate and steal not kept.
+untimed_run () {
+  run_workload "$1" "$front_uri" > /dev/null
+  sed -i '$d' "$dir/steal"
+}
+
 # One pass: every workload on every front, children with or without
 # --filter=noextents; fills val/cpu/rss under "PASS.workload.front".
 run_pass () {
@@ -200,15 +206,9 @@ run_pass () {
     if [ -n "$perf_ev" ] && [[ $target_rows == *" $w "* ]]; then
       start_front plugin c0 c1 c2
       perf_start "$front_pid" "$dir/perf.data"
-      # A sequential row moves the image again until SECONDS are up
-      # (10 copies at most), for enough samples.
-      t_end=$(python3 -c 'import sys, time; print(time.time() + float(sys.argv[1]))' "$secs")
-      for _ in $(seq 10); do
-        run_workload "$w" "$front_uri" > /dev/null
-        sed -i '$d' "$dir/steal"
-        python3 -c 'import sys, time; sys.exit(time.time() < float(sys.argv[1]))' "$t_end" &&
-          break
-      done
+      # A sequential row moves the image again until SECONDS are up,
+      # for enough samples.
+      for_seconds "$secs" untimed_run "$w"
       perf_stop
       stop_front
       # A perf that failed leaves too few samples: "ours" is then "-".

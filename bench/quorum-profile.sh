@@ -128,15 +128,10 @@ if [ "$workload" = seqread ]; then
   # Read for SECONDS, whole copies only (at least one): a client that
   # hangs up in the middle of a read is not what this profiles (and
   # makes nbdkit 1.32 abort under valgrind in raw_send_socket).
-  copies=0
   read -r u0 s0 < <(front_ticks)
   t0=$(now)
-  end=$(python3 -c 'import sys; print(float(sys.argv[1]) + float(sys.argv[2]))' "$t0" "$secs")
-  while [ "$copies" = 0 ] ||
-        python3 -c 'import sys, time; sys.exit(0 if time.time() < float(sys.argv[1]) else 1)' "$end"; do
-    nbdcopy "$front_uri" null:
-    copies=$((copies + 1))
-  done
+  for_seconds "$secs" nbdcopy "$front_uri" null:
+  copies=$runs
   t1=$(now)
   read -r u1 s1 < <(front_ticks)
   gib=$(python3 -c 'import sys; print(int(sys.argv[1]) * int(sys.argv[2]) / 2**30)' "$img_bytes" "$copies")
