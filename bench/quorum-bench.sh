@@ -332,18 +332,22 @@ PY
   # cores), the target rate needs that much less CPU per unit (cut).
   # Only the front can change, and of it only its user-space time
   # (user: ours, libnbd's, nbdkit's, the C library's) is code: a cut
-  # beyond it is out of any front's reach at that utilization.
+  # beyond it is out of any front's reach at that utilization.  budget
+  # is what the front's whole CPU (user and system) may come to per
+  # unit at the target, the children and the client costing what they
+  # did: against QEMU's quorum front in the same run (qfront), what a
+  # front would have to shed of the kernel's work too.
   printf '\nplugin against the targets (CPU-bound rows)\n'
-  printf '%-15s %6s %9s %5s %9s %9s %9s  %s\n' \
-         workload target plug/qemu util cut user ours verdict
+  printf '%-15s %6s %9s %5s %9s %9s %9s %9s %9s %9s  %s\n' \
+         workload target plug/qemu util front budget qfront cut user ours verdict
   for w in seqread:1.3 randread-qd32:2.0 seqwrite:1.5 randwrite-qd32:1.5; do
     python3 - "${w%%:*}" "${w#*:}" "$hz" "$img_bytes" "$secs" "$(nproc)" \
               "${val[$pass.${w%%:*}.qemu]}" "${val[$pass.${w%%:*}.plugin]}" \
               "${cpu[$pass.${w%%:*}.plugin]}" "${cpusys[$pass.${w%%:*}.plugin]}" \
               "${cpuch[$pass.${w%%:*}.plugin]}" "${cpucl[$pass.${w%%:*}.plugin]}" \
-              "${ours[$pass.${w%%:*}]:--}" <<'PY'
+              "${ours[$pass.${w%%:*}]:--}" "${cpu[$pass.${w%%:*}.qemu]}" <<'PY'
 import sys
-w, target, hz, size, secs, cores, qemu, rate, fr, fs, ch, cl, share = sys.argv[1:]
+w, target, hz, size, secs, cores, qemu, rate, fr, fs, ch, cl, share, qfr = sys.argv[1:]
 seq = w.startswith("seq")
 try:
     target, hz, cores = float(target), float(hz), int(cores)
@@ -357,6 +361,9 @@ try:
     util = per_s * tot / cores
     cut = tot - util * cores / t_per_s
     user = fr - fs
+    budget = fr - cut
+    qu = float(size) / 2**30 if seq else qemu * float(secs)
+    qfront = float(qfr) / hz / qu
 except (ValueError, ZeroDivisionError):
     print("%-15s %6s %9s" % (w, sys.argv[2], "-")); sys.exit(0)
 scale = 1.0 if seq else 1e6
@@ -368,6 +375,8 @@ if ours is not None and ours <= 0:
     ours = None
 if cut <= 0:
     verdict = "at target"
+elif budget <= 0:
+    verdict = "out of any front's reach: the children and the client alone cost more"
 elif ours is not None and cut > ours:
     verdict = ("out of the quorum's reach: more than its own code costs"
                " (%.0f%% of it)" % (100 * cut / ours))
@@ -377,13 +386,14 @@ elif cut <= user:
     verdict = "needs %.0f%% of the front's user time cut" % (100 * cut / user)
 else:
     verdict = "out of reach: more than the front's whole user time"
-fmt = "%9.3f %9.3f" if seq else "%9.1f %9.1f"
-ofmt = "%9s" % "-" if ours is None else ("%9.3f" if seq else "%9.1f") % (ours * scale)
-print(("%-15s %6.1f %9.2f %5.2f " + fmt + " %s  %s") %
-      (w, target, rate / qemu, util, cut * scale, user * scale, ofmt, verdict))
+f1 = "%9.3f" if seq else "%9.1f"
+ofmt = "%9s" % "-" if ours is None else f1 % (ours * scale)
+print(("%-15s %6.1f %9.2f %5.2f " + " ".join([f1] * 5) + " %s  %s") %
+      (w, target, rate / qemu, util, fr * scale, budget * scale,
+       qfront * scale, cut * scale, user * scale, ofmt, verdict))
 PY
   done
-  printf '(cut, user and ours: s per GiB for sequential rows, us per request for random ones;\n'
+  printf '(front, budget, qfront, cut, user and ours: s per GiB for sequential rows, us per request for random ones;\n'
   printf ' ours: the quorum'"'"'s own code and the C library it calls, its share of the user time\n'
   if [ -n "$perf_ev" ]; then
     printf ' in one more run of the plugin under perf (%s samples))\n' "$perf_ev"

@@ -6,9 +6,19 @@
 # Copyright (C) 2026 the nbdkit-quorum authors.
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# Usage: bench/quorum-syscalls.sh [--root=DIR] [REQUESTS [FRONTS [WORKLOADS]]]
+# Usage: bench/quorum-syscalls.sh [--root=DIR] [--callers] [REQUESTS [FRONTS [WORKLOADS]]]
 #   --root     the same on Debian 13's stack, in the root that
 #              scripts/in-debian13 keeps in DIR
+#   --callers  a third run of each front and workload, strace -k on the
+#              futex calls only, and under each row the callers that
+#              made at least 0.05 futex waits or wakes a request: the
+#              first frame outside the C library and the one that
+#              called it (object:function; the nbdkit binary is
+#              stripped, so it is named alone, and libnbd's frames by
+#              its nearest exported function).  The counts of the row
+#              stay those of the second run: unwinding the stack at
+#              each call slows the threads, which changes how often
+#              they meet on a lock.
 #   REQUESTS   requests per workload (default 4000)
 #   FRONTS     comma-separated: plugin, filter, threshold (the plugin
 #              with wait-for=threshold over children 0, 1 and a slow
@@ -42,11 +52,19 @@
 # Each count is divided by REQUESTS.  The front's own threads only: the
 # children's and the client's calls are not counted.
 
-case ${1:-} in
-  --root=*)
-    exec "$(dirname "$0")/../scripts/in-debian13" "$1" --with="fio bc strace" \
-         --build bench/quorum-syscalls.sh "${@:2}" ;;
-esac
+root= callers= opts=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --root=*) root=$1 ;;
+    --callers) callers=1; opts+=("$1") ;;
+    *) break ;;
+  esac
+  shift
+done
+if [ -n "$root" ]; then
+  exec "$(dirname "$0")/../scripts/in-debian13" "$root" --with="fio bc strace" \
+       --build bench/quorum-syscalls.sh "${opts[@]}" "$@"
+fi
 
 # shellcheck source=bench/bench-lib.sh
 source "$(dirname "$0")/bench-lib.sh"
@@ -112,16 +130,23 @@ ctxsw () {
 
 # run_client RW DEPTH MODE: one client run against the front; MODE
 # ctxsw prints the context switches, strace leaves the trace in
-# $dir/trace.
+# $dir/trace, callers the futex calls with their stacks in
+# $dir/ktrace.
 run_client () {
   local rw=$1 depth=$2 mode=$3 c0 c1 spid
   coproc CL { exec python3 "$dir/client.py" "$front_uri" "$rw" "$depth" "$nreq"; }
   local cpid=$CL_PID
   pids+=("$cpid")
   read -r _ <&"${CL[0]}"
-  if [ "$mode" = strace ]; then
-    rm -f "$dir/trace"
-    strace -f -qq -e signal=none -o "$dir/trace" -p "$front_pid" 2>/dev/null &
+  if [ "$mode" != ctxsw ]; then
+    if [ "$mode" = strace ]; then
+      rm -f "$dir/trace"
+      strace -f -qq -e signal=none -o "$dir/trace" -p "$front_pid" 2>/dev/null &
+    else
+      rm -f "$dir/ktrace"
+      strace -f -qq -k -e trace=futex -e signal=none -o "$dir/ktrace" \
+             -p "$front_pid" 2>/dev/null &
+    fi
     spid=$!
     pids+=("$spid")
     # strace says nothing when it is attached: wait for the threads to
@@ -136,7 +161,7 @@ run_client () {
   echo go >&"${CL[1]}"
   read -r _ <&"${CL[0]}"
   c1=$(ctxsw "$front_pid")
-  if [ "$mode" = strace ]; then
+  if [ "$mode" != ctxsw ]; then
     stop_pid "$spid"
   fi
   echo bye >&"${CL[1]}"
@@ -166,6 +191,7 @@ for w in ${workloads//,/ }; do
     cs=$(run_client "$rw" "$depth" ctxsw)
     [ "$f" = plugin ] && base=$cs
     run_client "$rw" "$depth" strace
+    [ -n "$callers" ] && run_client "$rw" "$depth" callers
     stop_front
     [ -n "${KEEP_TRACE:-}" ] && cp "$dir/trace" "$KEEP_TRACE.$w.$f"
     python3 - "$dir/trace" "$nreq" "$w" "$f" "$cs" "$base" <<'PY'
@@ -202,6 +228,59 @@ rest = sorted((c, x) for x, c in calls.items() if x not in shown and c / n >= 0.
 if rest:
     print("%-15s %-14s   others: %s" % ("", "", " ".join(
         "%s=%.2f" % (x, c / n) for c, x in reversed(rest))))
+PY
+    [ -n "$callers" ] && python3 - "$dir/ktrace" "$nreq" <<'PY'
+import collections, re, sys
+path, n = sys.argv[1], int(sys.argv[2])
+frame = re.compile(r'^ > (\S*?)\(([^)+]*)')
+def name(obj, sym):
+    base = obj.rsplit("/", 1)[-1]
+    if base.startswith("libc.so") or base.startswith("libpthread"):
+        return None
+    if base.startswith("nbdkit-quorum-"):
+        return "quorum:" + (sym or "?")
+    if base.startswith("libnbd.so"):
+        return "libnbd:" + (sym or "?")
+    if base == "nbdkit":
+        return "nbdkit"
+    return base.split(".so")[0] + ":" + (sym or "?")
+counts = collections.Counter()
+pending = {}            # thread: its unfinished call's kind
+cur = None              # [kind, frames] of the call whose stack follows
+def close():
+    if cur is None:
+        return
+    names = [x for x in (name(*f) for f in cur[1]) if x]
+    key = " <- ".join(names[:2]) if names else "libc"
+    counts[(cur[0], key)] += 1
+for line in open(path, errors="replace"):
+    m = frame.match(line)
+    if m:
+        if cur is not None:
+            cur[1].append(m.groups())
+        continue
+    close()
+    cur = None
+    m = re.match(r'^(\d+)\s+(.*)', line)
+    if not m:
+        continue
+    tid, rest = m.groups()
+    if "resumed>" in rest:
+        kind = pending.pop(tid, None)
+        if kind:
+            cur = [kind, []]
+        continue
+    if not rest.startswith("futex("):
+        continue
+    kind = "wake" if "FUTEX_WAKE" in rest else "wait"
+    if "<unfinished" in rest:
+        pending[tid] = kind     # its stack comes with the resumption
+    else:
+        cur = [kind, []]
+close()
+for (kind, key), c in sorted(counts.items(), key=lambda x: -x[1]):
+    if c / n >= 0.05:
+        print("%-15s %-14s   futex %s %5.2f  %s" % ("", "", kind, c / n, key))
 PY
   done
 done
