@@ -437,11 +437,8 @@ control_parse_request (const char *line, size_t len, char *err,
   json_tokener *tok;
   size_t end;
 
-  /* XXX json_tokener_parse_ex calls newlocale(3) on every parse; with
-   * the ASan or TSan runtime preloaded into Debian's nbdkit (the
-   * sanitizer stage of scripts/test) glibc's locale lock is already
-   * broken when nbdkit starts, and this thread hangs there (the export
-   * is not affected).
+  /* json_tokener_parse_ex calls newlocale(3) on every parse: under the
+   * sanitizer stages' preloaded runtime see tests/syslog-capture.c.
    */
   tok = json_tokener_new_ex (8);
   if (tok == NULL) {

@@ -11,15 +11,20 @@
  *
  * With $QUORUM_SKIP_DTORS set (the sanitizer run), the process ends
  * with _exit(2) once every exit handler has run, skipping the shared
- * objects' destructors: with libasan preloaded, p11-kit's destructor
- * can wait for ever on glibc's locale lock.  Sanitizer errors are
- * reported when they happen, so nothing is lost but the leak check.
+ * objects' destructors.  Sanitizer errors are reported when they
+ * happen, so nothing is lost but the leak check.  (It was first needed
+ * because p11-kit's destructor waited for ever on glibc's locale lock,
+ * broken at start-up: see newlocale below.)
+ *
+ * It also wraps newlocale(3), so that a sanitizer runtime preloaded
+ * into nbdkit starts outside glibc's locale lock (see there).
  */
 
 #include <config.h>
 
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <locale.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -63,6 +68,43 @@ __libc_start_main (main_fn main, int argc, char **argv,
   real_main = main;
   return next (wrapped_main, argc, argv, init, fini, rtld_fini, stack_end);
 }
+
+/* nbdkit is not built with the sanitizers: their runtime, preloaded,
+ * starts at the first allocation it intercepts.  That is in p11-kit's
+ * constructor (nbdkit links GnuTLS, which links p11-kit), inside
+ * glibc's newlocale while it holds the locale lock for writing; the
+ * runtime's start-up calls dlerror, whose message lookup takes that
+ * lock for reading, fails (we are its writer), and releases it all
+ * the same; newlocale's own release then takes the lock for a
+ * reader's and leaves its count below zero.  From then on every
+ * newlocale, setlocale or freelocale waits for ever: json-c's parser
+ * calls newlocale on every parse (the control socket), p11-kit's
+ * destructor freelocale.  So the first call allocates before it goes
+ * on: the runtime, if there is one, then starts outside the lock.
+ * Not instrumented itself: it runs before the runtime has started, when
+ * an instrumented access would find no shadow memory.
+ */
+#if defined (__has_attribute) && __has_attribute (no_sanitize)
+__attribute__ ((no_sanitize ("address", "thread", "undefined")))
+#endif
+locale_t
+newlocale (int mask, const char *name, locale_t base)
+{
+  static locale_t (*next) (int, const char *, locale_t);
+  locale_t (*fn) (int, const char *, locale_t) =
+    __atomic_load_n (&next, __ATOMIC_ACQUIRE);
+
+  if (fn == NULL) {
+    void *volatile p = malloc (1);      /* not optimised away */
+
+    free (p);
+    fn = (locale_t (*) (int, const char *, locale_t))
+      dlsym (RTLD_NEXT, "newlocale");
+    __atomic_store_n (&next, fn, __ATOMIC_RELEASE);
+  }
+  return fn (mask, name, base);
+}
+
 static char ident[64] = "-";
 
 static const char *
