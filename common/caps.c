@@ -110,10 +110,10 @@ caps_refuse_sizes (const struct quorum_caps *local_caps)
 
       if (child_is_local (c))
         fprintf (fp, "%s child %zu (%s): %" PRIi64, i ? "," : "", i,
-                 c->name, local_caps->size);
+                 child_name (c), local_caps->size);
       else if (c->caps_known)
         fprintf (fp, "%s child %zu (%s): %" PRIi64, i ? "," : "", i,
-                 c->name, c->caps.size);
+                 child_name (c), c->caps.size);
     }
     fclose (fp);
   }
@@ -194,6 +194,6 @@ caps_fit (struct child *c, const struct quorum_caps *caps)
   if (lack == NULL)
     return true;
   nbdkit_error ("quorum: child %zu (%s): not joining: it %s; next try "
-                "in %u s", c->index, c->name, lack, quorum_reconnect_max);
+                "in %u s", c->index, child_name (c), lack, quorum_reconnect_max);
   return false;
 }

@@ -175,7 +175,7 @@ connect_handle (struct child *c, int quit_fd, bool structured, char **why)
    * libnbd >= 1.18 with a server that offers it, extended (32).
    */
   nbdkit_debug ("quorum: child %zu (%s): connected, %s replies", c->index,
-                c->name,
+                child_name (c),
 #ifdef HAVE_NBD_GET_EXTENDED_HEADERS_NEGOTIATED
                 nbd_get_extended_headers_negotiated (nbd) == 1 ? "extended" :
 #endif
@@ -205,7 +205,7 @@ connect_plain (struct child *c, int quit_fd,
   nbd = connect_handle (c, quit_fd, false, &why);
   if (nbd == NULL) {
     nbdkit_debug ("quorum: child %zu (%s): second connection failed: %s: "
-                  "one connection does everything", c->index, c->name,
+                  "one connection does everything", c->index, child_name (c),
                   why ? why : "out of memory");
     free (why);
     return NULL;
@@ -214,7 +214,7 @@ connect_plain (struct child *c, int quit_fd,
       (nbd_is_read_only (nbd) == 0) != caps->can_write) {
     nbdkit_debug ("quorum: child %zu (%s): second connection differs in "
                   "size or read-only: one connection does everything",
-                  c->index, c->name);
+                  c->index, child_name (c));
     nbd_close (nbd);
     return NULL;
   }

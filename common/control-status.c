@@ -272,7 +272,7 @@ child_json (size_t i, double now, bool *healthy)
   json_object *o = json_object_new_object (), *e;
 
   add (o, "index", json_object_new_int64 (i));
-  add (o, "name", json_object_new_string (c->name));
+  add (o, "name", json_object_new_string (child_name (c)));
   add (o, "local", json_object_new_boolean (local));
   add (o, "state", json_object_new_string (state_name (c, state)));
   add (o, "stale_bytes", json_u64 (stale));

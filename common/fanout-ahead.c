@@ -78,7 +78,7 @@ fanout_ahead_begin (size_t i, uint64_t bytes, unsigned slots)
 
   nbdkit_debug ("quorum: child %zu (%s): %" PRIu64 " bytes and %u requests "
                 "in flight, more than max-lag=%" PRIu64 " or %u: ahead, "
-                "sent nothing until it caught up", i, c->name, bytes,
+                "sent nothing until it caught up", i, child_name (c), bytes,
                 slots, quorum_max_lag, FANOUT_AHEAD_SLOTS);
   clock_gettime (CLOCK_MONOTONIC, &ahead[i].since);
   ahead[i].sampled = ahead[i].since;

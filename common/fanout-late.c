@@ -279,7 +279,7 @@ late_cut_lagging (size_t i)
     if (fresh_stale_mark (c, regions[j].offset, regions[j].count,
                           FRESH_LAGGING) == -1)
       nbdkit_error ("quorum: child %zu (%s): cannot record its stale "
-                    "regions: %m", i, c->name);
+                    "regions: %m", i, child_name (c));
   free (regions);
   snprintf (why, sizeof why, "%" PRIu64 " bytes and %u requests in flight, "
             "more than max-lag=%" PRIu64 " or %u", bytes,

@@ -320,7 +320,7 @@ slot_send (struct reactor_cmd *cmd)
     {
       char *msg = child_redact (c, nbd_get_error () ?: "failed");
 
-      nbdkit_debug ("quorum: child %zu (%s): %s: %s", c->index, c->name,
+      nbdkit_debug ("quorum: child %zu (%s): %s: %s", c->index, child_name (c),
                     report_op_name (type), msg ? msg : "failed");
       free (msg);
     }

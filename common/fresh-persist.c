@@ -255,9 +255,9 @@ persist_load_stale (uint32_t renamed)
       /* Another disk at this position: it holds nothing of ours. */
       nbdkit_debug ("quorum: child %zu (%s): not the child state=%s "
                     "knew at this position: a new disk, wholly stale",
-                    i, c->name, quorum_state_file);
+                    i, child_name (c), quorum_state_file);
       fresh_stale_mark (c, 0, quorum_export_size, FRESH_NEW_DISK);
-      statefile_rename (state, i, c->name);
+      statefile_rename (state, i, child_name (c));
       continue;
     }
     n = 0;
@@ -269,7 +269,7 @@ persist_load_stale (uint32_t renamed)
     }
     if (n)
       nbdkit_debug ("quorum: child %zu (%s): state=%s: %" PRIu64
-                    " bytes stale", i, c->name, quorum_state_file,
+                    " bytes stale", i, child_name (c), quorum_state_file,
                     n << DIRTY_SHIFT);
   }
 }

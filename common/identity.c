@@ -260,7 +260,7 @@ identity_same_disk (struct quorum_conn *conn, struct child *c)
       continue;
     if (sr == SAMPLE_FAILED) {
       nbdkit_debug ("quorum: child %zu (%s): could not be read back",
-                    c->index, c->name);
+                    c->index, child_name (c));
       r = -1;
       break;
     }
@@ -288,7 +288,7 @@ identity_same_disk (struct quorum_conn *conn, struct child *c)
     nbdkit_error ("quorum: child %zu (%s): came back holding other data "
                   "than the quorum at %" PRIu64 ": not the disk it was, or "
                   "it lost what it held: wholly stale, to be rebuilt",
-                  c->index, c->name, first_diff);
+                  c->index, child_name (c), first_diff);
     if (fresh_stale_mark (c, 0, size, FRESH_LOST_CONTENTS) == -1)
       r = -1;
   }
@@ -296,7 +296,7 @@ identity_same_disk (struct quorum_conn *conn, struct child *c)
     nbdkit_debug ("quorum: child %zu (%s): the same disk: %zu blocks of "
                   "%" PRIu64 " bytes (%s) compared, %zu against fewer than "
                   "vote-threshold children, %zu of them differing",
-                  c->index, c->name, judged, bs,
+                  c->index, child_name (c), judged, bs,
                   d->total ? "where there is data" : "anywhere", weak,
                   weak_diff);
   free (d);

@@ -281,11 +281,28 @@ child_meta_stale (struct child *c)
     __atomic_load_n (&c->writes_done, __ATOMIC_ACQUIRE) !=
     __atomic_load_n (&c->writes_flushed, __ATOMIC_ACQUIRE);
 }
-/* True for the filter's plugin, which is called in-process. */
+/* The child's name and URI (redacted name, child= as given).  A
+ * replace swaps them while other threads print or redact them; the old
+ * strings stay valid until the next replace (replace.c).
+ */
+static inline const char *
+child_name (const struct child *c)
+{
+  return __atomic_load_n (&c->name, __ATOMIC_ACQUIRE);
+}
+static inline const char *
+child_uri (const struct child *c)
+{
+  return __atomic_load_n (&c->uri, __ATOMIC_ACQUIRE);
+}
+/* True for the filter's plugin, which is called in-process.  (A
+ * replace swaps a remote child's uri while other threads ask: it is
+ * never NULL then, before or after.)
+ */
 static inline bool
 child_is_local (const struct child *c)
 {
-  return c->uri == NULL && c->command == NULL;
+  return child_uri (c) == NULL && c->command == NULL;
 }
 /* caps.c: what the export offers of the remote children's
  * capabilities, from those reachable at start-up; fixed after

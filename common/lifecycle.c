@@ -96,13 +96,13 @@ lifecycle_connect_all (void)
         nbdkit_error ("%s=%s: cannot connect to child %zu: %s (see "
                       "start-degraded)",
                       c->command ? "child-command" : "child",
-                      c->command ? c->command : c->name, c->index,
+                      c->command ? c->command : child_name (c), c->index,
                       why ? why : "out of memory");
         free (why);
         return -1;
       }
       nbdkit_error ("quorum: child %zu (%s): unreachable at start-up: %s",
-                    c->index, c->name, why ? why : "out of memory");
+                    c->index, child_name (c), why ? why : "out of memory");
       free (why);
       state_set (c, CHILD_DOWN);
       continue;
@@ -114,7 +114,7 @@ lifecycle_connect_all (void)
     else if (c->caps.size != quorum_children[ref].caps.size)
       same = false;
     nbdkit_debug ("quorum: child %zu (%s): size %" PRIi64 "%s%s",
-                  c->index, c->name, c->caps.size,
+                  c->index, child_name (c), c->caps.size,
                   c->caps.can_write ? "" : ", read-only",
                   c->meta ? ", block status on a second connection" : "");
   }

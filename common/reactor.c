@@ -202,7 +202,7 @@ static void
 reactor_lost (struct child *c, const char *msg)
 {
   nbdkit_error ("quorum: child %zu (%s): connection lost%s%s",
-                c->index, c->name, msg ? ": " : "", msg ? msg : "");
+                c->index, child_name (c), msg ? ": " : "", msg ? msg : "");
   if (state_set_down (c))
     report_down (c->index, "connection-lost");
 }
@@ -755,7 +755,7 @@ reactor_cut_reason (struct child *c, const char *why, const char *reason)
   bool down;
 
   nbdkit_error ("quorum: child %zu (%s): %s: disconnecting", c->index,
-                c->name, why);
+                child_name (c), why);
   /* Cut before marking the child down: once it is down the supervisor
    * has the reactor let go of an idle handle, and a handle nobody reads
    * must not be left able to take a command.  Both under reactor_lock,

@@ -41,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <libnbd.h>
@@ -96,8 +97,9 @@ const char *
 replace_name (void)
 {
   struct child *s = spare_child ();
+  const char *name = s ? child_name (s) : NULL;
 
-  return s && s->name ? s->name : "";
+  return name ? name : "";
 }
 
 /* The spare's supervisor is done (it quit): join it, let go of its
@@ -360,8 +362,8 @@ replace_swap (struct child *c, struct child *s)
   old_name = c->name;
   __atomic_store_n (&c->uri, s->uri, __ATOMIC_RELEASE);
   __atomic_store_n (&c->name, s->name, __ATOMIC_RELEASE);
-  s->uri = old_uri;
-  s->name = old_name;
+  __atomic_store_n (&s->uri, old_uri, __ATOMIC_RELEASE);
+  __atomic_store_n (&s->name, old_name, __ATOMIC_RELEASE);
   /* What the spare holds is current everywhere: c is now. */
   fresh_stale_clear (c, 0, quorum_export_size);
   reactor_serve (c);
@@ -392,8 +394,9 @@ replace_swap_if_ready (struct child *c)
   /* Counted before the checks: a replace_start that sees no swap
    * cannot have one read the spare it is about to refill.
    */
-  __atomic_add_fetch (&swapping, 1, __ATOMIC_ACQ_REL);
-  if (replace_target () == c->index &&
+  __atomic_add_fetch (&swapping, 1, __ATOMIC_SEQ_CST);
+  /* Sequentially consistent, against replace_stop. */
+  if (__atomic_load_n (&target, __ATOMIC_SEQ_CST) == c->index &&
       __atomic_load_n (&ready, __ATOMIC_ACQUIRE)) {
     tried = true;
     done = replace_swap (c, s);
@@ -465,6 +468,17 @@ replace_stop (void)
   if (s == NULL)
     return;
   fanout_set_spare (SIZE_MAX);
-  __atomic_store_n (&target, SIZE_MAX, __ATOMIC_RELEASE);
+  /* The children's supervisors still run: one may be swapping the
+   * spare in, and retires it itself at the end.  From this store on
+   * none starts (replace_swap_if_ready counts itself, then reads the
+   * target: sequentially consistent, both sides); wait for any that
+   * did, so that the spare is retired by one thread at a time.
+   */
+  __atomic_store_n (&target, SIZE_MAX, __ATOMIC_SEQ_CST);
+  while (__atomic_load_n (&swapping, __ATOMIC_SEQ_CST) > 0) {
+    const struct timespec ms = { .tv_nsec = 1000000 };
+
+    nanosleep (&ms, NULL);
+  }
   spare_retire (s);
 }

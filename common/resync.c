@@ -154,14 +154,14 @@ resync_reconnect (struct child *c, unsigned *delay, struct quorum_caps *caps,
   if (connect_child (c, c->quit_pipe[0], caps, nbd, meta, &why) == -1) {
     *delay = resync_backoff (*delay);
     nbdkit_debug ("quorum: child %zu (%s): reconnect failed: %s; next "
-                  "try in %u s", c->index, c->name,
+                  "try in %u s", c->index, child_name (c),
                   why ? why : "out of memory", *delay);
     free (why);
     return -1;
   }
   if (caps->size != quorum_export_size)
     nbdkit_error ("quorum: child %zu (%s): came back with size %" PRIi64
-                  ", not %" PRIi64 ": not rejoining", c->index, c->name,
+                  ", not %" PRIi64 ": not rejoining", c->index, child_name (c),
                   caps->size, quorum_export_size);
   else if (caps_fit (c, caps))
     return 0;

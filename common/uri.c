@@ -342,18 +342,19 @@ child_redact (const struct child *c, const char *msg)
   bool *mask = NULL;
   FILE *fp;
   const char *m;
+  const char *uri = child_uri (c), *name = child_name (c);
 
-  if (c->uri == NULL || c->uri[0] == '\0')
+  if (uri == NULL || uri[0] == '\0')
     return strdup (msg);
 
   /* The raw URI, wherever it appears, becomes the child's name. */
   fp = open_memstream (&named, &named_len);
   if (fp == NULL)
     return NULL;
-  ulen = strlen (c->uri);
+  ulen = strlen (uri);
   for (m = msg; *m; ) {
-    if (strncmp (m, c->uri, ulen) == 0) {
-      fputs (c->name ? c->name : "***", fp);
+    if (strncmp (m, uri, ulen) == 0) {
+      fputs (name ? name : "***", fp);
       m += ulen;
     }
     else
@@ -368,7 +369,7 @@ child_redact (const struct child *c, const char *msg)
    * are removed whole, then write each run of marked bytes as one
    * "***".
    */
-  uri_split (c->uri, &p);
+  uri_split (uri, &p);
   if (p.password)
     uri_add_secret (&s, p.password, p.password_end - p.password);
   uri_query_each (&p, uri_secret_item, &s);
