@@ -100,9 +100,12 @@ stays_up ()
   rm $tmpdir/trigger
   wait_for "healed child $f" 30 \
       images_equal $tmpdir/c0.img $tmpdir/c1.img $tmpdir/c2.img
+  # The copy's data lands before the pass that made it ends (and says
+  # so): wait for the report too.
+  wait_for "resync-end or settle report for child $f" 30 \
+      grep -E -q -- "event=(resync-end child=$f |settle )" $tmpdir/syslog
   cat $tmpdir/syslog
   assert_grep "event=stale child=$f .* offset=0x2[0-9a-f]{4} length=0x[0-9a-f]+ reason=write-failed" $tmpdir/syslog
-  assert_grep "event=(resync-end child=$f |settle )" $tmpdir/syslog
   # The copies that failed were reported as stopped, not as ended: a
   # resync-end says the pass got through.
   assert_grep "event=resync-stopped child=$f .* copied=0x0 reason=write-failed$" \
