@@ -133,20 +133,18 @@ ctxsw () {
 # $dir/trace, callers the futex calls with their stacks in
 # $dir/ktrace.
 run_client () {
-  local rw=$1 depth=$2 mode=$3 c0 c1 spid
+  local rw=$1 depth=$2 mode=$3 c0 c1 spid out= sargs=()
+  case $mode in
+    strace) out=$dir/trace ;;
+    callers) out=$dir/ktrace; sargs=(-k -e trace=futex) ;;
+  esac
   coproc CL { exec python3 "$dir/client.py" "$front_uri" "$rw" "$depth" "$nreq"; }
   local cpid=$CL_PID
   pids+=("$cpid")
   read -r _ <&"${CL[0]}"
-  if [ "$mode" != ctxsw ]; then
-    if [ "$mode" = strace ]; then
-      rm -f "$dir/trace"
-      strace -f -qq -e signal=none -o "$dir/trace" -p "$front_pid" 2>/dev/null &
-    else
-      rm -f "$dir/ktrace"
-      strace -f -qq -k -e trace=futex -e signal=none -o "$dir/ktrace" \
-             -p "$front_pid" 2>/dev/null &
-    fi
+  if [ -n "$out" ]; then
+    rm -f "$out"
+    strace -f -qq "${sargs[@]}" -e signal=none -o "$out" -p "$front_pid" 2>/dev/null &
     spid=$!
     pids+=("$spid")
     # strace says nothing when it is attached: wait for the threads to
@@ -161,7 +159,7 @@ run_client () {
   echo go >&"${CL[1]}"
   read -r _ <&"${CL[0]}"
   c1=$(ctxsw "$front_pid")
-  if [ "$mode" != ctxsw ]; then
+  if [ -n "$out" ]; then
     stop_pid "$spid"
   fi
   echo bye >&"${CL[1]}"

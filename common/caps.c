@@ -194,6 +194,7 @@ caps_fit (struct child *c, const struct quorum_caps *caps)
   if (lack == NULL)
     return true;
   nbdkit_error ("quorum: child %zu (%s): not joining: it %s; next try "
-                "in %u s", c->index, child_name (c), lack, quorum_reconnect_max);
+                "in %u s", c->index, child_name (c), lack,
+                quorum_reconnect_max);
   return false;
 }
