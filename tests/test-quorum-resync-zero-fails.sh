@@ -37,6 +37,9 @@ zero_fails ()
   start_child 2 "${c2[@]}"
   wait_for "child 2 identical" 30 \
       images_equal $tmpdir/c0.img $tmpdir/c1.img $tmpdir/c2.img
+  # The copy's data lands before the pass that made it ends (and says
+  # so): wait for the report too.
+  wait_for "resync-end report" 30 grep -q 'event=resync-end child=2 ' $tmpdir/syslog
   [ $form = filter ] && release_connection
   cat $tmpdir/syslog
   # Its zero was tried, failed, and zeroes were written.

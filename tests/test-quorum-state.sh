@@ -81,6 +81,8 @@ restart_stale ()
   nbdsh -u "$q" -c "assert h.pread(65536, $r) == b'W' * 65536"
   wait_for "child 2 resynced" 30 \
       images_equal $tmpdir/c0.img $tmpdir/c1.img $tmpdir/c2.img
+  # The data lands before the pass ends and reports: wait for that too.
+  wait_for "resync-end report" 30 grep -q 'event=resync-end child=2 ' $tmpdir/syslog
   cat $tmpdir/syslog
   assert_grep "event=resync-end child=2 .* copied=0x[1-9a-f]" $tmpdir/syslog
   qstop
@@ -105,6 +107,8 @@ restart_degraded ()
   start_child 2 file $tmpdir/c2.img
   wait_for "child 2 resynced" 30 \
       images_equal $tmpdir/c0.img $tmpdir/c1.img $tmpdir/c2.img
+  # The data lands before the pass ends and reports: wait for that too.
+  wait_for "resync-end report" 30 grep -q 'event=resync-end child=2 ' $tmpdir/syslog
   cat $tmpdir/syslog
   region_is $tmpdir/c2.img $r1 65536 0x56
   nbdsh -u "$q" -c "assert h.pread(65536, $r1) == b'V' * 65536" \

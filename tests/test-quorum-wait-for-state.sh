@@ -49,6 +49,8 @@ h.flush()
   hold_connection "$q"
   wait_for "child 2 identical" 60 \
       images_equal $tmpdir/c0.img $tmpdir/c1.img $tmpdir/c2.img
+  # The data lands before the pass ends and reports: wait for that too.
+  wait_for "resync-end report" 30 grep -q 'event=resync-end child=2 ' $tmpdir/syslog
   release_connection
   cat $tmpdir/syslog
   assert_grep 'event=resync-end child=2 .* dirty=0x0 copied=0x[1-9a-f]' \
