@@ -422,7 +422,10 @@ quorum_unload (void)
   for (i = 0; i < config_child_specs.len; ++i)
     free (config_child_specs.ptr[i].value);
   config_spec_vector_free (&config_child_specs);
-  for (i = 0; i < quorum_nr_children; ++i) {
+  /* Every slot: after a replace the spare's holds the strings of the
+   * child it took over from, and its dirty map is the spare's own.
+   */
+  for (i = 0; quorum_children && i < quorum_nr_slots (); ++i) {
     free (quorum_children[i].uri);
     free (quorum_children[i].command);
     free (quorum_children[i].name);

@@ -41,6 +41,7 @@ struct fresh_child {
   struct dirty_map unflushed[2];
 };
 static struct fresh_child *fresh_children;
+static bool fresh_spare_slot;   /* fresh_children has the spare's too */
 static unsigned epoch;                  /* under flush_lock; read atomically */
 static pthread_mutex_t flush_lock = PTHREAD_MUTEX_INITIALIZER;
 /* Threads marking unflushed[e] now: a flush waits for those of the
@@ -479,12 +480,14 @@ fresh_stop (void)
 
   fresh_wake ();
   persist_stop ();
+  /* The spare's slot too, which fresh_spare_init added. */
   if (fresh_children)
-    for (i = 0; i < quorum_nr_children; ++i)
+    for (i = 0; i < quorum_nr_children + fresh_spare_slot; ++i)
       for (j = 0; j < 2; ++j)
         dirty_free (&fresh_children[i].unflushed[j]);
   free (fresh_children);
   fresh_children = NULL;
+  fresh_spare_slot = false;
   dirty_free (&unsettled);
 }
 
@@ -515,6 +518,7 @@ fresh_spare_init (void)
   }
   fresh_children = fc;
   memset (&fc[s], 0, sizeof fc[s]);
+  fresh_spare_slot = true;
   if (dirty_init (&quorum_children[s].dirty, quorum_export_size) == -1) {
     nbdkit_error ("calloc: %m");
     return -1;
