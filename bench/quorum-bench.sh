@@ -5,11 +5,16 @@
 # Copyright (C) 2026 the nbdkit-quorum authors.
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# Usage: bench/quorum-bench.sh [--root=DIR] [--pass=both|noextents|extents] [SIZE [REPS [SECONDS]]]
+# Usage: bench/quorum-bench.sh [--root=DIR] [--pass=both|noextents|extents]
+#                              [--workloads=W,...] [--fronts=F,...]
+#                              [SIZE [REPS [SECONDS]]]
 #   --root   the same run on Debian 13's stack (nbdkit 1.42, libnbd 1.22,
 #            QEMU 10: its quorum driver is the baseline), built and run in
 #            the root that scripts/in-debian13 keeps in DIR
 #   --pass   which children (default both, one after the other, see below)
+#   --workloads, --fronts  only these rows and fronts (default all; the
+#            names are the tables'), e.g. more repetitions of one row:
+#            --workloads=randwrite-qd32 --fronts=qemu,plugin,filter 1G 10 8
 #   SIZE     image size (default 1G), in /dev/shm
 #   REPS     repetitions of each measurement (default 3); medians shown
 #   SECONDS  run time of each fio job (default 10)
@@ -84,10 +89,16 @@ esac
 # shellcheck source=bench/bench-lib.sh
 source "$(dirname "$0")/bench-lib.sh"
 
-passes=noextents,extents
-case ${1:-} in
-  --pass=*) passes=${1#--pass=}; passes=${passes/both/noextents,extents}; shift ;;
-esac
+passes=noextents,extents only_w= only_f=
+while [ $# -gt 0 ]; do
+  case $1 in
+    --pass=*) passes=${1#--pass=}; passes=${passes/both/noextents,extents} ;;
+    --workloads=*) only_w=${1#--workloads=} ;;
+    --fronts=*) only_f=${1#--fronts=} ;;
+    *) break ;;
+  esac
+  shift
+done
 size=${1:-1G}
 reps=${2:-3}
 secs=${3:-10}
@@ -141,6 +152,25 @@ run_limit () {
 
 workloads=(seqread seqread-1conn randread-qd1 randread-qd32 seqwrite randwrite-qd1 randwrite-qd32)
 fronts=(qemu filter plugin passthrough limit qemu-file filter-file floor ffloor)
+# --workloads and --fronts: a subset, in the tables' order; the columns
+# of fronts left out show "-".
+pick () {
+  local kind=$1 list=$2 x; shift 2
+  for x in ${list//,/ }; do
+    [[ " $* " == *" $x "* ]] ||
+      { echo "bench: --$kind=$list: $x is not one of: $*" >&2; exit 1; }
+  done
+}
+if [ -n "$only_w" ]; then
+  pick workloads "$only_w" "${workloads[@]}"
+  keep=()
+  for w in "${workloads[@]}"; do
+    [[ ,$only_w, == *,$w,* ]] && keep+=("$w")
+  done
+  workloads=("${keep[@]}")
+fi
+[ -n "$only_f" ] && pick fronts "$only_f" "${fronts[@]}"
+front_picked () { [ -z "$only_f" ] || [[ ,$only_f, == *,$1,* ]]; }
 declare -A val cpu cpusys rss cpuch cpucl ours
 hz=$(getconf CLK_TCK)
 # The rows of "plugin against the targets", and what perf samples here
@@ -175,6 +205,7 @@ run_pass () {
       for f in "${fronts[@]}"; do
         # The floors serve one request a connection at a time.
         if [[ $f = *floor && $w != *-qd1 ]]; then continue; fi
+        front_picked "$f" || continue
         if [ "$f" = limit ]; then
           run_limit "$w" >> "$dir/$w.$f"
           continue
@@ -203,7 +234,8 @@ run_pass () {
     # share of the front's user time that is the quorum's own code, with
     # the C library's samples charged to their callers.  Not a timed
     # run: its rate and its steal are not kept.
-    if [ -n "$perf_ev" ] && [[ $target_rows == *" $w "* ]]; then
+    if [ -n "$perf_ev" ] && [[ $target_rows == *" $w "* ]] &&
+         front_picked plugin; then
       start_front plugin c0 c1 c2
       perf_start "$front_pid" "$dir/perf.data"
       # A sequential row moves the image again until SECONDS are up,
@@ -257,6 +289,7 @@ print_pass () {
   for w in "${workloads[@]}"; do
     printf '%-15s' "$w"
     for f in qemu filter plugin passthrough qemu-file filter-file; do
+      if [ "${cpu[$pass.$w.$f]}" = - ]; then printf ' %s=-' "$f"; continue; fi
       printf ' %s=%.2f' "$f" "$(echo "${cpu[$pass.$w.$f]} / $hz" | bc -l)"
     done
     echo
@@ -310,18 +343,21 @@ try:
     u = units(rate)
     fr, fs = float(fr) / hz / u, float(fs) / hz / u
     ch, cl = float(ch) / hz / u, float(cl) / u
-    hop = float(pfr) / hz / units(prate)
 except (ValueError, ZeroDivisionError):
     print("%-15s %-11s %8s" % (w, f, "-")); sys.exit(0)
 scale = 1.0 if seq else 1e6
 per_s = 1024.0 if seq else 1.0          # MiB/s or IOPS
 b0 = cores / (ch + cl) * per_s
-b1 = cores / (ch + cl + hop) * per_s
+try:                    # bound1 needs the passthrough row (--fronts)
+    b1 = cores / (ch + cl + float(pfr) / hz / units(prate)) * per_s
+    b1s = "%9.0f %6.2f" % (b1, b1 / qemu)
+except (ValueError, ZeroDivisionError):
+    b1s = "%9s %6s" % ("-", "-")
 bk = cores / (ch + cl + fs) * per_s
 fmt = "%8.2f %8.2f %9.2f %8.2f" if seq else "%8.1f %8.1f %9.1f %8.1f"
-print(("%-15s %-11s " + fmt + " %9.0f %6.2f %9.0f %6.2f %9.0f %6.2f") %
+print(("%-15s %-11s " + fmt + " %9.0f %6.2f %s %9.0f %6.2f") %
       (w, f, fr * scale, fs * scale, ch * scale, cl * scale,
-       b0, b0 / qemu, b1, b1 / qemu, bk, bk / qemu))
+       b0, b0 / qemu, b1s, bk, bk / qemu))
 PY
     done
   done
@@ -341,6 +377,7 @@ PY
   printf '%-15s %6s %9s %5s %9s %9s %9s %9s %9s %9s  %s\n' \
          workload target plug/qemu util front budget qfront cut user ours verdict
   for w in seqread:1.3 randread-qd32:2.0 seqwrite:1.5 randwrite-qd32:1.5; do
+    [[ " ${workloads[*]} " == *" ${w%%:*} "* ]] || continue
     python3 - "${w%%:*}" "${w#*:}" "$hz" "$img_bytes" "$secs" "$(nproc)" \
               "${val[$pass.${w%%:*}.qemu]}" "${val[$pass.${w%%:*}.plugin]}" \
               "${cpu[$pass.${w%%:*}.plugin]}" "${cpusys[$pass.${w%%:*}.plugin]}" \

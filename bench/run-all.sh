@@ -37,9 +37,12 @@
 #                                                  nbdcopy; IOPS during
 #                                                  a rebuild; scrub vs
 #                                                  seqread
+#   quorum-jitter.sh randwrite-qd32 16 REPS        second-by-second
+#                                                  rates: qemu, plugin,
+#                                                  filter
 #   quorum-profile.sh SIZE SECONDS (--profile)     top symbols
 # Use a quiet machine: other load moves every figure.  A full run at
-# the defaults takes roughly 85 minutes on 2 cores.
+# the defaults takes roughly 90 minutes on 2 cores.
 
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -86,6 +89,7 @@ run quorum-hop.sh "$size" "$reps" "$secs"
 run quorum-floor.sh "$size" 5 "$secs"
 run quorum-state.sh "$size" "$reps" "$secs"
 run quorum-rebuild.sh "$size" "$reps" "$secs"
+run quorum-jitter.sh randwrite-qd32 16 "$reps"
 $profile && run quorum-profile.sh "$size" "$secs"
 
 echo
