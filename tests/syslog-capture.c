@@ -10,9 +10,9 @@
  * logging (there may be no syslog daemon at all).
  *
  * With $QUORUM_KEEP_DSOS set (the sanitizer run), dlclose(3) does
- * nothing: nbdkit unloads the quorum at exit, and LeakSanitizer, which
- * looks after that, could not name a frame of the unmapped module, so
- * a leak of ours would pass for nbdkit's.
+ * nothing: nbdkit unloads the quorum at exit, before LeakSanitizer's
+ * check, which could not name a frame of the unmapped module, so a
+ * leak of ours would pass for nbdkit's.
  *
  * It also wraps newlocale(3), so that a sanitizer runtime preloaded
  * into nbdkit starts outside glibc's locale lock (see there).
