@@ -368,7 +368,10 @@ PY
   # cores), the target rate needs that much less CPU per unit (cut).
   # Only the front can change, and of it only its user-space time
   # (user: ours, libnbd's, nbdkit's, the C library's) is code: a cut
-  # beyond it is out of any front's reach at that utilization.  budget
+  # beyond it is out of any user-space change's reach at that
+  # utilization (the kernel's work for the front's system calls alone
+  # is over budget), which the verdict says before comparing the cut
+  # with the quorum's own code.  budget
   # is what the front's whole CPU (user and system) may come to per
   # unit at the target, the children and the client costing what they
   # did: against QEMU's quorum front in the same run (qfront), what a
@@ -414,15 +417,16 @@ if cut <= 0:
     verdict = "at target"
 elif budget <= 0:
     verdict = "out of any front's reach: the children and the client alone cost more"
+elif cut > user:
+    verdict = ("out of any user-space change's reach: more than the front's"
+               " whole user time (%.0f%% of it)" % (100 * cut / user))
 elif ours is not None and cut > ours:
     verdict = ("out of the quorum's reach: more than its own code costs"
                " (%.0f%% of it)" % (100 * cut / ours))
 elif ours is not None:
     verdict = "needs %.0f%% of the quorum's own code cut" % (100 * cut / ours)
-elif cut <= user:
-    verdict = "needs %.0f%% of the front's user time cut" % (100 * cut / user)
 else:
-    verdict = "out of reach: more than the front's whole user time"
+    verdict = "needs %.0f%% of the front's user time cut" % (100 * cut / user)
 f1 = "%9.3f" if seq else "%9.1f"
 ofmt = "%9s" % "-" if ours is None else f1 % (ours * scale)
 print(("%-15s %6.1f %9.2f %5.2f " + " ".join([f1] * 5) + " %s  %s") %
