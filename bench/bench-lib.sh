@@ -42,7 +42,7 @@ alive () {
 # Kill one PID we started: TERM, wait up to 5 s, then KILL; forget it so
 # that a later cleanup can never hit a recycled PID.
 stop_pid () {
-  local p=$1 i keep=()
+  local p=$1
   kill "$p" 2>/dev/null || true
   # A server started in the background (qemu-nbd) is our child: reap it,
   # or it stays a zombie that kill -0 still finds.  For the others (nbdkit
@@ -50,7 +50,14 @@ stop_pid () {
   wait "$p" 2>/dev/null || true
   for _ in $(seq 50); do alive "$p" || break; sleep 0.1; done
   alive "$p" && kill -9 "$p" 2>/dev/null
-  for i in "${pids[@]}"; do [ "$i" = "$p" ] || keep+=("$i"); done
+  forget_pid "$p"
+}
+
+# forget_pid PID: a process of ours that has ended and been waited for,
+# no longer to be killed at exit (its PID may be reused).
+forget_pid () {
+  local i keep=()
+  for i in "${pids[@]}"; do [ "$i" = "$1" ] || keep+=("$i"); done
   pids=("${keep[@]}")
 }
 

@@ -110,8 +110,7 @@ for r in $(seq "$reps"); do
       { cat "$dir/fio.err" >&2; exit 1; }
     touch "$dir/stop"
     wait "$spid" || true
-    keep=(); for p in "${pids[@]}"; do [ "$p" = "$spid" ] || keep+=("$p"); done
-    pids=("${keep[@]}")
+    forget_pid "$spid"
     paste -d' ' <(awk -F, '{print $2}' "$dir"/log_iops.1.log) "$dir/samples" |
       tail -n +2 | awk -v f="$f" 'NF == 5 {print f, $0}' >> "$dir/all"
     stop_front

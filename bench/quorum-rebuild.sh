@@ -285,15 +285,7 @@ while not os.path.exists('$dir/release'):
   echo "bench: the idle client did not connect" >&2
   return 1
 }
-release () { touch "$dir/release"; wait "$held_pid"; forget "$held_pid"; }
-
-# forget PID: a process of ours that has ended and been waited for, no
-# longer to be killed at exit (its PID may be reused).
-forget () {
-  local i keep=()
-  for i in "${pids[@]}"; do [ "$i" = "$1" ] || keep+=("$i"); done
-  pids=("${keep[@]}")
-}
+release () { touch "$dir/release"; wait "$held_pid"; forget_pid "$held_pid"; }
 
 # seconds CMD...: elapsed seconds of CMD.
 seconds () {
@@ -312,7 +304,7 @@ two_sources () {
   pids+=("$a")
   nbdcopy "$2" null: || r=$?
   wait "$a" || r=$?
-  forget "$a"
+  forget_pid "$a"
   return "$r"
 }
 
@@ -382,7 +374,7 @@ for rep in $(seq "$reps"); do
         fio_iops "$front_uri" randread 32 >> "$dir/i.$f.$m"
         touch "$dir/stop"
         wait "$churn_pid" || { echo "bench: the rebuild helper failed" >&2; exit 1; }
-        forget "$churn_pid"
+        forget_pid "$churn_pid"
         cat "$dir/churn" >> "$dir/i.$f.$m.aux"
       fi
       stop_front
